@@ -1,0 +1,52 @@
+import { readFile } from 'node:fs/promises';
+import { WorkerError, ioError } from '../errors.js';
+import { parseBulkTasks, parseDependencyList, type NewTask, type TaskDefaults } from '../core/newTasks.js';
+import { QueueStore } from '../queue/store.js';
+import type { TaskDefinition } from '../queue/schema.js';
+
+export interface AddOptions {
+  dir: string;
+  /** One task from the command line… */
+  task?: { id: string; instruction: string; deps: string | undefined } | undefined;
+  /** …or a bulk file of JSON lines (`-` for standard input). */
+  file?: string | undefined;
+  defaults: TaskDefaults;
+  readStdin: () => Promise<string>;
+  now: () => Date;
+}
+
+export async function addTasks(options: AddOptions): Promise<TaskDefinition[]> {
+  const { tasks, where } = await collectTasks(options);
+  const store = await QueueStore.open(options.dir);
+  try {
+    return await store.addTasks(tasks, options.defaults, options.now(), where);
+  } finally {
+    await store.close();
+  }
+}
+
+async function collectTasks(options: AddOptions): Promise<{ tasks: NewTask[]; where: (index: number) => string }> {
+  if (options.file !== undefined && options.task !== undefined) {
+    throw new WorkerError('USAGE', 'give either <task-id> <instruction> [deps] or --file, not both', {
+      hint: 'worker add summarize-1 "Summarize chapter 1"   or   worker add --file tasks.jsonl',
+    });
+  }
+  if (options.task !== undefined) {
+    const { id, instruction, deps } = options.task;
+    return { tasks: [{ id, instruction, deps: parseDependencyList(deps) }], where: () => 'refused' };
+  }
+  if (options.file === undefined) {
+    throw new WorkerError('USAGE', 'missing <task-id> and <instruction>', {
+      hint: 'worker add summarize-1 "Summarize chapter 1" [deps]   or   worker add --file tasks.jsonl',
+    });
+  }
+  const source = options.file === '-' ? 'standard input' : options.file;
+  let text: string;
+  try {
+    text = options.file === '-' ? await options.readStdin() : await readFile(options.file, 'utf8');
+  } catch (error) {
+    throw ioError('read', source, error);
+  }
+  const { tasks, lines } = parseBulkTasks(text, source);
+  return { tasks, where: (index) => `${source} line ${lines[index]}` };
+}

@@ -1,0 +1,135 @@
+import { WorkerError } from '../errors.js';
+import { INTENSITIES, type Intensity } from '../types.js';
+import { MAX_INSTRUCTION_LENGTH, TASK_ID_PATTERN, TASK_ID_RULE, type TaskDefinition } from '../queue/schema.js';
+
+/** A task as a person writes it: on the command line or as one line of a bulk file. */
+export interface NewTask {
+  id: string;
+  instruction: string;
+  deps: string[];
+  min_budget?: number | undefined;
+  max_budget?: number | undefined;
+  intensity?: Intensity | undefined;
+}
+
+export interface TaskDefaults {
+  min_budget: number;
+  max_budget: number;
+  intensity: Intensity;
+}
+
+const BULK_FIELDS = new Set(['id', 'instruction', 'deps', 'min_budget', 'max_budget', 'intensity']);
+
+/** `a,b`, `a, b` and `a,,b,` all mean [a, b]; repeats are kept once. */
+export function parseDependencyList(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  return [...new Set(text.split(',').map((dep) => dep.trim()).filter((dep) => dep.length > 0))];
+}
+
+/**
+ * Checks new tasks against the queue and against each other, all or nothing, and returns their
+ * definitions. `where(i)` names the i-th task in messages (e.g. "line 7 of tasks.jsonl").
+ */
+export function defineNewTasks(
+  existing: readonly TaskDefinition[],
+  tasks: readonly NewTask[],
+  defaults: TaskDefaults,
+  now: Date,
+  where: (index: number) => string,
+): TaskDefinition[] {
+  const ids = new Set(existing.map((task) => task.id));
+  const foldedIds = new Map(existing.map((task) => [task.id.toLowerCase(), task.id]));
+  const addedAt = now.toISOString();
+  return tasks.map((task, index) => {
+    const reject = (message: string, hint: string) => {
+      throw new WorkerError('REJECTED', `${where(index)}: ${message}`, { hint: `nothing was added; ${hint}` });
+    };
+    if (!TASK_ID_PATTERN.test(task.id)) {
+      reject(`invalid task id ${quote(task.id)}`, `a task id is ${TASK_ID_RULE}`);
+    }
+    if (ids.has(task.id)) reject(`task "${task.id}" already exists`, 'choose another id');
+    const sameButCase = foldedIds.get(task.id.toLowerCase());
+    if (sameButCase !== undefined) {
+      reject(`task id "${task.id}" differs from "${sameButCase}" only in case`, 'ids name files, so they must differ in more than case');
+    }
+    if (task.instruction.trim().length === 0) reject(`task "${task.id}" has an empty instruction`, 'give the instruction to send to the API');
+    if (task.instruction.length > MAX_INSTRUCTION_LENGTH) {
+      reject(`the instruction of task "${task.id}" has ${task.instruction.length} characters`, `the limit is ${MAX_INSTRUCTION_LENGTH}`);
+    }
+    const deps = [...new Set(task.deps.map((dep) => dep.trim()).filter((dep) => dep.length > 0))];
+    for (const dep of deps) {
+      if (dep === task.id) reject(`task "${task.id}" depends on itself`, 'remove it from its own dependencies');
+      if (!ids.has(dep)) {
+        reject(`task "${task.id}" depends on ${quote(dep)}, which does not exist`, 'add the dependency first (in a bulk file: on an earlier line)');
+      }
+    }
+    const definition: TaskDefinition = {
+      id: task.id,
+      instruction: task.instruction,
+      deps,
+      min_budget: task.min_budget ?? defaults.min_budget,
+      max_budget: task.max_budget ?? defaults.max_budget,
+      intensity: task.intensity ?? defaults.intensity,
+      added_at: addedAt,
+    };
+    if (definition.min_budget > definition.max_budget) {
+      reject(`task "${task.id}" has min_budget ${definition.min_budget} above max_budget ${definition.max_budget}`, 'raise max_budget or lower min_budget');
+    }
+    ids.add(task.id);
+    foldedIds.set(task.id.toLowerCase(), task.id);
+    return definition;
+  });
+}
+
+/** Reads a bulk file: one JSON object per line, blank lines skipped. Line numbers are 1-based. */
+export function parseBulkTasks(text: string, source: string): { tasks: NewTask[]; lines: number[] } {
+  const tasks: NewTask[] = [];
+  const lines: number[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line.length === 0) return;
+    const lineNo = i + 1;
+    const bad = (message: string): never => {
+      throw new WorkerError('REJECTED', `${source} line ${lineNo}: ${message}`, {
+        hint: 'nothing was added; each line is {"id": "…", "instruction": "…", "deps": ["…"]} with optional min_budget, max_budget, intensity',
+      });
+    };
+    let json: unknown;
+    try {
+      json = JSON.parse(line);
+    } catch {
+      bad('not valid JSON');
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) bad('expected a JSON object');
+    const record = json as Record<string, unknown>;
+    const unknown = Object.keys(record).filter((key) => !BULK_FIELDS.has(key));
+    if (unknown.length > 0) bad(`unknown field ${quote(unknown[0]!)}`);
+    if (typeof record.id !== 'string') bad('"id" must be a string');
+    if (typeof record.instruction !== 'string') bad('"instruction" must be a string');
+    const deps = record.deps ?? [];
+    if (!Array.isArray(deps) || deps.some((dep) => typeof dep !== 'string')) bad('"deps" must be an array of task ids');
+    const task: NewTask = { id: record.id as string, instruction: record.instruction as string, deps: deps as string[] };
+    for (const field of ['min_budget', 'max_budget'] as const) {
+      const value = record[field];
+      if (value === undefined) continue;
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) bad(`"${field}" must be a whole number of 0 or more`);
+      task[field] = value as number;
+    }
+    if (record.intensity !== undefined) {
+      if (!INTENSITIES.includes(record.intensity as Intensity)) bad(`"intensity" must be one of ${INTENSITIES.join(', ')}`);
+      task.intensity = record.intensity as Intensity;
+    }
+    tasks.push(task);
+    lines.push(lineNo);
+  });
+  if (tasks.length === 0) {
+    throw new WorkerError('REJECTED', `${source} holds no tasks`, { hint: 'give one JSON object per line' });
+  }
+  return { tasks, lines };
+}
+
+/** Quotes a value for a message, showing control characters and cutting very long ones. */
+export function quote(value: string): string {
+  const shown = value.length > 60 ? `${value.slice(0, 60)}…` : value;
+  return JSON.stringify(shown);
+}

@@ -1,0 +1,258 @@
+import { MinHeap } from './heap.js';
+import type { AttemptError, TaskState } from '../types.js';
+import type { ClaimEvent, OutcomeEvent, QueueEvent, TaskDefinition } from '../queue/schema.js';
+
+/** A task's current state: its definition plus the fold of its events. */
+export interface TaskRecord {
+  readonly def: TaskDefinition;
+  /** Position in queue.json: the order tasks were added, which is also a topological order. */
+  readonly index: number;
+  /** `blocked` is never stored: it is derived from the dependencies (see blockedTasks). */
+  state: Exclude<TaskState, 'blocked'>;
+  /** Attempts since the task was added or last retried by hand. */
+  attempts: number;
+  /** The claim in force while `running`. */
+  claim: ClaimEvent | null;
+  /** Not to be claimed before this time (ms since epoch): backoff after a retryable error. */
+  retryAt: number | null;
+  lastError: AttemptError | null;
+  lastOutcome: OutcomeEvent | null;
+  result: unknown;
+  /** Time of the last accepted event, or the time the task was added. */
+  updatedAt: string;
+  /** Dependencies not yet completed. The task is ready when this is 0 and it is pending. */
+  unmetDeps: number;
+  readonly dependents: TaskRecord[];
+  queued: boolean;
+}
+
+export type ApplyResult = 'accepted' | 'ignored' | 'unknown-task';
+
+export interface FoldOptions {
+  /** Workers keep only what they need to decide; results stay in the log. */
+  keepResults: boolean;
+}
+
+const byAddOrder = (a: TaskRecord, b: TaskRecord) => a.index < b.index;
+const byRetryTime = (a: TaskRecord, b: TaskRecord) => (a.retryAt ?? 0) < (b.retryAt ?? 0);
+
+/**
+ * The fold of the execution log over the task definitions: pure, no I/O, incremental.
+ *
+ * The log is the one ordered place that decides races. Events are requests; the fold accepts or ignores
+ * each in log order, so every reader reaches the same states:
+ * - a claim counts only if the task is pending with all dependencies completed (`prev` null), or if it
+ *   names the claim in force as the one it supersedes (a takeover from a dead or stale owner);
+ * - an outcome counts only if its token is the claim in force (fencing: a worker that lost its claim
+ *   can never record a second outcome).
+ */
+export class QueueState {
+  private readonly records: TaskRecord[] = [];
+  private readonly byId = new Map<string, TaskRecord>();
+  private readonly ready = new MinHeap<TaskRecord>(byAddOrder);
+  private readonly backoff = new MinHeap<TaskRecord>(byRetryTime);
+  private runningCount = 0;
+
+  constructor(private readonly options: FoldOptions = { keepResults: true }) {}
+
+  get size(): number {
+    return this.records.length;
+  }
+
+  get running(): number {
+    return this.runningCount;
+  }
+
+  tasks(): readonly TaskRecord[] {
+    return this.records;
+  }
+
+  get(id: string): TaskRecord | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Adds definitions not seen before, in queue.json order. Dependencies always precede their dependents. */
+  addDefinitions(defs: readonly TaskDefinition[]): void {
+    for (let i = this.records.length; i < defs.length; i += 1) {
+      const def = defs[i]!;
+      const record: TaskRecord = {
+        def,
+        index: i,
+        state: 'pending',
+        attempts: 0,
+        claim: null,
+        retryAt: null,
+        lastError: null,
+        lastOutcome: null,
+        result: undefined,
+        updatedAt: def.added_at,
+        unmetDeps: 0,
+        dependents: [],
+        queued: false,
+      };
+      for (const depId of new Set(def.deps)) {
+        const dep = this.byId.get(depId);
+        if (dep === undefined || dep.state !== 'completed') record.unmetDeps += 1;
+        dep?.dependents.push(record);
+      }
+      this.records.push(record);
+      this.byId.set(def.id, record);
+      this.enqueue(record);
+    }
+  }
+
+  apply(event: QueueEvent): ApplyResult {
+    const task = this.byId.get(event.task);
+    if (task === undefined) return 'unknown-task';
+    switch (event.type) {
+      case 'claim':
+        return this.applyClaim(task, event);
+      case 'outcome':
+        return this.applyOutcome(task, event);
+      case 'retry':
+        if (task.state !== 'failed') return 'ignored';
+        task.state = 'pending';
+        task.attempts = 0;
+        task.retryAt = null;
+        task.updatedAt = event.at;
+        this.enqueue(task);
+        return 'accepted';
+    }
+  }
+
+  private applyClaim(task: TaskRecord, claim: ClaimEvent): ApplyResult {
+    const fresh = claim.prev === null && task.state === 'pending' && task.unmetDeps === 0;
+    const takeover = claim.prev !== null && task.state === 'running' && task.claim?.token === claim.prev;
+    if (!fresh && !takeover) return 'ignored';
+    if (takeover) {
+      const lost = task.claim!;
+      task.lastError = {
+        kind: 'worker_died',
+        message: `attempt ${task.attempts} by ${lost.worker} (pid ${lost.pid} on ${lost.host}) ended without an outcome; taken over by ${claim.worker}`,
+      };
+    } else {
+      this.runningCount += 1;
+    }
+    task.state = 'running';
+    task.attempts += 1;
+    task.claim = claim;
+    task.updatedAt = claim.at;
+    return 'accepted';
+  }
+
+  private applyOutcome(task: TaskRecord, outcome: OutcomeEvent): ApplyResult {
+    if (task.state !== 'running' || task.claim?.token !== outcome.token) return 'ignored';
+    this.runningCount -= 1;
+    task.claim = null;
+    task.lastOutcome = this.options.keepResults ? outcome : { ...outcome, result: undefined };
+    task.updatedAt = outcome.ended_at;
+    task.lastError = outcome.error ?? null;
+    switch (outcome.outcome) {
+      case 'completed':
+        task.state = 'completed';
+        task.lastError = null;
+        if (this.options.keepResults) task.result = outcome.result;
+        for (const dependent of task.dependents) {
+          dependent.unmetDeps -= 1;
+          this.enqueue(dependent);
+        }
+        break;
+      case 'failed':
+        task.state = 'failed';
+        break;
+      case 'retry':
+        task.state = 'pending';
+        task.retryAt = outcome.retry_at === undefined ? null : Date.parse(outcome.retry_at);
+        this.enqueue(task);
+        break;
+      case 'released':
+        task.state = 'pending';
+        if (!outcome.called) task.attempts -= 1;
+        this.enqueue(task);
+        break;
+    }
+    return 'accepted';
+  }
+
+  private enqueue(task: TaskRecord): void {
+    if (task.queued || !isReady(task)) return;
+    task.queued = true;
+    if (task.retryAt === null) this.ready.push(task);
+    else this.backoff.push(task);
+  }
+
+  /**
+   * Up to `limit` tasks that may be claimed now, in the order they were added. Cost: O(limit · log n),
+   * never a scan of the queue.
+   */
+  readyTasks(now: number, limit: number): TaskRecord[] {
+    for (let due = this.backoff.peek(); due !== undefined && (due.retryAt ?? 0) <= now; due = this.backoff.peek()) {
+      this.backoff.pop();
+      due.retryAt = null;
+      this.ready.push(due);
+    }
+    const found: TaskRecord[] = [];
+    while (found.length < limit) {
+      const task = this.ready.pop();
+      if (task === undefined) break;
+      if (isReady(task) && task.retryAt === null) found.push(task);
+      else {
+        task.queued = false;
+        this.enqueue(task);
+      }
+    }
+    for (const task of found) this.ready.push(task);
+    return found;
+  }
+
+  /** The earliest time a task in backoff may be claimed, if any. */
+  nextRetryAt(): number | null {
+    while (this.backoff.size > 0) {
+      const next = this.backoff.peek()!;
+      if (isReady(next)) return next.retryAt;
+      this.backoff.pop();
+      next.queued = false;
+    }
+    return null;
+  }
+
+  /** Tasks that are running under a claim: few, at most one per live worker plus dead owners' claims. */
+  runningTasks(): TaskRecord[] {
+    if (this.runningCount === 0) return [];
+    return this.records.filter((task) => task.state === 'running');
+  }
+
+  /**
+   * Pending tasks that can never run as things stand: a dependency failed, or is itself blocked.
+   * One pass in add order, which is topological. O(tasks + dependencies).
+   */
+  blockedTasks(): Map<string, TaskRecord> {
+    const blockedBy = new Map<string, TaskRecord>();
+    for (const task of this.records) {
+      if (task.state !== 'pending' || task.unmetDeps === 0) continue;
+      for (const depId of task.def.deps) {
+        const dep = this.byId.get(depId);
+        if (dep === undefined) continue;
+        if (dep.state === 'failed') {
+          blockedBy.set(task.def.id, dep);
+          break;
+        }
+        const root = blockedBy.get(depId);
+        if (root !== undefined) {
+          blockedBy.set(task.def.id, root);
+          break;
+        }
+      }
+    }
+    return blockedBy;
+  }
+
+  /** The state a person sees: stored state, with `blocked` derived. */
+  stateOf(task: TaskRecord, blocked: ReadonlyMap<string, TaskRecord>): TaskState {
+    return blocked.has(task.def.id) ? 'blocked' : task.state;
+  }
+}
+
+function isReady(task: TaskRecord): boolean {
+  return task.state === 'pending' && task.unmetDeps === 0;
+}

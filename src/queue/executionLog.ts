@@ -1,0 +1,183 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import { DamagedFileError, ioError } from '../errors.js';
+import { eventSchema, type QueueEvent } from './schema.js';
+import * as z from 'zod';
+
+/**
+ * The execution log: JSON Lines, one event per line, only ever appended to.
+ *
+ * Each event is written with one write(2) on an O_APPEND descriptor, so concurrent writers never
+ * interleave. A writer killed in the middle of a write can leave a torn record: a prefix of a line with
+ * no newline. How readers treat that:
+ * - a last line with no newline is not read yet: it is either being written or torn. Readers wait.
+ * - when the next writer appends, the torn prefix and the new record share one line. Every record starts
+ *   with RECORD_MARK, so the line is split there: the complete record is kept, the torn prefix (which
+ *   never held a recorded outcome: its writer died before the write returned) is counted and skipped.
+ * - any other line that is not a valid event (garbage, wrong shape) makes the whole file damaged:
+ *   every command refuses, naming the line, and the file is left as it is.
+ */
+export const RECORD_MARK = '{"type":"';
+
+const NEWLINE = 0x0a;
+
+export interface LogChunk {
+  events: QueueEvent[];
+  /** Torn records (writers that died mid-write) skipped in this chunk. */
+  torn: number;
+}
+
+export function serializeEvent(event: QueueEvent): string {
+  // `type` must come first: RECORD_MARK is how a torn line is split.
+  const { type, ...rest } = event;
+  return `${JSON.stringify({ type, ...rest })}\n`;
+}
+
+/** Parses complete lines (without their newlines). `firstLine` is the 1-based number of lines[0]. */
+export function parseLines(file: string, lines: string[], firstLine: number): LogChunk {
+  const events: QueueEvent[] = [];
+  let torn = 0;
+  lines.forEach((line, index) => {
+    if (line.length === 0) return;
+    const lineNo = firstLine + index;
+    const whole = tryParseEvent(line);
+    if (whole.ok) {
+      events.push(whole.event);
+      return;
+    }
+    for (const piece of splitAtMarks(line)) {
+      const parsed = tryParseEvent(piece);
+      if (parsed.ok) events.push(parsed.event);
+      else if (isTornRecord(piece)) torn += 1;
+      else throw new DamagedFileError(file, `line ${lineNo}`, describeBadLine(line, whole.problem));
+    }
+  });
+  return { events, torn };
+}
+
+type ParseResult = { ok: true; event: QueueEvent } | { ok: false; problem: string };
+
+function tryParseEvent(text: string): ParseResult {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { ok: false, problem: 'not valid JSON' };
+  }
+  const parsed = eventSchema.safeParse(json);
+  if (parsed.success) return { ok: true, event: parsed.data };
+  return { ok: false, problem: z.prettifyError(parsed.error).replace(/\n/g, ' ') };
+}
+
+function splitAtMarks(line: string): string[] {
+  const pieces: string[] = [];
+  let start = 0;
+  let next = line.indexOf(RECORD_MARK, 1);
+  while (next !== -1) {
+    pieces.push(line.slice(start, next));
+    start = next;
+    next = line.indexOf(RECORD_MARK, next + 1);
+  }
+  pieces.push(line.slice(start));
+  return pieces;
+}
+
+/** A prefix of a record that its writer never finished. */
+function isTornRecord(piece: string): boolean {
+  return piece.startsWith(RECORD_MARK) || RECORD_MARK.startsWith(piece);
+}
+
+function describeBadLine(line: string, problem: string): string {
+  const shown = line.length > 80 ? `${line.slice(0, 80)}…` : line;
+  return `${problem}; the line reads ${JSON.stringify(shown)}`;
+}
+
+/**
+ * Reads the log incrementally: each call returns only the events appended since the last one, so a
+ * worker's cost per check is the size of what changed, not of the whole log.
+ */
+export class ExecutionLogReader {
+  private offset = 0;
+  private lineNo = 1;
+  private pending: Buffer = Buffer.alloc(0);
+  private inode: number | undefined;
+  /** Torn records seen so far, and whether the end of the file is an unfinished line. */
+  tornRecords = 0;
+  unfinishedTail = false;
+
+  constructor(readonly file: string) {}
+
+  async readNew(): Promise<QueueEvent[]> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.file, 'r');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && this.offset === 0) return [];
+      throw ioError('read', this.file, error);
+    }
+    try {
+      const info = await handle.stat();
+      if (this.inode !== undefined && info.ino !== this.inode) {
+        throw new DamagedFileError(this.file, 'whole file', 'it was replaced while workers were reading it; an execution log is only ever appended to');
+      }
+      this.inode = info.ino;
+      if (info.size < this.offset) {
+        throw new DamagedFileError(this.file, `byte ${info.size}`, `it shrank from ${this.offset} bytes; an execution log is only ever appended to`);
+      }
+      if (info.size === this.offset) return [];
+      const fresh = Buffer.alloc(info.size - this.offset);
+      let filled = 0;
+      while (filled < fresh.length) {
+        const { bytesRead } = await handle.read(fresh, filled, fresh.length - filled, this.offset + filled);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      return this.consume(fresh.subarray(0, filled));
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Parses first, then moves on: a damaged line leaves the reader where it was, to be read again. */
+  private consume(fresh: Buffer): QueueEvent[] {
+    const data = this.pending.length > 0 ? Buffer.concat([this.pending, fresh]) : fresh;
+    const lastNewline = data.lastIndexOf(NEWLINE);
+    const lines = lastNewline === -1 ? [] : data.subarray(0, lastNewline).toString('utf8').split('\n');
+    const chunk = parseLines(this.file, lines, this.lineNo);
+    this.offset += fresh.length;
+    this.lineNo += lines.length;
+    this.tornRecords += chunk.torn;
+    // Keep the unfinished last line for the next read: it is being written, or was torn.
+    this.pending = Buffer.from(data.subarray(lastNewline + 1));
+    this.unfinishedTail = this.pending.length > 0;
+    return chunk.events;
+  }
+}
+
+/** Appends whole events. One handle per process, opened in append mode. */
+export class ExecutionLogWriter {
+  private handle: Promise<FileHandle> | undefined;
+
+  constructor(readonly file: string) {}
+
+  async append(events: QueueEvent[]): Promise<void> {
+    const bytes = Buffer.from(events.map(serializeEvent).join(''), 'utf8');
+    try {
+      this.handle ??= open(this.file, 'a');
+      const handle = await this.handle;
+      let written = 0;
+      while (written < bytes.length) {
+        const { bytesWritten } = await handle.write(bytes, written, bytes.length - written);
+        written += bytesWritten;
+      }
+    } catch (error) {
+      this.handle = undefined;
+      throw ioError('append to', this.file, error);
+    }
+  }
+
+  async close(): Promise<void> {
+    const handle = this.handle;
+    this.handle = undefined;
+    if (handle) await (await handle).close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,99 @@
+import { readFile, stat } from 'node:fs/promises';
+import writeFileAtomic from 'write-file-atomic';
+import * as z from 'zod';
+import { DamagedFileError, ioError } from '../errors.js';
+import { QUEUE_FORMAT_VERSION, queueFileSchema, type TaskDefinition } from './schema.js';
+
+interface FileIdentity {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+/**
+ * queue/queue.json: the task definitions, in the order they were added. Read often (cached by file
+ * identity, so an unchanged file costs one stat), written rarely (adding tasks), always whole and
+ * atomically, and only by the holder of the queue-wide lock.
+ */
+export class QueueFile {
+  private cached: { identity: FileIdentity; tasks: TaskDefinition[] } | undefined;
+
+  constructor(readonly file: string) {}
+
+  /** The definitions, validated. A missing file is an empty queue; a damaged one is an error, never empty. */
+  async read(): Promise<TaskDefinition[]> {
+    let identity: FileIdentity;
+    try {
+      const info = await stat(this.file);
+      identity = { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw ioError('read', this.file, error);
+    }
+    if (this.cached && sameIdentity(this.cached.identity, identity)) return this.cached.tasks;
+    let text: string;
+    try {
+      text = await readFile(this.file, 'utf8');
+    } catch (error) {
+      throw ioError('read', this.file, error);
+    }
+    const tasks = parseQueueFile(this.file, text);
+    this.cached = { identity, tasks };
+    return tasks;
+  }
+
+  async write(tasks: readonly TaskDefinition[]): Promise<void> {
+    // One task per line: readable, and a diff of two versions shows what was added.
+    const body = tasks.map((task) => JSON.stringify(task)).join(',\n');
+    const text = `{"version":${QUEUE_FORMAT_VERSION},"tasks":[\n${body}\n]}\n`;
+    try {
+      await writeFileAtomic(this.file, text, { encoding: 'utf8' });
+    } catch (error) {
+      throw ioError('write', this.file, error);
+    }
+  }
+}
+
+function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
+  return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
+}
+
+export function parseQueueFile(file: string, text: string): TaskDefinition[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    const where = text.length === 0 ? 'byte 0' : describeJsonPosition(text, error);
+    throw new DamagedFileError(file, where, text.length === 0 ? 'the file is empty' : 'not valid JSON (truncated or overwritten?)');
+  }
+  const parsed = queueFileSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new DamagedFileError(file, `at ${formatPath(issue.path)}`, z.prettifyError(parsed.error).split('\n').slice(0, 4).join(' ').replace(/\s+/g, ' '));
+  }
+  const tasks = parsed.data.tasks;
+  const seen = new Set<string>();
+  tasks.forEach((task, i) => {
+    if (seen.has(task.id)) throw new DamagedFileError(file, `at tasks[${i}].id`, `task id "${task.id}" appears twice`);
+    for (const dep of task.deps) {
+      if (!seen.has(dep)) {
+        throw new DamagedFileError(file, `at tasks[${i}].deps`, `task "${task.id}" depends on "${dep}", which is not defined before it`);
+      }
+    }
+    seen.add(task.id);
+  });
+  return tasks;
+}
+
+function describeJsonPosition(text: string, error: unknown): string {
+  const match = /position (\d+)/.exec(error instanceof Error ? error.message : '');
+  const position = match ? Number(match[1]) : text.length;
+  const before = text.slice(0, position);
+  const line = before.split('\n').length;
+  return `line ${line}, character ${position} of ${text.length}`;
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return 'the top level';
+  return path.map((part, i) => (typeof part === 'number' ? `[${part}]` : `${i === 0 ? '' : '.'}${String(part)}`)).join('');
+}

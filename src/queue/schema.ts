@@ -1,0 +1,94 @@
+import * as z from 'zod';
+import { ERROR_KINDS, INTENSITIES } from '../types.js';
+
+/**
+ * Task ids become file names (locks/<id>.lock) and appear in logs, so only a safe set is accepted:
+ * a letter or digit first (no dot files, no `..`), then letters, digits, `.`, `_`, `-`; at most 100.
+ */
+export const TASK_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+export const TASK_ID_RULE = '1 to 100 characters: letters, digits, ".", "_" or "-", starting with a letter or digit';
+export const MAX_INSTRUCTION_LENGTH = 1_000_000;
+
+export const taskIdSchema = z.string().regex(TASK_ID_PATTERN, `must be ${TASK_ID_RULE}`);
+
+const budgetSchema = z.number().int().nonnegative();
+
+/** A task as stored in queue.json. Loose, so that fields written by a newer version survive a rewrite. */
+export const taskDefinitionSchema = z.looseObject({
+  id: taskIdSchema,
+  instruction: z.string().min(1).max(MAX_INSTRUCTION_LENGTH),
+  deps: z.array(taskIdSchema),
+  min_budget: budgetSchema,
+  max_budget: budgetSchema,
+  intensity: z.enum(INTENSITIES),
+  added_at: z.iso.datetime(),
+});
+export type TaskDefinition = z.infer<typeof taskDefinitionSchema>;
+
+export const QUEUE_FORMAT_VERSION = 1;
+
+export const queueFileSchema = z.looseObject({
+  version: z.literal(QUEUE_FORMAT_VERSION),
+  tasks: z.array(taskDefinitionSchema),
+});
+
+const attemptErrorSchema = z.object({
+  kind: z.enum(ERROR_KINDS),
+  message: z.string(),
+  http_status: z.number().int().optional(),
+});
+
+const isoTime = z.iso.datetime();
+
+/** A worker takes a task. `prev` names the claim it supersedes (a dead or stale owner's), null for a pending task. */
+export const claimEventSchema = z.looseObject({
+  type: z.literal('claim'),
+  task: taskIdSchema,
+  token: z.string().min(1),
+  prev: z.string().min(1).nullable(),
+  attempt: z.number().int().positive(),
+  worker: z.string(),
+  pid: z.number().int(),
+  host: z.string(),
+  at: isoTime,
+});
+
+export const OUTCOMES = ['completed', 'failed', 'retry', 'released'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+/** How one attempt ended. Counts only while its token is the task's claim in force (fencing). */
+export const outcomeEventSchema = z.looseObject({
+  type: z.literal('outcome'),
+  task: taskIdSchema,
+  token: z.string().min(1),
+  attempt: z.number().int().positive(),
+  worker: z.string(),
+  outcome: z.enum(OUTCOMES),
+  /** false when the claim was given back before the API was called: the attempt does not count. */
+  called: z.boolean(),
+  started_at: isoTime,
+  ended_at: isoTime,
+  duration_ms: z.number().nonnegative(),
+  http_status: z.number().int().optional(),
+  error: attemptErrorSchema.optional(),
+  retry_at: isoTime.optional(),
+  result: z.unknown().optional(),
+});
+
+/** `worker retry`: a failed task goes back to pending with fresh attempts. */
+export const retryEventSchema = z.looseObject({
+  type: z.literal('retry'),
+  task: taskIdSchema,
+  at: isoTime,
+});
+
+export const eventSchema = z.discriminatedUnion('type', [
+  claimEventSchema,
+  outcomeEventSchema,
+  retryEventSchema,
+]);
+
+export type ClaimEvent = z.infer<typeof claimEventSchema>;
+export type OutcomeEvent = z.infer<typeof outcomeEventSchema>;
+export type RetryEvent = z.infer<typeof retryEventSchema>;
+export type QueueEvent = z.infer<typeof eventSchema>;

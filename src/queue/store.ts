@@ -1,0 +1,114 @@
+import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { DamagedFileError, ioError } from '../errors.js';
+import { QueueState, type FoldOptions } from '../core/queueState.js';
+import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
+import { ExecutionLogReader, ExecutionLogWriter } from './executionLog.js';
+import { queuePaths, type QueuePaths } from './paths.js';
+import { QueueFile } from './queueFile.js';
+import { withQueueLock } from './queueLock.js';
+import type { QueueEvent, TaskDefinition } from './schema.js';
+
+/**
+ * The queue on disk: queue.json (definitions) and the execution log (events), folded into a QueueState.
+ *
+ * Costs, in file operations:
+ * - refresh with nothing new: a stat of queue.json, an open/fstat/close of the log.
+ * - refresh after k new events: the same plus one read of their bytes; O(k) work.
+ * - a state change (claim, outcome, retry): one append of one line. No lock on the whole queue.
+ * - adding tasks: the queue-wide lock, one read and one atomic rewrite of queue.json.
+ */
+export class QueueStore {
+  readonly paths: QueuePaths;
+  state: QueueState;
+  private readonly queueFile: QueueFile;
+  private reader: ExecutionLogReader;
+  private readonly writer: ExecutionLogWriter;
+
+  private constructor(root: string, private readonly foldOptions: FoldOptions) {
+    this.paths = queuePaths(root);
+    this.queueFile = new QueueFile(this.paths.queueFile);
+    this.reader = new ExecutionLogReader(this.paths.logFile);
+    this.writer = new ExecutionLogWriter(this.paths.logFile);
+    this.state = new QueueState(foldOptions);
+  }
+
+  /** Opens the queue below `root`, creating its folders, and reads it. */
+  static async open(root: string, foldOptions: FoldOptions = { keepResults: true }): Promise<QueueStore> {
+    const store = new QueueStore(root, foldOptions);
+    for (const dir of [store.paths.queueDir, store.paths.locksDir]) {
+      try {
+        await mkdir(dir, { recursive: true });
+      } catch (error) {
+        throw ioError('create the folder', dir, error);
+      }
+    }
+    await store.refresh();
+    return store;
+  }
+
+  /** Torn records skipped so far and whether the log ends in an unfinished line (see executionLog.ts). */
+  logHealth(): { tornRecords: number; unfinishedTail: boolean } {
+    return { tornRecords: this.reader.tornRecords, unfinishedTail: this.reader.unfinishedTail };
+  }
+
+  /** Brings the fold up to date with the files. On any error the fold is dropped and read again next time. */
+  async refresh(): Promise<void> {
+    try {
+      this.state.addDefinitions(await this.queueFile.read());
+      const events = await this.reader.readNew();
+      for (const event of events) await this.applyEvent(event);
+    } catch (error) {
+      this.state = new QueueState(this.foldOptions);
+      this.reader = new ExecutionLogReader(this.paths.logFile);
+      throw error;
+    }
+  }
+
+  private async applyEvent(event: QueueEvent): Promise<void> {
+    if (this.state.apply(event) !== 'unknown-task') return;
+    // Written after the task was added, so a fresh read of queue.json must define it.
+    this.state.addDefinitions(await this.queueFile.read());
+    if (this.state.apply(event) !== 'unknown-task') return;
+    const what = this.state.size === 0
+      ? `it is missing or empty, but the execution log records events of task "${event.task}"`
+      : `the execution log records events of task "${event.task}", which it does not define (replaced by an older copy?)`;
+    throw new DamagedFileError(this.paths.queueFile, 'whole file', what);
+  }
+
+  async append(events: QueueEvent[]): Promise<void> {
+    await this.writer.append(events);
+  }
+
+  /** Adds tasks, all or none, under the queue-wide lock. Returns the new definitions. */
+  async addTasks(tasks: readonly NewTask[], defaults: TaskDefaults, now: Date, where: (index: number) => string): Promise<TaskDefinition[]> {
+    return withQueueLock(this.paths.queueLock, async (assertHeld) => {
+      await this.sweepTempFiles();
+      const existing = await this.queueFile.read();
+      const added = defineNewTasks(existing, tasks, defaults, now, where);
+      assertHeld();
+      await this.queueFile.write([...existing, ...added]);
+      return added;
+    });
+  }
+
+  /** write-file-atomic's temp files (queue.json.<number>) left by a writer that was killed. Only the queue-lock holder writes them. */
+  private async sweepTempFiles(): Promise<void> {
+    const prefix = `${basename(this.paths.queueFile)}.`;
+    let names: string[];
+    try {
+      names = await readdir(this.paths.queueDir);
+    } catch (error) {
+      throw ioError('list', this.paths.queueDir, error);
+    }
+    for (const name of names) {
+      if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length))) {
+        await unlink(`${this.paths.queueDir}/${name}`).catch(() => undefined);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.writer.close();
+  }
+}
