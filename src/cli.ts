@@ -1,7 +1,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { text as readStream } from 'node:stream/consumers';
 import { EXIT_BUG, EXIT_CODES, WorkerError } from './errors.js';
-import { resolveDir, resolveTaskDefaults, type Env } from './config.js';
+import { resolveDir, resolveRunConfig, resolveTaskDefaults, type Env } from './config.js';
+import { retryTasks } from './commands/retry.js';
+import { runWorker } from './commands/run.js';
 import { addTasks } from './commands/add.js';
 import { readStatus } from './commands/status.js';
 import { renderStatus } from './render.js';
@@ -72,6 +74,62 @@ function buildProgram(): Command {
       if (flags.json) process.stdout.write(`${JSON.stringify(report.tasks, null, 2)}\n`);
       else process.stdout.write(renderStatus(report, Date.now()));
       for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
+    });
+
+  program
+    .command('run')
+    .description('drain the queue: claim ready tasks one at a time and send each to the API; run several at once')
+    .argument('[max-iterations]', 'exit after executing this many tasks (default: no limit)')
+    .option('--api-url <url>', 'the API to POST each task to (env WORKER_API_URL; required)')
+    .option('--header <line>', "'Name: value' sent with every call, repeatable (env WORKER_API_HEADERS, one per line)", (line: string, all: string[] = []) => [...all, line])
+    .option('--timeout <duration>', 'bound on one whole request (env WORKER_API_TIMEOUT; default 120s)')
+    .option('--poll-interval <duration>', 'wait between idle checks (env WORKER_POLL_INTERVAL; default 2s)')
+    .option('--max-idle <n>', 'exit after this many idle checks in a row, 0 never (env WORKER_MAX_IDLE; default 10)')
+    .option('--max-attempts <n>', 'attempts per task before it fails (env WORKER_MAX_ATTEMPTS; default 3)')
+    .option('--lock-stale <duration>', "a claim whose lock is not refreshed for this long is taken over (env WORKER_LOCK_STALE; default 30s)")
+    .option('--backoff <duration>', 'first retry delay, doubled each attempt, with jitter (env WORKER_BACKOFF; default 1s)')
+    .option('--worker-id <id>', 'name in logs and claims (env WORKER_ID; default w-<4 hex>)')
+    .option('--drain', 'exit as soon as nothing is ready or running anywhere')
+    .option('--verbose', 'also log claim attempts, lost races and lock checks')
+    .option('--quiet', 'log only warnings and errors')
+    .option('--log-format <format>', 'text or json (one object per line)', 'text')
+    .addHelpText(
+      'after',
+      examples(
+        'worker run --api-url http://127.0.0.1:8787/task          # in as many terminals as you like',
+        "WORKER_API_URL=https://api.example/v1/tasks worker run --header 'Authorization: Bearer sk-…'",
+        'worker run --drain --max-idle 0 --api-url http://127.0.0.1:8787/task   # for scripts and CI',
+      ),
+    )
+    .action(async (maxIterations: string | undefined, flags, command: Command) => {
+      const config = resolveRunConfig(flags, maxIterations, env);
+      const stop = new AbortController();
+      const abort = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (!stop.signal.aborted) {
+          process.stderr.write(`${new Date().toISOString()} WARN  ${config.workerId} received ${signal}: finishing the running task, then exiting (send it again to abandon the task)\n`);
+          stop.abort();
+        } else abort.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        await runWorker({ dir: dirOf(command), config, writeLog: (line) => process.stderr.write(line), signals: { stop: stop.signal, abort: abort.signal } });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+
+  program
+    .command('retry')
+    .description('put failed tasks back to pending with fresh attempts; their blocked dependents can run again')
+    .argument('[task-ids...]', 'failed tasks to retry')
+    .option('--failed', 'retry every failed task')
+    .addHelpText('after', examples('worker retry fetch-7', 'worker retry --failed'))
+    .action(async (ids: string[], flags: { failed?: boolean }, command: Command) => {
+      const retried = await retryTasks(dirOf(command), ids, flags.failed ?? false, () => new Date());
+      process.stdout.write(retried.length === 0 ? 'no failed tasks\n' : `pending again: ${retried.join(', ')}\n`);
     });
 
   return program;

@@ -93,3 +93,129 @@ export function generateWorkerId(): string {
 }
 
 export const HOST = hostname();
+
+/** Headers that the worker sets itself, or that HTTP manages: refused in --header. */
+const RESERVED_HEADERS = new Set(['content-type', 'content-length', 'idempotency-key', 'x-worker-id', 'host', 'transfer-encoding', 'connection']);
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+export type Verbosity = 'quiet' | 'normal' | 'verbose';
+export type LogFormat = 'text' | 'json';
+
+export interface RunFlags {
+  apiUrl?: string | undefined;
+  header?: string[] | undefined;
+  timeout?: string | undefined;
+  pollInterval?: string | undefined;
+  maxIdle?: string | undefined;
+  maxAttempts?: string | undefined;
+  lockStale?: string | undefined;
+  backoff?: string | undefined;
+  workerId?: string | undefined;
+  drain?: boolean | undefined;
+  verbose?: boolean | undefined;
+  quiet?: boolean | undefined;
+  logFormat?: string | undefined;
+}
+
+export interface RunConfig {
+  apiUrl: URL;
+  headers: Record<string, string>;
+  timeoutMs: number;
+  pollIntervalMs: number;
+  /** 0: never exit for being idle. */
+  maxIdle: number;
+  maxAttempts: number;
+  lockStaleMs: number;
+  backoffMs: number;
+  workerId: string;
+  drain: boolean;
+  /** Tasks to execute before exiting; undefined: no limit. */
+  maxIterations: number | undefined;
+  verbosity: Verbosity;
+  logFormat: LogFormat;
+}
+
+export function parseMaxIterations(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
+    throw new WorkerError('USAGE', `expected [max-iterations] to be a whole number of 1 or more, got ${JSON.stringify(text)}`, {
+      hint: 'worker run 10 executes at most 10 tasks; leave it out for no limit',
+    });
+  }
+  return Number(text);
+}
+
+export function parseHeaders(lines: readonly string[]): Record<string, string> {
+  const headers: Record<string, string> = {};
+  lines.forEach((line, i) => {
+    const colon = line.indexOf(':');
+    const name = colon === -1 ? '' : line.slice(0, colon).trim();
+    // The value may be a secret: messages name the header, never its value.
+    if (!HEADER_NAME.test(name)) {
+      throw new WorkerError('CONFIG', `header #${i + 1} is not of the form "Name: value"${name ? ` (name ${JSON.stringify(name)})` : ''}`, {
+        hint: `give --header 'Authorization: Bearer …' (or one "Name: value" per line in WORKER_API_HEADERS)`,
+      });
+    }
+    if (RESERVED_HEADERS.has(name.toLowerCase())) {
+      throw new WorkerError('CONFIG', `header "${name}" is set by the worker itself and cannot be given`, { hint: 'remove it from --header / WORKER_API_HEADERS' });
+    }
+    headers[name.toLowerCase()] = line.slice(colon + 1).trim();
+  });
+  return headers;
+}
+
+export function resolveRunConfig(flags: RunFlags, maxIterations: string | undefined, env: Env): RunConfig {
+  const urlText = pick(flags.apiUrl, env, 'WORKER_API_URL');
+  if (urlText === undefined || urlText.trim() === '') {
+    throw new WorkerError('CONFIG', 'no API to call: --api-url is not set', {
+      hint: 'give --api-url http://host:port/path or set WORKER_API_URL (try `worker serve` for a reference API)',
+    });
+  }
+  let apiUrl: URL;
+  try {
+    apiUrl = new URL(urlText);
+  } catch {
+    throw configError(settingName('--api-url', 'WORKER_API_URL'), 'an http:// or https:// URL', redactUrl(urlText));
+  }
+  if (apiUrl.protocol !== 'http:' && apiUrl.protocol !== 'https:') {
+    throw configError(settingName('--api-url', 'WORKER_API_URL'), 'an http:// or https:// URL', redactUrl(urlText));
+  }
+  const headerLines = flags.header && flags.header.length > 0 ? flags.header : (env.WORKER_API_HEADERS ?? '').split('\n').filter((line) => line.trim() !== '');
+  const workerId = pick(flags.workerId, env, 'WORKER_ID') ?? generateWorkerId();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$/.test(workerId)) {
+    throw configError(settingName('--worker-id', 'WORKER_ID'), '1 to 40 letters, digits, ".", "_" or "-"', workerId);
+  }
+  const logFormat = flags.logFormat ?? 'text';
+  if (logFormat !== 'text' && logFormat !== 'json') throw configError('--log-format', 'text or json', logFormat);
+  if (flags.verbose && flags.quiet) throw new WorkerError('USAGE', '--verbose and --quiet contradict each other', { hint: 'give one of them' });
+  return {
+    apiUrl,
+    headers: parseHeaders(headerLines),
+    timeoutMs: durationSetting('--timeout', flags.timeout, env, 'WORKER_API_TIMEOUT', DEFAULTS.timeout),
+    pollIntervalMs: durationSetting('--poll-interval', flags.pollInterval, env, 'WORKER_POLL_INTERVAL', DEFAULTS.pollInterval, 10),
+    maxIdle: integerSetting('--max-idle', flags.maxIdle, env, 'WORKER_MAX_IDLE', DEFAULTS.maxIdle, 0),
+    maxAttempts: integerSetting('--max-attempts', flags.maxAttempts, env, 'WORKER_MAX_ATTEMPTS', DEFAULTS.maxAttempts, 1),
+    // proper-lockfile cannot go below 2 s.
+    lockStaleMs: durationSetting('--lock-stale', flags.lockStale, env, 'WORKER_LOCK_STALE', DEFAULTS.lockStale, 2000),
+    backoffMs: durationSetting('--backoff', flags.backoff, env, 'WORKER_BACKOFF', DEFAULTS.backoff, 0),
+    workerId,
+    drain: flags.drain ?? false,
+    maxIterations: parseMaxIterations(maxIterations),
+    verbosity: flags.verbose ? 'verbose' : flags.quiet ? 'quiet' : 'normal',
+    logFormat,
+  };
+}
+
+/** A URL for logs: user and password hidden. */
+export function redactUrl(text: string): string {
+  try {
+    const url = new URL(text);
+    if (url.username || url.password) {
+      url.username = url.username ? '***' : '';
+      url.password = url.password ? '***' : '';
+    }
+    return url.toString();
+  } catch {
+    return text.replace(/\/\/[^/@]*@/, '//***@');
+  }
+}

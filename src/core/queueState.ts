@@ -51,7 +51,7 @@ export class QueueState {
   private readonly byId = new Map<string, TaskRecord>();
   private readonly ready = new MinHeap<TaskRecord>(byAddOrder);
   private readonly backoff = new MinHeap<TaskRecord>(byRetryTime);
-  private runningCount = 0;
+  private readonly runningSet = new Set<TaskRecord>();
 
   constructor(private readonly options: FoldOptions = { keepResults: true }) {}
 
@@ -60,7 +60,7 @@ export class QueueState {
   }
 
   get running(): number {
-    return this.runningCount;
+    return this.runningSet.size;
   }
 
   tasks(): readonly TaskRecord[] {
@@ -130,9 +130,8 @@ export class QueueState {
         kind: 'worker_died',
         message: `attempt ${task.attempts} by ${lost.worker} (pid ${lost.pid} on ${lost.host}) ended without an outcome; taken over by ${claim.worker}`,
       };
-    } else {
-      this.runningCount += 1;
     }
+    this.runningSet.add(task);
     task.state = 'running';
     task.attempts += 1;
     task.claim = claim;
@@ -142,7 +141,7 @@ export class QueueState {
 
   private applyOutcome(task: TaskRecord, outcome: OutcomeEvent): ApplyResult {
     if (task.state !== 'running' || task.claim?.token !== outcome.token) return 'ignored';
-    this.runningCount -= 1;
+    this.runningSet.delete(task);
     task.claim = null;
     task.lastOutcome = this.options.keepResults ? outcome : { ...outcome, result: undefined };
     task.updatedAt = outcome.ended_at;
@@ -218,8 +217,7 @@ export class QueueState {
 
   /** Tasks that are running under a claim: few, at most one per live worker plus dead owners' claims. */
   runningTasks(): TaskRecord[] {
-    if (this.runningCount === 0) return [];
-    return this.records.filter((task) => task.state === 'running');
+    return [...this.runningSet];
   }
 
   /**

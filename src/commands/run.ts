@@ -1,0 +1,84 @@
+import type { RunConfig } from '../config.js';
+import { HOST, redactUrl } from '../config.js';
+import { WorkerError } from '../errors.js';
+import { formatDuration } from '../core/duration.js';
+import { HttpExecutor } from '../http/executor.js';
+import { TaskLocks } from '../lock/taskLock.js';
+import { QueueStore } from '../queue/store.js';
+import { ChangeWatcher } from '../worker/changeWatcher.js';
+import { createLogger } from '../worker/logger.js';
+import { Worker, type RunSummary, type StopSignals } from '../worker/worker.js';
+
+export interface RunOptions {
+  dir: string;
+  config: RunConfig;
+  writeLog: (line: string) => void;
+  signals: StopSignals;
+}
+
+/** `worker run`: one worker process until max-iterations, the idle limit, --drain or a signal. */
+export async function runWorker(options: RunOptions): Promise<RunSummary> {
+  const { config } = options;
+  const logger = createLogger({
+    workerId: config.workerId,
+    verbosity: config.verbosity,
+    format: config.logFormat,
+    write: options.writeLog,
+    now: () => new Date(),
+    secrets: Object.values(config.headers),
+  });
+  // Workers keep no results in memory: they decide from states alone.
+  const store = await QueueStore.open(options.dir, { keepResults: false });
+  const watcher = new ChangeWatcher(store.paths.queueDir);
+  const executor = new HttpExecutor({ url: config.apiUrl, headers: config.headers, timeoutMs: config.timeoutMs });
+  logger.info(
+    `starting: pid ${process.pid} on ${HOST}, queue ${store.paths.root} (${store.state.size} tasks), api ${redactUrl(config.apiUrl.toString())}` +
+      `${Object.keys(config.headers).length > 0 ? ` with headers ${Object.keys(config.headers).map((name) => `${name}: ***`).join(', ')}` : ''}` +
+      `, timeout ${formatDuration(config.timeoutMs)}, poll ${formatDuration(config.pollIntervalMs)}, max-idle ${config.maxIdle}, max-attempts ${config.maxAttempts}` +
+      `, lock-stale ${formatDuration(config.lockStaleMs)}, backoff ${formatDuration(config.backoffMs)}${config.drain ? ', drain' : ''}` +
+      `${config.maxIterations !== undefined ? `, max-iterations ${config.maxIterations}` : ''}`,
+  );
+  const worker = new Worker(
+    config,
+    {
+      store,
+      locks: new TaskLocks(store.paths, config.lockStaleMs),
+      executor,
+      logger,
+      now: Date.now,
+      random: Math.random,
+      host: HOST,
+      pid: process.pid,
+      markLooked: () => watcher.markLooked(),
+      waitForChange: (ms, signal) => watcher.wait(ms, signal),
+    },
+    options.signals,
+  );
+  let summary: RunSummary;
+  try {
+    summary = await worker.run();
+  } catch (error) {
+    logger.error(`crashed: ${error instanceof Error ? error.message : String(error)}`, { stack: error instanceof Error ? error.stack : undefined });
+    throw error;
+  } finally {
+    watcher.close();
+    await executor.close();
+    await store.close();
+  }
+  const why: Record<RunSummary['reason'], string> = {
+    'max-iterations': `executed ${config.maxIterations} tasks (max-iterations)`,
+    idle: `idle for ${config.maxIdle} checks in a row (--max-idle)`,
+    drained: 'nothing left to do (--drain)',
+    stopped: 'stopped by a signal',
+    aborted: 'aborted by a second signal',
+  };
+  logger.info(
+    `stopping: ${why[summary.reason]}; executed ${summary.executed}: ${summary.completed} completed, ${summary.retried} to retry, ${summary.failed} failed` +
+      `${summary.lostClaims > 0 ? `, ${summary.lostClaims} lost claims` : ''} in ${formatDuration(summary.durationMs)}`,
+  );
+  if (summary.reason === 'aborted') {
+    throw new WorkerError('INTERRUPTED', `aborted by a second signal${summary.abandoned ? `: task "${summary.abandoned}" was put back to pending` : ''}`);
+  }
+  if (summary.reason === 'idle' && summary.lastError) throw summary.lastError;
+  return summary;
+}

@@ -1,0 +1,94 @@
+import { Agent, request } from 'undici';
+import type { TaskDefinition } from '../queue/schema.js';
+import { parseRetryAfter } from '../core/retryPolicy.js';
+import { classifyResponse, classifyThrown, type CallResult } from './classify.js';
+
+/** A response body larger than this is refused (kind bad_response) rather than held in memory. */
+export const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+/** Connecting has its own, shorter bound than the whole request. */
+export const MAX_CONNECT_TIMEOUT_MS = 10_000;
+
+export interface ExecutorOptions {
+  url: URL;
+  /** Sent with every call (authentication). Never logged. */
+  headers: Record<string, string>;
+  timeoutMs: number;
+}
+
+export interface CallRequest {
+  task: TaskDefinition;
+  attempt: number;
+  workerId: string;
+  /** Aborted when the worker must give up the call: a second signal, or a lost claim. */
+  signal: AbortSignal;
+}
+
+/** Sends one task to the API: POST, JSON body, bounded in time and size. Never throws. */
+export class HttpExecutor {
+  private readonly agent: Agent;
+
+  constructor(private readonly options: ExecutorOptions) {
+    this.agent = new Agent({
+      connect: { timeout: Math.min(MAX_CONNECT_TIMEOUT_MS, options.timeoutMs) },
+      headersTimeout: options.timeoutMs,
+      bodyTimeout: options.timeoutMs,
+    });
+  }
+
+  async call({ task, attempt, workerId, signal }: CallRequest): Promise<CallResult> {
+    const deadline = AbortSignal.timeout(this.options.timeoutMs);
+    const body = JSON.stringify({
+      task_id: task.id,
+      instruction: task.instruction,
+      depends_on: task.deps,
+      attempt,
+      min_budget: task.min_budget,
+      max_budget: task.max_budget,
+      intensity: task.intensity,
+    });
+    try {
+      const response = await request(this.options.url, {
+        method: 'POST',
+        dispatcher: this.agent,
+        headers: {
+          ...this.options.headers,
+          'content-type': 'application/json',
+          'idempotency-key': task.id,
+          'x-worker-id': workerId,
+        },
+        body,
+        signal: AbortSignal.any([deadline, signal]),
+      });
+      const text = await readLimited(response.body);
+      if (text === undefined) {
+        return { ok: false, error: { kind: 'bad_response', message: `the response body is larger than ${MAX_RESPONSE_BYTES} bytes`, http_status: response.statusCode }, retryable: false };
+      }
+      const retryAfter = header(response.headers['retry-after']);
+      return classifyResponse(response.statusCode, header(response.headers['content-type']), text, parseRetryAfter(retryAfter, Date.now()));
+    } catch (error) {
+      return classifyThrown(error, { timedOut: deadline.aborted, aborted: signal.aborted, timeoutMs: this.options.timeoutMs });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close().catch(() => undefined);
+  }
+}
+
+function header(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+async function readLimited(body: AsyncIterable<Buffer> & { destroy(): unknown }): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > MAX_RESPONSE_BYTES) {
+      body.destroy();
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

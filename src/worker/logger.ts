@@ -1,0 +1,42 @@
+import type { LogFormat, Verbosity } from '../config.js';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogFields = Record<string, unknown>;
+
+export interface Logger {
+  debug(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
+}
+
+const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+const LEAST: Record<Verbosity, LogLevel> = { verbose: 'debug', normal: 'info', quiet: 'warn' };
+
+export interface LoggerOptions {
+  workerId: string;
+  verbosity: Verbosity;
+  format: LogFormat;
+  write: (line: string) => void;
+  now: () => Date;
+  /** Values never to print (header values): replaced by ***. */
+  secrets: readonly string[];
+}
+
+/** One line per event on stderr: ISO time with ms, level, worker id, message; or one JSON object. */
+export function createLogger(options: LoggerOptions): Logger {
+  const secrets = options.secrets.filter((secret) => secret.length >= 3);
+  const redact = (text: string) => secrets.reduce((out, secret) => out.split(secret).join('***'), text);
+  const least = RANK[LEAST[options.verbosity]];
+  const log = (level: LogLevel) => (message: string, fields: LogFields = {}) => {
+    if (RANK[level] < least) return;
+    const time = options.now().toISOString();
+    if (options.format === 'json') {
+      options.write(`${redact(JSON.stringify({ time, level, worker: options.workerId, msg: message, ...fields }))}\n`);
+      return;
+    }
+    const stack = typeof fields.stack === 'string' ? `\n${fields.stack}` : '';
+    options.write(`${redact(`${time} ${level.toUpperCase().padEnd(5)} ${options.workerId} ${message}${stack}`)}\n`);
+  };
+  return { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+}

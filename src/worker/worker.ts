@@ -1,0 +1,341 @@
+import { randomUUID } from 'node:crypto';
+import type { RunConfig } from '../config.js';
+import { WorkerError } from '../errors.js';
+import { formatDuration } from '../core/duration.js';
+import { retryDelayMs } from '../core/retryPolicy.js';
+import type { TaskRecord } from '../core/queueState.js';
+import type { CallRequest, } from '../http/executor.js';
+import type { CallResult } from '../http/classify.js';
+import { processIsAlive, type HeldLock, type TaskLocks } from '../lock/taskLock.js';
+import { withQueueLock } from '../queue/queueLock.js';
+import type { ClaimEvent, Outcome, OutcomeEvent } from '../queue/schema.js';
+import type { QueueStore } from '../queue/store.js';
+import { describeError } from '../render.js';
+import { describeIdle } from './idleReport.js';
+import type { Logger } from './logger.js';
+
+/** Ready tasks looked at per check: enough to get past the few that other workers are claiming. */
+const CANDIDATES_PER_CHECK = 8;
+/** How often a busy worker looks for tasks whose worker died or froze. */
+const TAKEOVER_SCAN_MS = 1000;
+
+export interface WorkerDeps {
+  store: QueueStore;
+  locks: TaskLocks;
+  executor: { call(request: CallRequest): Promise<CallResult> };
+  logger: Logger;
+  now: () => number;
+  random: () => number;
+  host: string;
+  pid: number;
+  /** Clears the record of changes: called right before each look at the queue. */
+  markLooked: () => void;
+  /** Resolves after `ms`, when the queue folder changed since markLooked, or when `signal` aborts. */
+  waitForChange: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
+export interface StopSignals {
+  /** First SIGINT/SIGTERM: claim nothing more, finish the running attempt, exit. */
+  stop: AbortSignal;
+  /** Second signal: abandon the running attempt too. */
+  abort: AbortSignal;
+}
+
+export type ExitReason = 'max-iterations' | 'idle' | 'drained' | 'stopped' | 'aborted';
+
+export interface RunSummary {
+  reason: ExitReason;
+  executed: number;
+  completed: number;
+  failed: number;
+  retried: number;
+  lostClaims: number;
+  durationMs: number;
+  /** The error of the last look at the queue, when the worker went idle because it could not read it. */
+  lastError: WorkerError | undefined;
+  /** The task put back to pending by a second signal. */
+  abandoned: string | undefined;
+}
+
+interface Claim {
+  task: TaskRecord;
+  event: ClaimEvent;
+  lock: HeldLock;
+  /** Aborted when the lock is compromised: the claim may already belong to another worker. */
+  lost: AbortController;
+}
+
+/**
+ * The worker loop: look, claim, call, record; idle when nothing is ready. It never dies of one error: a
+ * failed look or record is logged and tried again.
+ */
+export class Worker {
+  private readonly summary: RunSummary = {
+    reason: 'stopped', executed: 0, completed: 0, failed: 0, retried: 0, lostClaims: 0, durationMs: 0, lastError: undefined, abandoned: undefined,
+  };
+  private lastTakeoverScan = -Infinity;
+  private lockedByOthers: TaskRecord[] = [];
+
+  constructor(private readonly config: RunConfig, private readonly deps: WorkerDeps, private readonly signals: StopSignals) {}
+
+  async run(): Promise<RunSummary> {
+    const { logger, now } = this.deps;
+    const started = now();
+    let idleChecks = 0;
+    let nextIdleCheckAt = started;
+    for (;;) {
+      if (this.signals.stop.aborted) return this.finish('stopped', started);
+      if (this.config.maxIterations !== undefined && this.summary.executed >= this.config.maxIterations) return this.finish('max-iterations', started);
+      let claim: Claim | null = null;
+      this.deps.markLooked();
+      try {
+        await this.deps.store.refresh();
+        claim = await this.claimNext();
+        this.summary.lastError = undefined;
+      } catch (error) {
+        this.summary.lastError = asWorkerError(error);
+        logger.error(`could not look at the queue: ${this.summary.lastError.message}`, stackOf(error));
+      }
+      if (claim !== null) {
+        await this.execute(claim);
+        if (this.signals.abort.aborted) return this.finish('aborted', started);
+        idleChecks = 0;
+        nextIdleCheckAt = now();
+        continue;
+      }
+      if (this.config.drain && this.summary.lastError === undefined && this.isDrained()) {
+        logger.info('nothing is ready or running anywhere: drained');
+        return this.finish('drained', started);
+      }
+      if (now() >= nextIdleCheckAt) {
+        idleChecks += 1;
+        const limit = this.config.maxIdle === 0 ? '∞' : String(this.config.maxIdle);
+        const seen = this.summary.lastError ? `cannot read the queue: ${this.summary.lastError.message}` : describeIdle(this.deps.store.state, now(), this.lockedByOthers);
+        logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
+        if (this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return this.finish('idle', started);
+        nextIdleCheckAt = now() + this.config.pollIntervalMs;
+      }
+      const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;
+      await this.deps.waitForChange(Math.max(0, Math.min(nextIdleCheckAt, nextRetry) - now()), this.signals.stop);
+    }
+  }
+
+  private finish(reason: ExitReason, started: number): RunSummary {
+    this.summary.reason = reason;
+    this.summary.durationMs = this.deps.now() - started;
+    return this.summary;
+  }
+
+  private isDrained(): boolean {
+    const state = this.deps.store.state;
+    return state.running === 0 && state.nextRetryAt() === null && state.readyTasks(this.deps.now(), 1).length === 0;
+  }
+
+  /** A task whose worker died or froze first (it has waited longest), then ready tasks in the order added. */
+  private async claimNext(): Promise<Claim | null> {
+    const { store, now } = this.deps;
+    if (now() - this.lastTakeoverScan >= TAKEOVER_SCAN_MS) {
+      this.lastTakeoverScan = now();
+      for (const task of store.state.runningTasks()) {
+        const reason = await this.takeoverReason(task);
+        if (reason === null) continue;
+        const claim = await this.takeOver(task, reason);
+        if (claim) return claim;
+      }
+    }
+    this.lockedByOthers = [];
+    for (const task of store.state.readyTasks(now(), CANDIDATES_PER_CHECK)) {
+      const claim = await this.claim(task, null, null);
+      if (claim) return claim;
+    }
+    return null;
+  }
+
+  /** Why a running task's claim may be taken over, or null while its owner looks alive. */
+  private async takeoverReason(task: TaskRecord): Promise<string | null> {
+    const claim = task.claim;
+    if (claim === null) return null;
+    if (claim.host === this.deps.host && claim.pid !== this.deps.pid && !processIsAlive(claim.pid)) {
+      return `its worker ${claim.worker} (pid ${claim.pid}) is gone`;
+    }
+    const lock = await this.deps.locks.inspect(task.def.id, this.deps.now());
+    if (lock.held && this.deps.locks.isStale(lock)) {
+      return `its lock was last refreshed ${formatDuration(lock.ageMs ?? 0)} ago by ${claim.worker} (--lock-stale ${formatDuration(this.config.lockStaleMs)})`;
+    }
+    if (!lock.held && this.deps.now() - Date.parse(claim.at) > this.config.lockStaleMs) {
+      return `its lock is gone and ${claim.worker} recorded no outcome`;
+    }
+    return null;
+  }
+
+  /** Takeovers are rare, so they are serialised under the queue-wide lock: two can never remove each other's lock. */
+  private async takeOver(task: TaskRecord, reason: string): Promise<Claim | null> {
+    const { store, locks, logger, now } = this.deps;
+    const previous = task.claim!;
+    return withQueueLock(store.paths.queueLock, async () => {
+      await store.refresh();
+      const current = store.state.get(task.def.id);
+      if (current?.state !== 'running' || current.claim?.token !== previous.token) return null;
+      const lock = await locks.inspect(task.def.id, now());
+      if (lock.held && lock.owner !== null && lock.owner.token !== previous.token) return null; // another worker is claiming it
+      if (lock.held) {
+        const stillDead = previous.host === this.deps.host && !processIsAlive(previous.pid);
+        if (!stillDead && !locks.isStale(lock)) return null;
+        await locks.forceRemove(task.def.id);
+      }
+      logger.warn(`taking over ${task.def.id}: ${reason}`);
+      return this.claim(current, previous.token, reason);
+    });
+  }
+
+  /**
+   * Claims a task: take its lock, read its state again, append the claim, and read the log to see that
+   * the claim is the one in force. Only then may the API be called.
+   */
+  private async claim(task: TaskRecord, prev: string | null, takeoverReason: string | null): Promise<Claim | null> {
+    const { store, locks, logger, now } = this.deps;
+    const id = task.def.id;
+    const token = randomUUID();
+    const claimedAt = new Date(now()).toISOString();
+    const lost = new AbortController();
+    logger.debug(`trying to claim ${id}`);
+    const lock = await locks.tryAcquire(id, { worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, token, claimed_at: claimedAt }, (error) => {
+      logger.warn(`lost the lock of ${id}: ${error.message}; abandoning the attempt`);
+      lost.abort(error);
+    });
+    if (lock === null) {
+      this.lockedByOthers.push(task);
+      logger.debug(`${id} is locked by another worker`);
+      return null;
+    }
+    try {
+      // Re-check after locking: another worker may have claimed or finished it between our read and the lock.
+      await store.refresh();
+      const fresh = store.state.get(id);
+      const claimable = prev === null
+        ? fresh?.state === 'pending' && fresh.unmetDeps === 0 && (fresh.retryAt === null || fresh.retryAt <= now())
+        : fresh?.state === 'running' && fresh.claim?.token === prev;
+      if (!fresh || !claimable) {
+        logger.debug(`lost the race for ${id}: it is ${fresh?.state ?? 'gone'} now`);
+        await lock.release();
+        return null;
+      }
+      const event: ClaimEvent = {
+        type: 'claim', task: id, token, prev, attempt: fresh.attempts + 1, worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, at: claimedAt,
+      };
+      await store.append([event]);
+      await store.refresh();
+      if (fresh.claim?.token !== token) {
+        logger.debug(`lost the race for ${id}: another claim came first in the log`);
+        await lock.release();
+        return null;
+      }
+      logger.info(`claimed ${id} (attempt ${event.attempt}/${this.config.maxAttempts})${takeoverReason ? ` after taking it over: ${takeoverReason}` : ''}`);
+      return { task: fresh, event, lock, lost };
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+  }
+
+  private async execute(claim: Claim): Promise<void> {
+    const { logger, now } = this.deps;
+    const { task, event } = claim;
+    const id = task.def.id;
+    const startedAt = now();
+    if (this.signals.stop.aborted) {
+      await this.record(claim, { outcome: 'released', called: false, startedAt, endedAt: now() });
+      logger.info(`gave back ${id} without calling the API: stopping`);
+      return;
+    }
+    this.summary.executed += 1;
+    const result = await this.deps.executor.call({
+      task: task.def,
+      attempt: event.attempt,
+      workerId: this.config.workerId,
+      signal: AbortSignal.any([this.signals.abort, claim.lost.signal]),
+    });
+    const endedAt = now();
+    const took = formatDuration(endedAt - startedAt);
+    if (result.ok) {
+      logger.info(`completed ${id} in ${took} (http ${result.httpStatus})`);
+      this.summary.completed += 1;
+      await this.record(claim, { outcome: 'completed', called: true, startedAt, endedAt, httpStatus: result.httpStatus, result: result.result });
+      return;
+    }
+    const error = result.error;
+    if (error.kind === 'aborted') {
+      if (this.signals.abort.aborted) this.summary.abandoned = id;
+      logger.warn(`abandoned ${id} after ${took}: ${error.message}; it goes back to pending`);
+      await this.record(claim, { outcome: 'released', called: true, startedAt, endedAt, error });
+      return;
+    }
+    if (result.retryable && event.attempt < this.config.maxAttempts) {
+      const retryAt = endedAt + retryDelayMs(event.attempt, this.config.backoffMs, this.deps.random(), result.retryAfterMs);
+      logger.warn(`attempt ${event.attempt}/${this.config.maxAttempts} of ${id} failed after ${took}: ${describeError(error)}; retry after ${new Date(retryAt).toISOString()}`);
+      this.summary.retried += 1;
+      await this.record(claim, { outcome: 'retry', called: true, startedAt, endedAt, error, retryAt });
+      return;
+    }
+    const why = result.retryable ? `after ${event.attempt} attempts` : 'not retryable';
+    logger.error(`failed ${id} (${why}) after ${took}: ${describeError(error)}`);
+    this.summary.failed += 1;
+    await this.record(claim, { outcome: 'failed', called: true, startedAt, endedAt, error });
+  }
+
+  /**
+   * Appends the outcome, fenced: only while this claim is still the one in force. An outcome that cannot
+   * be written (disk full) is tried again until it is, so a result is never dropped; the lock stays held.
+   */
+  private async record(
+    claim: Claim,
+    outcome: { outcome: Outcome; called: boolean; startedAt: number; endedAt: number; httpStatus?: number; error?: OutcomeEvent['error']; retryAt?: number; result?: unknown },
+  ): Promise<void> {
+    const { store, logger } = this.deps;
+    const id = claim.task.def.id;
+    const event: OutcomeEvent = {
+      type: 'outcome',
+      task: id,
+      token: claim.event.token,
+      attempt: claim.event.attempt,
+      worker: this.config.workerId,
+      outcome: outcome.outcome,
+      called: outcome.called,
+      started_at: new Date(outcome.startedAt).toISOString(),
+      ended_at: new Date(outcome.endedAt).toISOString(),
+      duration_ms: outcome.endedAt - outcome.startedAt,
+    };
+    const status = outcome.httpStatus ?? outcome.error?.http_status;
+    if (status !== undefined) event.http_status = status;
+    if (outcome.error) event.error = outcome.error;
+    if (outcome.retryAt !== undefined) event.retry_at = new Date(outcome.retryAt).toISOString();
+    if (outcome.result !== undefined) event.result = outcome.result;
+    for (let wait = 100; ; wait = Math.min(wait * 2, 5000)) {
+      try {
+        await store.refresh();
+        if (store.state.get(id)?.claim?.token !== claim.event.token) {
+          this.summary.lostClaims += 1;
+          const holder = store.state.get(id)?.claim?.worker;
+          logger.warn(`lost the claim on ${id}${holder ? ` to ${holder}` : ''}: not recording this attempt's outcome (${outcome.outcome})`);
+          break;
+        }
+        await store.append([event]);
+        break;
+      } catch (error) {
+        logger.error(`could not record the outcome of ${id}, trying again in ${formatDuration(wait)}: ${asWorkerError(error).message}`);
+        if (this.signals.abort.aborted) break;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+    await claim.lock.release();
+  }
+}
+
+export function asWorkerError(error: unknown): WorkerError {
+  if (error instanceof WorkerError) return error;
+  return new WorkerError('IO', error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+function stackOf(error: unknown): Record<string, unknown> {
+  return error instanceof WorkerError || !(error instanceof Error) ? {} : { stack: error.stack };
+}
