@@ -23,7 +23,13 @@ export interface TaskRecord {
   /** Dependencies not yet completed. The task is ready when this is 0 and it is pending. */
   unmetDeps: number;
   readonly dependents: TaskRecord[];
-  queued: boolean;
+  /** Bumped each time the task is queued as ready: older heap entries are stale and skipped. */
+  queueVersion: number;
+}
+
+interface QueueEntry {
+  task: TaskRecord;
+  version: number;
 }
 
 export type ApplyResult = 'accepted' | 'ignored' | 'unknown-task';
@@ -33,8 +39,8 @@ export interface FoldOptions {
   keepResults: boolean;
 }
 
-const byAddOrder = (a: TaskRecord, b: TaskRecord) => a.index < b.index;
-const byRetryTime = (a: TaskRecord, b: TaskRecord) => (a.retryAt ?? 0) < (b.retryAt ?? 0);
+const byAddOrder = (a: QueueEntry, b: QueueEntry) => a.task.index < b.task.index;
+const byRetryTime = (a: QueueEntry, b: QueueEntry) => (a.task.retryAt ?? 0) < (b.task.retryAt ?? 0);
 
 /**
  * The fold of the execution log over the task definitions: pure, no I/O, incremental.
@@ -49,8 +55,8 @@ const byRetryTime = (a: TaskRecord, b: TaskRecord) => (a.retryAt ?? 0) < (b.retr
 export class QueueState {
   private readonly records: TaskRecord[] = [];
   private readonly byId = new Map<string, TaskRecord>();
-  private readonly ready = new MinHeap<TaskRecord>(byAddOrder);
-  private readonly backoff = new MinHeap<TaskRecord>(byRetryTime);
+  private readonly ready = new MinHeap<QueueEntry>(byAddOrder);
+  private readonly backoff = new MinHeap<QueueEntry>(byRetryTime);
   private readonly runningSet = new Set<TaskRecord>();
 
   constructor(private readonly options: FoldOptions = { keepResults: true }) {}
@@ -88,7 +94,7 @@ export class QueueState {
         updatedAt: def.added_at,
         unmetDeps: 0,
         dependents: [],
-        queued: false,
+        queueVersion: 0,
       };
       for (const depId of new Set(def.deps)) {
         const dep = this.byId.get(depId);
@@ -174,10 +180,11 @@ export class QueueState {
   }
 
   private enqueue(task: TaskRecord): void {
-    if (task.queued || !isReady(task)) return;
-    task.queued = true;
-    if (task.retryAt === null) this.ready.push(task);
-    else this.backoff.push(task);
+    if (!isReady(task)) return;
+    task.queueVersion += 1;
+    const entry = { task, version: task.queueVersion };
+    if (task.retryAt === null) this.ready.push(entry);
+    else this.backoff.push(entry);
   }
 
   /**
@@ -185,34 +192,33 @@ export class QueueState {
    * never a scan of the queue.
    */
   readyTasks(now: number, limit: number): TaskRecord[] {
-    for (let due = this.backoff.peek(); due !== undefined && (due.retryAt ?? 0) <= now; due = this.backoff.peek()) {
+    for (let due = this.liveTop(this.backoff); due !== undefined && (due.task.retryAt ?? 0) <= now; due = this.liveTop(this.backoff)) {
       this.backoff.pop();
-      due.retryAt = null;
+      due.task.retryAt = null;
       this.ready.push(due);
     }
-    const found: TaskRecord[] = [];
+    const found: QueueEntry[] = [];
     while (found.length < limit) {
-      const task = this.ready.pop();
-      if (task === undefined) break;
-      if (isReady(task) && task.retryAt === null) found.push(task);
-      else {
-        task.queued = false;
-        this.enqueue(task);
-      }
+      const entry = this.liveTop(this.ready);
+      if (entry === undefined) break;
+      found.push(this.ready.pop()!);
     }
-    for (const task of found) this.ready.push(task);
-    return found;
+    for (const entry of found) this.ready.push(entry);
+    return found.map((entry) => entry.task);
   }
 
   /** The earliest time a task in backoff may be claimed, if any. */
   nextRetryAt(): number | null {
-    while (this.backoff.size > 0) {
-      const next = this.backoff.peek()!;
-      if (isReady(next)) return next.retryAt;
-      this.backoff.pop();
-      next.queued = false;
+    return this.liveTop(this.backoff)?.task.retryAt ?? null;
+  }
+
+  /** The first entry of a heap that still stands for a ready task, dropping stale ones. */
+  private liveTop(heap: MinHeap<QueueEntry>): QueueEntry | undefined {
+    for (let top = heap.peek(); top !== undefined; top = heap.peek()) {
+      if (top.version === top.task.queueVersion && isReady(top.task)) return top;
+      heap.pop();
     }
-    return null;
+    return undefined;
   }
 
   /** Tasks that are running under a claim: few, at most one per live worker plus dead owners' claims. */

@@ -109,10 +109,11 @@ export class Worker {
       }
       if (now() >= nextIdleCheckAt) {
         idleChecks += 1;
-        const limit = this.config.maxIdle === 0 ? '∞' : String(this.config.maxIdle);
+        const limit = this.config.maxIdle === 0 || this.config.drain ? '∞' : String(this.config.maxIdle);
         const seen = this.summary.lastError ? `cannot read the queue: ${this.summary.lastError.message}` : describeIdle(this.deps.store.state, now(), this.lockedByOthers);
         logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
-        if (this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return this.finish('idle', started);
+        // --drain decides by itself when to stop: it waits out backoffs and other workers' running tasks.
+        if (!this.config.drain && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return this.finish('idle', started);
         nextIdleCheckAt = now() + this.config.pollIntervalMs;
       }
       const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;

@@ -1,0 +1,78 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const BIN = resolve(import.meta.dirname, '../../bin/worker.js');
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Environment without the caller's WORKER_* settings, so tests see only what they give. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('WORKER_')) env[key] = value;
+  return { ...env, NO_COLOR: '1', ...extra };
+}
+
+/** Runs the built CLI as a new user would: a real process, its exit code, stdout and stderr. */
+export function runCli(args: string[], options: { env?: Record<string, string>; input?: string; cwd?: string } = {}): Promise<CliResult> {
+  const child = startCli(args, options);
+  if (options.input !== undefined) child.process.stdin?.end(options.input);
+  else child.process.stdin?.end();
+  return child.exited;
+}
+
+export interface RunningCli {
+  process: ChildProcess;
+  exited: Promise<CliResult>;
+  /** stderr so far */
+  stderr: () => string;
+  /** Resolves when stderr has a line matching `pattern`. */
+  waitForLog: (pattern: RegExp, timeoutMs?: number) => Promise<string>;
+}
+
+export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): RunningCli {
+  const child = spawn(process.execPath, [BIN, ...args], { env: cleanEnv(options.env), cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const listeners = new Set<() => void>();
+  child.stdout!.on('data', (chunk) => (stdout += chunk));
+  child.stderr!.on('data', (chunk) => {
+    stderr += chunk;
+    for (const listener of listeners) listener();
+  });
+  const exited = new Promise<CliResult>((resolveExit) => {
+    child.on('close', (code, signal) => resolveExit({ code, signal, stdout, stderr }));
+  });
+  const waitForLog = (pattern: RegExp, timeoutMs = 20_000) =>
+    new Promise<string>((resolveWait, rejectWait) => {
+      const check = () => {
+        const line = stderr.split('\n').find((candidate) => pattern.test(candidate));
+        if (line === undefined) return;
+        listeners.delete(check);
+        clearTimeout(timer);
+        resolveWait(line);
+      };
+      const timer = setTimeout(() => {
+        listeners.delete(check);
+        rejectWait(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; stderr:\n${stderr}`));
+      }, timeoutMs);
+      listeners.add(check);
+      check();
+    });
+  return { process: child, exited, stderr: () => stderr, waitForLog };
+}
+
+export async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'worker-test-'));
+  try {
+    return await body(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

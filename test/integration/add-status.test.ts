@@ -1,0 +1,190 @@
+import { readFile, writeFile, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCli, withTempDir } from '../helpers/cli.js';
+
+const queueFile = (dir: string) => join(dir, 'queue', 'queue.json');
+
+async function statusJson(dir: string): Promise<Array<Record<string, unknown>>> {
+  const result = await runCli(['--dir', dir, 'status', '--json']);
+  expect(result.code, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as Array<Record<string, unknown>>;
+}
+
+describe('worker add', () => {
+  it('adds tasks with dependencies written "a,b" or "a, b", with budgets', async () => {
+    await withTempDir(async (dir) => {
+      expect((await runCli(['--dir', dir, 'add', 'a', 'Do a'])).stdout).toBe('added a\n');
+      expect((await runCli(['--dir', dir, 'add', 'b', 'Do b'])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'add', 'c', 'Do c', 'a, b', '--min-budget', '5', '--max-budget', '9', '--intensity', 'high'])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'add', 'd', 'Do d', 'a,b,a,'])).code).toBe(0);
+      const tasks = await statusJson(dir);
+      expect(tasks.map((task) => [task.id, task.deps])).toEqual([['a', []], ['b', []], ['c', ['a', 'b']], ['d', ['a', 'b']]]);
+      expect(tasks[2]).toMatchObject({ min_budget: 5, max_budget: 9, intensity: 'high', state: 'pending', attempts: 0 });
+      expect(tasks[0]).toMatchObject({ min_budget: 1000, max_budget: 4000, intensity: 'medium' });
+    });
+  });
+
+  it('takes budget defaults from the environment', async () => {
+    await withTempDir(async (dir) => {
+      const result = await runCli(['--dir', dir, 'add', 'a', 'Do a'], { env: { WORKER_MIN_BUDGET: '7', WORKER_MAX_BUDGET: '70', WORKER_INTENSITY: 'low' } });
+      expect(result.code).toBe(0);
+      expect((await statusJson(dir))[0]).toMatchObject({ min_budget: 7, max_budget: 70, intensity: 'low' });
+    });
+  });
+
+  it('works from any current folder given --dir or WORKER_DIR, creating the folders', async () => {
+    await withTempDir(async (dir) => {
+      const root = join(dir, 'nested', 'queue-root');
+      expect((await runCli(['add', 'a', 'Do a'], { env: { WORKER_DIR: root }, cwd: '/' })).code).toBe(0);
+      expect((await stat(join(root, 'locks'))).isDirectory()).toBe(true);
+      const result = await runCli(['--dir', root, 'status'], { cwd: '/' });
+      expect(result.stdout).toContain('1 task: 1 pending');
+    });
+  });
+
+  const refusals: Array<[string, string[], RegExp]> = [
+    ['an id with a slash', ['../escape', 'x'], /invalid task id "..\/escape"/],
+    ['an id with a space', ['a b', 'x'], /invalid task id "a b"/],
+    ['an id that starts with a dot', ['.hidden', 'x'], /invalid task id/],
+    ['an id that is too long', ['x'.repeat(101), 'x'], /invalid task id/],
+    ['an id with a control character', ['a\u0007', 'x'], /invalid task id "a\\u0007"/],
+    ['a duplicate id', ['base', 'again'], /task "base" already exists/],
+    ['an id differing only in case', ['BASE', 'x'], /differs from "base" only in case/],
+    ['an empty instruction', ['e', '   '], /empty instruction/],
+    ['an unknown dependency', ['f', 'x', 'base,nope'], /depends on "nope", which does not exist/],
+    ['a self-dependency', ['g', 'x', 'base,g'], /task "g" depends on itself/],
+    ['min above max budget', ['h', 'x', '--min-budget', '10', '--max-budget', '5'], /above --max-budget/],
+    ['a budget that is not a number', ['h', 'x', '--min-budget', 'lots'], /expected --min-budget .* whole number/],
+    ['an unknown intensity', ['h', 'x', '--intensity', 'extreme'], /--intensity .* one of low, medium, high/],
+  ];
+
+  it.each(refusals)('refuses %s with one line on stderr, a non-zero exit, and the queue unchanged', async (_name, args, message) => {
+    await withTempDir(async (dir) => {
+      expect((await runCli(['--dir', dir, 'add', 'base', 'Base task'])).code).toBe(0);
+      const before = await readFile(queueFile(dir));
+      const result = await runCli(['--dir', dir, 'add', ...args]);
+      expect(result.code).not.toBe(0);
+      expect(result.stderr).toMatch(message);
+      expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
+      expect(result.stdout).toBe('');
+      expect(await readFile(queueFile(dir))).toEqual(before);
+    });
+  });
+
+  it('loses nothing when 20 `worker add` processes run at once', async () => {
+    await withTempDir(async (dir) => {
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => runCli(['--dir', dir, 'add', `t${i}`, `task ${i}`])));
+      for (const result of results) expect(result.code, result.stderr).toBe(0);
+      const ids = (await statusJson(dir)).map((task) => task.id).sort();
+      expect(ids).toEqual(Array.from({ length: 20 }, (_, i) => `t${i}`).sort());
+      const leftovers = (await readdir(join(dir, 'queue'))).filter((name) => /^queue\.json\.\d+$/.test(name));
+      expect(leftovers).toEqual([]);
+    });
+  });
+});
+
+describe('worker add --file', () => {
+  it('adds every line, with dependencies on earlier lines, from a file or standard input', async () => {
+    await withTempDir(async (dir) => {
+      const file = join(dir, 'tasks.jsonl');
+      await writeFile(file, ['{"id":"a","instruction":"A"}', '', '{"id":"b","instruction":"B","deps":["a"],"max_budget":9000}'].join('\n'));
+      expect((await runCli(['--dir', dir, 'add', '--file', file])).stdout).toBe('added 2 tasks\n');
+      const fromStdin = await runCli(['--dir', dir, 'add', '--file', '-'], { input: '{"id":"c","instruction":"C","deps":["a","b"],"intensity":"low"}\n' });
+      expect(fromStdin.code, fromStdin.stderr).toBe(0);
+      const tasks = await statusJson(dir);
+      expect(tasks.map((task) => task.id)).toEqual(['a', 'b', 'c']);
+      expect(tasks[1]).toMatchObject({ deps: ['a'], max_budget: 9000 });
+      expect(tasks[2]).toMatchObject({ deps: ['a', 'b'], intensity: 'low' });
+    });
+  });
+
+  it.each([
+    ['not JSON', '{"id":"z","instruction":', /line 3: not valid JSON/],
+    ['an unknown field', '{"id":"z","instruction":"Z","dependencies":["a"]}', /line 3: unknown field "dependencies"/],
+    ['a forward dependency', '{"id":"z","instruction":"Z","deps":["later"]}', /line 3: task "z" depends on "later", which does not exist/],
+    ['a duplicate of an earlier line', '{"id":"a","instruction":"again"}', /line 3: task "a" already exists/],
+  ])('adds nothing when a line holds %s, naming the line', async (_name, badLine, message) => {
+    await withTempDir(async (dir) => {
+      await runCli(['--dir', dir, 'add', 'existing', 'E']);
+      const before = await readFile(queueFile(dir));
+      const file = join(dir, 'tasks.jsonl');
+      await writeFile(file, ['{"id":"a","instruction":"A"}', '{"id":"b","instruction":"B"}', badLine, '{"id":"later","instruction":"L"}'].join('\n'));
+      const result = await runCli(['--dir', dir, 'add', '--file', file]);
+      expect(result.code).toBe(3);
+      expect(result.stderr).toMatch(message);
+      expect(await readFile(queueFile(dir))).toEqual(before);
+    });
+  });
+});
+
+describe('a damaged queue.json', () => {
+  it('makes every command refuse, naming the file, and leaves it byte-identical', async () => {
+    await withTempDir(async (dir) => {
+      for (const id of ['a', 'b', 'c']) await runCli(['--dir', dir, 'add', id, `Do ${id}`]);
+      const whole = await readFile(queueFile(dir));
+      const truncated = whole.subarray(0, Math.floor(whole.length / 2));
+      await writeFile(queueFile(dir), truncated);
+      const commands = [
+        ['status'],
+        ['status', '--json'],
+        ['add', 'd', 'Do d'],
+        ['retry', 'a'],
+        ['run', '--api-url', 'http://127.0.0.1:9/none', '--drain', '--max-idle', '1', '--poll-interval', '10ms'],
+      ];
+      for (const command of commands) {
+        const result = await runCli(['--dir', dir, ...command]);
+        expect(result.code, `${command.join(' ')}: ${result.stderr}`).toBe(4);
+        expect(result.stderr).toContain(queueFile(dir));
+        expect(result.stderr).toMatch(/damaged/);
+        expect(await readFile(queueFile(dir))).toEqual(truncated);
+      }
+    });
+  });
+
+  it('refuses valid JSON of the wrong shape, naming the place', async () => {
+    await withTempDir(async (dir) => {
+      await runCli(['--dir', dir, 'add', 'a', 'Do a']);
+      const wrong = '{"version":1,"tasks":[{"id":"a","instruction":"","deps":[]}]}';
+      await writeFile(queueFile(dir), wrong);
+      const result = await runCli(['--dir', dir, 'status']);
+      expect(result.code).toBe(4);
+      expect(result.stderr).toMatch(/queue\.json is damaged \(at tasks\[0\]\./);
+      expect(await readFile(queueFile(dir), 'utf8')).toBe(wrong);
+    });
+  });
+});
+
+describe('worker status', () => {
+  it('prints a table with a summary line, and JSON with the fields of add --file', async () => {
+    await withTempDir(async (dir) => {
+      await runCli(['--dir', dir, 'add', 'fetch', 'Fetch it']);
+      await runCli(['--dir', dir, 'add', 'parse', 'Parse it', 'fetch']);
+      const table = await runCli(['--dir', dir, 'status']);
+      expect(table.code).toBe(0);
+      const lines = table.stdout.trimEnd().split('\n');
+      expect(lines[0]).toMatch(/^ID\s+STATE\s+ATTEMPTS\s+DEPS\s+LAST ERROR\s+AGE$/);
+      expect(lines[1]).toMatch(/^fetch\s+pending\s+0\s+-\s+-\s+\d+s$/);
+      expect(lines[2]).toMatch(/^parse\s+pending\s+0\s+fetch\s+-\s+\d+s$/);
+      expect(lines[3]).toBe('2 tasks: 2 pending, 0 running, 0 completed, 0 failed, 0 blocked');
+      const tasks = await statusJson(dir);
+      expect(tasks[1]).toMatchObject({ id: 'parse', instruction: 'Parse it', deps: ['fetch'], state: 'pending', attempts: 0 });
+      expect(tasks[1]).not.toHaveProperty('last_error');
+    });
+  });
+
+  it('prints an empty queue', async () => {
+    await withTempDir(async (dir) => {
+      expect((await runCli(['--dir', dir, 'status'])).stdout).toBe('0 tasks: 0 pending, 0 running, 0 completed, 0 failed, 0 blocked\n');
+      expect((await runCli(['--dir', dir, 'status', '--json'])).stdout).toBe('[]\n');
+    });
+  });
+});
+
+describe('the command line', () => {
+  it('suggests the closest command for a typo and exits 2', async () => {
+    const result = await runCli(['staus']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/Did you mean status\?/);
+  });
+});

@@ -1,0 +1,341 @@
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ServerResponse } from 'node:http';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { answerOk, startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
+import { runCli, startCli, withTempDir } from '../helpers/cli.js';
+
+let api: Api;
+beforeEach(async () => {
+  api = await startApi();
+});
+afterEach(async () => {
+  await api.close();
+});
+
+/** Fast settings for tests: short polls, short idle limit, quick retries. */
+const FAST = ['--poll-interval', '100ms', '--max-idle', '5', '--backoff', '20ms'];
+
+function runArgs(dir: string, ...extra: string[]): string[] {
+  return ['--dir', dir, 'run', '--api-url', api.url, ...FAST, ...extra];
+}
+
+async function addAll(dir: string, lines: Array<{ id: string; deps?: string[] }>): Promise<void> {
+  const file = join(dir, 'tasks.jsonl');
+  await writeFile(file, lines.map((task) => JSON.stringify({ id: task.id, instruction: `do ${task.id}`, deps: task.deps ?? [] })).join('\n'));
+  const result = await runCli(['--dir', dir, 'add', '--file', file]);
+  expect(result.code, result.stderr).toBe(0);
+}
+
+async function status(dir: string): Promise<Map<string, Record<string, any>>> {
+  const result = await runCli(['--dir', dir, 'status', '--json']);
+  expect(result.code, result.stderr).toBe(0);
+  return new Map((JSON.parse(result.stdout) as Array<Record<string, any>>).map((task) => [task.id as string, task]));
+}
+
+async function logEvents(dir: string): Promise<Array<Record<string, any>>> {
+  const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
+  return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
+}
+
+async function lockFiles(dir: string): Promise<string[]> {
+  return (await readdir(join(dir, 'locks'))).filter((name) => name !== '.gitkeep');
+}
+
+/** Holds every call for `taskId` until released; other tasks are answered at once. */
+function holdCallsFor(taskId: string) {
+  const held: Array<{ call: ApiCall; res: ServerResponse }> = [];
+  let notify: (() => void) | undefined;
+  api.setBehaviour((call, res) => {
+    if (call.task_id !== taskId) return answerOk(call, res);
+    held.push({ call, res });
+    notify?.();
+  });
+  return {
+    held,
+    arrived: (count: number) =>
+      new Promise<void>((resolve) => {
+        const check = () => held.length >= count && resolve();
+        notify = check;
+        check();
+      }),
+  };
+}
+
+describe('worker run: exactly once, in dependency order', () => {
+  it('4 workers drain 200 tasks of a random dependency graph: each called once, never before its dependencies completed', async () => {
+    await withTempDir(async (dir) => {
+      let seed = 42;
+      const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const tasks = Array.from({ length: 200 }, (_, i) => {
+        const deps = new Set<string>();
+        for (let k = 0; k < 3 && i > 0; k += 1) if (random() < 0.5) deps.add(`t${Math.floor(random() * i)}`);
+        return { id: `t${i}`, deps: [...deps] };
+      });
+      await addAll(dir, tasks);
+      const workers = Array.from({ length: 4 }, (_, i) => startCli(runArgs(dir, '--worker-id', `w${i}`, '--max-idle', '10')));
+      const results = await Promise.all(workers.map((worker) => worker.exited));
+      for (const result of results) {
+        expect(result.code, result.stderr).toBe(0);
+        expect(result.stderr).toMatch(/stopping: idle for 10 checks in a row/);
+      }
+      expect(api.calls).toHaveLength(200);
+      expect(new Set(api.calls.map((call) => call.task_id)).size).toBe(200);
+      const byId = new Map(api.calls.map((call) => [call.task_id, call]));
+      for (const task of tasks) {
+        const call = byId.get(task.id)!;
+        expect(call.idempotencyKey).toBe(task.id);
+        for (const dep of task.deps) expect(call.receivedAt).toBeGreaterThanOrEqual(byId.get(dep)!.answeredAt!);
+      }
+      const states = await status(dir);
+      expect([...states.values()].every((task) => task.state === 'completed' && task.attempts === 1)).toBe(true);
+      expect(states.get('t0')!.result).toEqual({ status: 'completed', echo: 't0' });
+      expect(new Set(api.calls.map((call) => call.worker)).size).toBeGreaterThan(1);
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+
+  it('sends the task contract: JSON body, idempotency key, worker id and the given headers', async () => {
+    await withTempDir(async (dir) => {
+      await runCli(['--dir', dir, 'add', 'a', 'Summarize chapter 1', '--min-budget', '10', '--max-budget', '20', '--intensity', 'low']);
+      await runCli(['--dir', dir, 'add', 'b', 'Outline', 'a']);
+      const result = await runCli(runArgs(dir, '--drain', '--worker-id', 'w-test', '--header', 'Authorization: Bearer s3cret-token'));
+      expect(result.code, result.stderr).toBe(0);
+      expect(api.calls[0]!.body).toEqual({ task_id: 'a', instruction: 'Summarize chapter 1', depends_on: [], attempt: 1, min_budget: 10, max_budget: 20, intensity: 'low' });
+      expect(api.calls[1]!.body).toMatchObject({ task_id: 'b', depends_on: ['a'] });
+      expect(api.calls[0]!.headers).toMatchObject({ 'content-type': 'application/json', 'idempotency-key': 'a', 'x-worker-id': 'w-test', authorization: 'Bearer s3cret-token' });
+      expect(result.stderr).toContain('authorization: ***');
+      expect(result.stderr).not.toContain('s3cret');
+      expect(await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8')).not.toContain('s3cret');
+    });
+  });
+
+  it('stops after max-iterations tasks and rejects a max-iterations that is not a positive integer', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+      const result = await runCli(runArgs(dir, '2'));
+      expect(result.code, result.stderr).toBe(0);
+      expect(api.calls.map((call) => call.task_id)).toEqual(['a', 'b']);
+      for (const bad of ['0', '-1', 'two', '1.5']) {
+        const refused = await runCli(runArgs(dir, bad));
+        expect(refused.code).toBe(2);
+        expect(refused.stderr).toMatch(/expected \[max-iterations\] to be a whole number of 1 or more/);
+      }
+      expect(api.calls).toHaveLength(2);
+    });
+  });
+
+  it('refuses to start without an API URL, saying how to give one', async () => {
+    await withTempDir(async (dir) => {
+      const result = await runCli(['--dir', dir, 'run']);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/--api-url is not set.*WORKER_API_URL/);
+    });
+  });
+});
+
+describe('worker run: failures are classified and recorded', () => {
+  it('API down: retried with backoff, then failed with kind connect', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      const result = await runCli(['--dir', dir, 'run', '--api-url', 'http://127.0.0.1:9/down', ...FAST, '--drain', '--max-attempts', '3']);
+      expect(result.code, result.stderr).toBe(0);
+      const task = (await status(dir)).get('a')!;
+      expect(task).toMatchObject({ state: 'failed', attempts: 3, last_error: { kind: 'connect' } });
+      const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome');
+      expect(outcomes.map((event) => event.outcome)).toEqual(['retry', 'retry', 'failed']);
+      for (const outcome of outcomes) {
+        expect(outcome).toMatchObject({ worker: expect.any(String), started_at: expect.any(String), ended_at: expect.any(String), duration_ms: expect.any(Number) });
+      }
+    });
+  });
+
+  it('an API slower than --timeout: kind timeout', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'slow' }]);
+      api.setBehaviour(() => undefined); // never answers
+      const result = await runCli(runArgs(dir, '--drain', '--timeout', '300ms', '--max-attempts', '2'));
+      expect(result.code, result.stderr).toBe(0);
+      expect((await status(dir)).get('slow')).toMatchObject({ state: 'failed', attempts: 2, last_error: { kind: 'timeout' } });
+      expect(api.callsFor('slow')).toHaveLength(2);
+    });
+  });
+
+  it('500 then 200: completed on attempt 2, the same idempotency key both times', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'flaky' }]);
+      api.setBehaviour((call, res) => {
+        if (call.attempt === 1) {
+          res.writeHead(500);
+          res.end('overloaded');
+        } else answerOk(call, res);
+      });
+      const result = await runCli(runArgs(dir, '--drain'));
+      expect(result.code, result.stderr).toBe(0);
+      expect((await status(dir)).get('flaky')).toMatchObject({ state: 'completed', attempts: 2 });
+      expect(api.calls.map((call) => [call.attempt, call.idempotencyKey])).toEqual([[1, 'flaky'], [2, 'flaky']]);
+      const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome');
+      expect(outcomes[0]).toMatchObject({ outcome: 'retry', http_status: 500, error: { kind: 'http', http_status: 500 } });
+    });
+  });
+
+  it('429 honours Retry-After', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'limited' }]);
+      api.setBehaviour((call, res) => {
+        if (call.attempt === 1) {
+          res.writeHead(429, { 'retry-after': '1' });
+          res.end();
+        } else answerOk(call, res);
+      });
+      const result = await runCli(runArgs(dir, '--drain'));
+      expect(result.code, result.stderr).toBe(0);
+      const [first, second] = api.callsFor('limited');
+      expect(second!.receivedAt - first!.answeredAt!).toBeGreaterThanOrEqual(950);
+    });
+  });
+
+  it('400: failed after one attempt; 200 with "status": "failed": failed, not retried', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'bad-request' }, { id: 'refused' }]);
+      api.setBehaviour((call, res) => {
+        if (call.task_id === 'bad-request') {
+          res.writeHead(400);
+          res.end('missing field');
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ status: 'failed', errors: ['budget too small', 'try again later'] }));
+        }
+      });
+      const result = await runCli(runArgs(dir, '--drain'));
+      expect(result.code, result.stderr).toBe(0);
+      const states = await status(dir);
+      expect(states.get('bad-request')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'http', http_status: 400 } });
+      expect(states.get('refused')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'api_failed', message: expect.stringContaining('budget too small; try again later') } });
+      expect(api.calls).toHaveLength(2);
+    });
+  });
+
+  it('a failed dependency blocks its dependents; retry unblocks them and they complete', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'root' }, { id: 'child', deps: ['root'] }, { id: 'grandchild', deps: ['child'] }, { id: 'free' }]);
+      api.setBehaviour((call, res) => {
+        if (call.task_id === 'root' && call.attempt === 1 && api.callsFor('root').length === 1) {
+          res.writeHead(404);
+          res.end();
+        } else answerOk(call, res);
+      });
+      const first = await runCli(runArgs(dir, '--drain'));
+      expect(first.code, first.stderr).toBe(0);
+      let states = await status(dir);
+      expect([...states.values()].map((task) => [task.id, task.state])).toEqual([['root', 'failed'], ['child', 'blocked'], ['grandchild', 'blocked'], ['free', 'completed']]);
+      expect(states.get('grandchild')!.blocked_by).toBe('root');
+      const table = await runCli(['--dir', dir, 'status']);
+      expect(table.stdout).toMatch(/grandchild\s+blocked\s+0\s+child\s+dependency root failed/);
+
+      const refused = await runCli(['--dir', dir, 'retry', 'free']);
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toMatch(/task "free" is completed; only failed tasks can be retried/);
+      const missing = await runCli(['--dir', dir, 'retry', 'nope']);
+      expect(missing.code).toBe(3);
+
+      expect((await runCli(['--dir', dir, 'retry', 'root'])).stdout).toBe('pending again: root\n');
+      const second = await runCli(runArgs(dir, '--drain'));
+      expect(second.code, second.stderr).toBe(0);
+      states = await status(dir);
+      expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
+      expect(states.get('root')!.attempts).toBe(1);
+    });
+  });
+});
+
+describe('worker run: crashes, freezes and signals', () => {
+  it('a worker SIGKILLed in the middle of a call: another worker completes the task at once; nothing else runs twice', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'victim' }, { id: 'c' }, { id: 'd', deps: ['victim'] }]);
+      const hold = holdCallsFor('victim');
+      const doomed = startCli(runArgs(dir, '--worker-id', 'doomed', '--lock-stale', '60s'));
+      await hold.arrived(1);
+      doomed.process.kill('SIGKILL');
+      await doomed.exited;
+      api.setBehaviour(answerOk);
+      const started = Date.now();
+      const rescuer = await runCli(runArgs(dir, '--worker-id', 'rescuer', '--drain', '--lock-stale', '60s'));
+      expect(rescuer.code, rescuer.stderr).toBe(0);
+      // Far sooner than --lock-stale: the owner's pid is gone.
+      expect(Date.now() - started).toBeLessThan(30_000);
+      expect(rescuer.stderr).toMatch(/taking over victim: its worker doomed \(pid \d+\) is gone/);
+      const states = await status(dir);
+      expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
+      expect(states.get('victim')!.attempts).toBe(2);
+      const victimCalls = api.callsFor('victim');
+      expect(victimCalls.map((call) => [call.worker, call.attempt, call.idempotencyKey])).toEqual([['doomed', 1, 'victim'], ['rescuer', 2, 'victim']]);
+      for (const id of ['a', 'c', 'd']) expect(api.callsFor(id)).toHaveLength(1);
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+
+  it('a worker frozen past --lock-stale loses its task to another; after SIGCONT it records nothing and says so', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'frozen-task' }]);
+      const hold = holdCallsFor('frozen-task');
+      const frozen = startCli(runArgs(dir, '--worker-id', 'frozen', '--lock-stale', '2s', '--max-idle', '0'));
+      await hold.arrived(1);
+      frozen.process.kill('SIGSTOP');
+      const other = startCli(runArgs(dir, '--worker-id', 'other', '--lock-stale', '2s', '--drain', '--max-idle', '0'));
+      await hold.arrived(2);
+      hold.held[1]!.res.writeHead(200, { 'content-type': 'application/json' });
+      hold.held[1]!.res.end('{"by":"other"}');
+      expect((await other.exited).code).toBe(0);
+      frozen.process.kill('SIGCONT');
+      hold.held[0]!.res.writeHead(200, { 'content-type': 'application/json' });
+      hold.held[0]!.res.end('{"by":"frozen"}');
+      await frozen.waitForLog(/lost the (lock|claim)/);
+      frozen.process.kill('SIGTERM');
+      expect((await frozen.exited).code).toBe(0);
+      const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome' && event.task === 'frozen-task');
+      expect(outcomes).toHaveLength(1);
+      expect(outcomes[0]).toMatchObject({ worker: 'other', outcome: 'completed', result: { by: 'other' } });
+      expect((await status(dir)).get('frozen-task')).toMatchObject({ state: 'completed', result: { by: 'other' } });
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+
+  it('SIGINT during a call: the task completes, the worker exits 0, its lock is gone', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'long' }, { id: 'next' }]);
+      const hold = holdCallsFor('long');
+      const worker = startCli(runArgs(dir, '--max-idle', '0'));
+      await hold.arrived(1);
+      worker.process.kill('SIGINT');
+      await worker.waitForLog(/received SIGINT/);
+      hold.held[0]!.res.end('done');
+      const result = await worker.exited;
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toMatch(/completed long/);
+      expect(result.stderr).toMatch(/stopping: stopped by a signal/);
+      const states = await status(dir);
+      expect(states.get('long')).toMatchObject({ state: 'completed', result: 'done' });
+      expect(states.get('next')).toMatchObject({ state: 'pending', attempts: 0 });
+      expect(api.callsFor('next')).toHaveLength(0);
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+
+  it('a second signal abandons the call: the task is pending again, the worker exits 130, its lock is gone', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'long' }]);
+      const hold = holdCallsFor('long');
+      const worker = startCli(runArgs(dir, '--max-idle', '0'));
+      await hold.arrived(1);
+      worker.process.kill('SIGTERM');
+      await worker.waitForLog(/received SIGTERM/);
+      worker.process.kill('SIGTERM');
+      const result = await worker.exited;
+      expect(result.code, result.stderr).toBe(130);
+      expect(result.stderr).toMatch(/task "long" was put back to pending/);
+      expect((await status(dir)).get('long')).toMatchObject({ state: 'pending', attempts: 1 });
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+});
