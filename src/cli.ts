@@ -3,7 +3,7 @@ import { text as readStream } from 'node:stream/consumers';
 import { EXIT_BUG, EXIT_CODES, WorkerError } from './errors.js';
 import { resolveDir, resolveRunConfig, resolveTaskDefaults, type Env } from './config.js';
 import { retryTasks } from './commands/retry.js';
-import { runWorker } from './commands/run.js';
+
 import { addTasks } from './commands/add.js';
 import { readStatus } from './commands/status.js';
 import { renderStatus } from './render.js';
@@ -114,6 +114,8 @@ function buildProgram(): Command {
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
       try {
+        // Loaded only here: undici is the slowest module to load, and only `run` needs it.
+        const { runWorker } = await import('./commands/run.js');
         await runWorker({ dir: dirOf(command), config, writeLog: (line) => process.stderr.write(line), signals: { stop: stop.signal, abort: abort.signal } });
       } finally {
         process.off('SIGINT', onSignal);

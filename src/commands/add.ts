@@ -17,7 +17,7 @@ export interface AddOptions {
 
 export async function addTasks(options: AddOptions): Promise<TaskDefinition[]> {
   const { tasks, where } = await collectTasks(options);
-  const store = await QueueStore.open(options.dir);
+  const store = await QueueStore.create(options.dir);
   try {
     return await store.addTasks(tasks, options.defaults, options.now(), where);
   } finally {

@@ -16,7 +16,7 @@ interface FileIdentity {
  * atomically, and only by the holder of the queue-wide lock.
  */
 export class QueueFile {
-  private cached: { identity: FileIdentity; tasks: TaskDefinition[] } | undefined;
+  private cached: { identity: FileIdentity; tasks: TaskDefinition[]; text: string } | undefined;
 
   constructor(readonly file: string) {}
 
@@ -38,21 +38,33 @@ export class QueueFile {
       throw ioError('read', this.file, error);
     }
     const tasks = parseQueueFile(this.file, text);
-    this.cached = { identity, tasks };
+    this.cached = { identity, tasks, text };
     return tasks;
   }
 
-  async write(tasks: readonly TaskDefinition[]): Promise<void> {
-    // One task per line: readable, and a diff of two versions shows what was added.
-    const body = tasks.map((task) => JSON.stringify(task)).join(',\n');
-    const text = `{"version":${QUEUE_FORMAT_VERSION},"tasks":[\n${body}\n]}\n`;
+  /**
+   * Rewrites the file with `added` after the tasks last read. The text already read is reused, so adding
+   * one task to a large queue does not serialise every task again. Callers hold the queue-wide lock and
+   * have just called read().
+   */
+  async append(added: readonly TaskDefinition[]): Promise<void> {
+    const lines = added.map((task) => JSON.stringify(task)).join(',\n');
+    const previous = this.cached?.text;
+    const text = previous !== undefined && previous.endsWith(FILE_END) && this.cached!.tasks.length > 0
+      ? `${previous.slice(0, -FILE_END.length)},\n${lines}${FILE_END}`
+      : `${FILE_START}${[...(this.cached?.tasks ?? []), ...added].map((task) => JSON.stringify(task)).join(',\n')}${FILE_END}`;
     try {
       await writeFileAtomic(this.file, text, { encoding: 'utf8' });
     } catch (error) {
       throw ioError('write', this.file, error);
     }
+    this.cached = undefined;
   }
 }
+
+// One task per line: readable, and a diff of two versions shows what was added.
+const FILE_START = `{"version":${QUEUE_FORMAT_VERSION},"tasks":[\n`;
+const FILE_END = '\n]}\n';
 
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;

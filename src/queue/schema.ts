@@ -13,6 +13,9 @@ export const taskIdSchema = z.string().regex(TASK_ID_PATTERN, `must be ${TASK_ID
 
 const budgetSchema = z.number().int().nonnegative();
 
+/** An ISO 8601 UTC time as Date#toISOString writes it. A plain regex: z.iso.datetime() is slower, and every read checks thousands. */
+const isoTime = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/, 'must be an ISO 8601 UTC time');
+
 /** A task as stored in queue.json. Loose, so that fields written by a newer version survive a rewrite. */
 export const taskDefinitionSchema = z.looseObject({
   id: taskIdSchema,
@@ -21,7 +24,7 @@ export const taskDefinitionSchema = z.looseObject({
   min_budget: budgetSchema,
   max_budget: budgetSchema,
   intensity: z.enum(INTENSITIES),
-  added_at: z.iso.datetime(),
+  added_at: isoTime,
 });
 export type TaskDefinition = z.infer<typeof taskDefinitionSchema>;
 
@@ -37,8 +40,6 @@ const attemptErrorSchema = z.object({
   message: z.string(),
   http_status: z.number().int().optional(),
 });
-
-const isoTime = z.iso.datetime();
 
 /** A worker takes a task. `prev` names the claim it supersedes (a dead or stale owner's), null for a pending task. */
 export const claimEventSchema = z.looseObject({

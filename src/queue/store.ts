@@ -35,6 +35,13 @@ export class QueueStore {
 
   /** Opens the queue below `root`, creating its folders, and reads it. */
   static async open(root: string, foldOptions: FoldOptions = { keepResults: true }): Promise<QueueStore> {
+    const store = await QueueStore.create(root, foldOptions);
+    await store.refresh();
+    return store;
+  }
+
+  /** Creates the folders and nothing more: for changes that read what they need under the queue-wide lock. */
+  static async create(root: string, foldOptions: FoldOptions = { keepResults: true }): Promise<QueueStore> {
     const store = new QueueStore(root, foldOptions);
     for (const dir of [store.paths.queueDir, store.paths.locksDir]) {
       try {
@@ -43,7 +50,6 @@ export class QueueStore {
         throw ioError('create the folder', dir, error);
       }
     }
-    await store.refresh();
     return store;
   }
 
@@ -70,26 +76,42 @@ export class QueueStore {
     // Written after the task was added, so a fresh read of queue.json must define it.
     this.state.addDefinitions(await this.queueFile.read());
     if (this.state.apply(event) !== 'unknown-task') return;
-    const what = this.state.size === 0
-      ? `it is missing or empty, but the execution log records events of task "${event.task}"`
-      : `the execution log records events of task "${event.task}", which it does not define (replaced by an older copy?)`;
-    throw new DamagedFileError(this.paths.queueFile, 'whole file', what);
+    this.throwUndefinedTask(event, this.state.size);
   }
 
   async append(events: QueueEvent[]): Promise<void> {
     await this.writer.append(events);
   }
 
-  /** Adds tasks, all or none, under the queue-wide lock. Returns the new definitions. */
+  /**
+   * Adds tasks, all or none, under the queue-wide lock. Both files are checked first, but no fold is
+   * built: adding needs only the ids. Returns the new definitions.
+   */
   async addTasks(tasks: readonly NewTask[], defaults: TaskDefaults, now: Date, where: (index: number) => string): Promise<TaskDefinition[]> {
     return withQueueLock(this.paths.queueLock, async (assertHeld) => {
       await this.sweepTempFiles();
       const existing = await this.queueFile.read();
+      await this.checkLogAgainst(existing);
       const added = defineNewTasks(existing, tasks, defaults, now, where);
       assertHeld();
-      await this.queueFile.write([...existing, ...added]);
+      await this.queueFile.append(added);
       return added;
     });
+  }
+
+  /** Reads the whole log: it must parse, and name only defined tasks. */
+  private async checkLogAgainst(definitions: readonly TaskDefinition[]): Promise<void> {
+    const ids = new Set(definitions.map((task) => task.id));
+    for (const event of await new ExecutionLogReader(this.paths.logFile).readNew()) {
+      if (!ids.has(event.task)) this.throwUndefinedTask(event, ids.size);
+    }
+  }
+
+  private throwUndefinedTask(event: QueueEvent, defined: number): never {
+    const what = defined === 0
+      ? `it is missing or empty, but the execution log records events of task "${event.task}"`
+      : `the execution log records events of task "${event.task}", which it does not define (replaced by an older copy?)`;
+    throw new DamagedFileError(this.paths.queueFile, 'whole file', what);
   }
 
   /** write-file-atomic's temp files (queue.json.<number>) left by a writer that was killed. Only the queue-lock holder writes them. */
