@@ -47,25 +47,26 @@ export function parseLines(file: string, lines: string[], firstLine: number): Lo
     for (const piece of splitAtMarks(line)) {
       const parsed = tryParseEvent(piece);
       if (parsed.ok) events.push(parsed.event);
-      else if (isTornRecord(piece)) torn += 1;
+      // A torn prefix never parses: valid JSON of the wrong shape is damage, not a crash.
+      else if (!parsed.json && isTornRecord(piece)) torn += 1;
       else throw new DamagedFileError(file, `line ${lineNo}`, describeBadLine(line, whole.problem));
     }
   });
   return { events, torn };
 }
 
-type ParseResult = { ok: true; event: QueueEvent } | { ok: false; problem: string };
+type ParseResult = { ok: true; event: QueueEvent } | { ok: false; problem: string; json: boolean };
 
 function tryParseEvent(text: string): ParseResult {
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
-    return { ok: false, problem: 'not valid JSON' };
+    return { ok: false, problem: 'not valid JSON', json: false };
   }
   const parsed = eventSchema.safeParse(json);
   if (parsed.success) return { ok: true, event: parsed.data };
-  return { ok: false, problem: z.prettifyError(parsed.error).replace(/\n/g, ' ') };
+  return { ok: false, problem: `not an event: ${z.prettifyError(parsed.error).replace(/\n/g, ' ')}`, json: true };
 }
 
 function splitAtMarks(line: string): string[] {

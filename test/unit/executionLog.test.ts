@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { parseLines, serializeEvent } from '../../src/queue/executionLog.js';
+import type { QueueEvent } from '../../src/queue/schema.js';
+import { DamagedFileError } from '../../src/errors.js';
+
+const claim: QueueEvent = { type: 'claim', task: 'a', token: 't1', prev: null, attempt: 1, worker: 'w', pid: 1, host: 'h', at: '2026-01-01T00:00:00.000Z' };
+const retry: QueueEvent = { type: 'retry', task: 'b', at: '2026-01-01T00:00:00.000Z' };
+const line = (event: QueueEvent) => serializeEvent(event).trimEnd();
+
+describe('execution log lines', () => {
+  it('writes one line per event, starting with its type', () => {
+    expect(serializeEvent(retry)).toBe('{"type":"retry","task":"b","at":"2026-01-01T00:00:00.000Z"}\n');
+  });
+
+  it('keeps the record that follows a torn one on the same line, and counts the torn prefix', () => {
+    const whole = line(claim);
+    for (let cut = 1; cut < whole.length; cut += 1) {
+      const chunk = parseLines('log', [whole.slice(0, cut) + line(retry)], 1);
+      expect(chunk.events, `cut at ${cut}`).toEqual([retry]);
+      expect(chunk.torn).toBe(1);
+    }
+  });
+
+  it('keeps both records when one was written whole but without its newline', () => {
+    expect(parseLines('log', [line(claim) + line(retry)], 1)).toEqual({ events: [claim, retry], torn: 0 });
+  });
+
+  it('refuses garbage and wrong shapes, naming the line', () => {
+    expect(() => parseLines('log', [line(claim), 'hello world'], 1)).toThrowError(/log is damaged \(line 2\): not valid JSON/);
+    expect(() => parseLines('log', ['{"type":"claim","task":"a"}'], 7)).toThrowError(DamagedFileError);
+    expect(() => parseLines('log', ['{"type":"claim","task":"a"}'], 7)).toThrowError(/line 7/);
+    expect(() => parseLines('log', ['[1,2,3]'], 1)).toThrowError(/damaged/);
+  });
+});
