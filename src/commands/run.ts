@@ -42,7 +42,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     config,
     {
       store,
-      locks: new TaskLocks(store.paths, config.lockStaleMs),
+      locks: new TaskLocks(store.paths, config.lockStaleMs, (lockPath) => logger.debug(`refreshed ${lockPath}`)),
       executor,
       logger,
       now: Date.now,

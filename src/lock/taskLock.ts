@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import { readFile, rmdir, stat, unlink } from 'node:fs/promises';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
@@ -33,7 +34,18 @@ export interface HeldLock {
  * when its owner's pid is gone on this host (see the worker's takeover).
  */
 export class TaskLocks {
-  constructor(private readonly paths: QueuePaths, private readonly staleMs: number) {}
+  /** proper-lockfile's file system, with its refreshes (utimes of a lock folder) reported to `onRefresh`. */
+  private readonly lockFs: typeof fs;
+
+  constructor(private readonly paths: QueuePaths, private readonly staleMs: number, onRefresh: (lockPath: string) => void = () => undefined) {
+    this.lockFs = {
+      ...fs,
+      utimes: (path: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike, callback: fs.NoParamCallback) => {
+        onRefresh(String(path));
+        fs.utimes(path, atime, mtime, callback);
+      },
+    } as typeof fs;
+  }
 
   /**
    * Takes the lock, or returns null when another holder has it. `onCompromised` is called (instead of
@@ -50,6 +62,7 @@ export class TaskLocks {
         stale: this.staleMs,
         update: Math.max(1000, Math.floor(this.staleMs / 3)),
         retries: 0,
+        fs: this.lockFs,
         onCompromised: (error) => {
           compromised = true;
           onCompromised(error);
