@@ -21,7 +21,7 @@ export async function addTasks(options: AddOptions): Promise<TaskDefinition[]> {
   try {
     return await store.addTasks(tasks, options.defaults, options.now(), where);
   } finally {
-    await store.close();
+    store.close();
   }
 }
 

@@ -16,7 +16,7 @@ export async function retryTasks(dir: string, ids: readonly string[], allFailed:
   const store = await QueueStore.open(dir);
   try {
     return await withQueueLock(store.paths.queueLock, async () => {
-      await store.refresh();
+      store.refresh();
       const state = store.state;
       const targets = allFailed ? state.tasks().filter((task) => task.state === 'failed') : ids.map((id) => {
         const task = state.get(id);
@@ -30,10 +30,10 @@ export async function retryTasks(dir: string, ids: readonly string[], allFailed:
       }
       const at = now().toISOString();
       const events: RetryEvent[] = targets.map((task) => ({ type: 'retry', task: task.def.id, at }));
-      if (events.length > 0) await store.append(events);
+      if (events.length > 0) store.append(events);
       return targets.map((task) => task.def.id);
     });
   } finally {
-    await store.close();
+    store.close();
   }
 }

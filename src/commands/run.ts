@@ -63,7 +63,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   } finally {
     watcher.close();
     await executor.close();
-    await store.close();
+    store.close();
   }
   const why: Record<RunSummary['reason'], string> = {
     'max-iterations': `executed ${config.maxIterations} tasks (max-iterations)`,

@@ -38,7 +38,7 @@ export async function readStatus(dir: string, filter: TaskState | undefined): Pr
     }
     return report;
   } finally {
-    await store.close();
+    store.close();
   }
 }
 

@@ -1,7 +1,5 @@
 import * as fs from 'node:fs';
-import { readFile, rmdir, stat, unlink } from 'node:fs/promises';
 import lockfile from 'proper-lockfile';
-import writeFileAtomic from 'write-file-atomic';
 import { ioError } from '../errors.js';
 import { taskLockPaths, type QueuePaths } from '../queue/paths.js';
 
@@ -34,17 +32,11 @@ export interface HeldLock {
  * when its owner's pid is gone on this host (see the worker's takeover).
  */
 export class TaskLocks {
-  /** proper-lockfile's file system, with its refreshes (utimes of a lock folder) reported to `onRefresh`. */
   private readonly lockFs: typeof fs;
+  private readonly shardsMade = new Set<string>();
 
   constructor(private readonly paths: QueuePaths, private readonly staleMs: number, onRefresh: (lockPath: string) => void = () => undefined) {
-    this.lockFs = {
-      ...fs,
-      utimes: (path: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike, callback: fs.NoParamCallback) => {
-        onRefresh(String(path));
-        fs.utimes(path, atime, mtime, callback);
-      },
-    } as typeof fs;
+    this.lockFs = syncBackedFs(onRefresh);
   }
 
   /**
@@ -53,6 +45,14 @@ export class TaskLocks {
    */
   async tryAcquire(taskId: string, owner: LockOwner, onCompromised: (error: Error) => void): Promise<HeldLock | null> {
     const files = taskLockPaths(this.paths, taskId);
+    if (!this.shardsMade.has(files.shardDir)) {
+      try {
+        fs.mkdirSync(files.shardDir, { recursive: true });
+      } catch (error) {
+        throw ioError('create the folder', files.shardDir, error);
+      }
+      this.shardsMade.add(files.shardDir);
+    }
     let releaseLock: () => Promise<void>;
     let compromised = false;
     try {
@@ -73,7 +73,9 @@ export class TaskLocks {
       throw ioError('lock', files.lock, error);
     }
     try {
-      await writeFileAtomic(files.owner, `${JSON.stringify(owner)}\n`, { fsync: false });
+      // One small write, not write-file-atomic's temp file and rename: this is on every claim, and
+      // readers take an owner record they cannot parse for an absent one (see takeOver).
+      fs.writeFileSync(files.owner, `${JSON.stringify(owner)}\n`);
     } catch (error) {
       await releaseLock().catch(() => undefined);
       throw ioError('write', files.owner, error);
@@ -85,21 +87,38 @@ export class TaskLocks {
         released = true;
         if (compromised) return;
         // The owner record goes first: a lock folder without one is judged by its age alone.
-        await unlink(files.owner).catch(() => undefined);
+        removeQuietly(() => fs.unlinkSync(files.owner));
         await releaseLock().catch(() => undefined);
       },
     };
   }
 
-  async inspect(taskId: string, now: number): Promise<LockInspection> {
+  inspect(taskId: string, now: number): LockInspection {
     const files = taskLockPaths(this.paths, taskId);
     let ageMs: number | null = null;
     try {
-      ageMs = now - (await stat(files.lock)).mtimeMs;
+      ageMs = now - fs.statSync(files.lock).mtimeMs;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('inspect', files.lock, error);
     }
-    return { held: ageMs !== null, ageMs, owner: await this.readOwner(files.owner) };
+    return { held: ageMs !== null, ageMs, owner: readOwner(files.owner) };
+  }
+
+  /** Ids of the tasks that have a lock folder now. Reads every shard: for start-up and idle checks only. */
+  heldTaskIds(): string[] {
+    const ids: string[] = [];
+    let shards: string[];
+    try {
+      shards = fs.readdirSync(this.paths.locksDir).filter((name) => /^[0-9a-f]{2}$/.test(name));
+    } catch (error) {
+      throw ioError('list', this.paths.locksDir, error);
+    }
+    for (const shard of shards) {
+      for (const name of fs.readdirSync(`${this.paths.locksDir}/${shard}`)) {
+        if (name.endsWith('.lock')) ids.push(name.slice(0, -'.lock'.length));
+      }
+    }
+    return ids;
   }
 
   isStale(inspection: LockInspection): boolean {
@@ -107,24 +126,62 @@ export class TaskLocks {
   }
 
   /** Removes a dead or stale holder's lock. Callers hold the queue-wide lock, so removals never race. */
-  async forceRemove(taskId: string): Promise<void> {
+  forceRemove(taskId: string): void {
     const files = taskLockPaths(this.paths, taskId);
-    await unlink(files.owner).catch(() => undefined);
+    removeQuietly(() => fs.unlinkSync(files.owner));
     try {
-      await rmdir(files.lock);
+      fs.rmdirSync(files.lock);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('remove', files.lock, error);
     }
   }
+}
 
-  private async readOwner(file: string): Promise<LockOwner | null> {
-    try {
-      const owner = JSON.parse(await readFile(file, 'utf8')) as Partial<LockOwner>;
-      return typeof owner.token === 'string' && typeof owner.pid === 'number' ? (owner as LockOwner) : null;
-    } catch {
-      return null;
-    }
+function readOwner(file: string): LockOwner | null {
+  try {
+    const owner = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<LockOwner>;
+    return typeof owner.token === 'string' && typeof owner.pid === 'number' ? (owner as LockOwner) : null;
+  } catch {
+    return null;
   }
+}
+
+function removeQuietly(remove: () => void): void {
+  try {
+    remove();
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * proper-lockfile takes a callback-style fs. Taking a lock is made synchronous: it is a handful of tiny
+ * metadata operations, and a thread-pool round trip for each costs more than the call itself.
+ * Refreshes (utimes) are reported, for --verbose.
+ */
+function syncBackedFs(onRefresh: (lockPath: string) => void): typeof fs {
+  const callbackStyle = <A extends unknown[], R>(call: (...args: A) => R) => (...args: [...A, (error: Error | null, result?: R) => void]) => {
+    const callback = args.pop() as (error: Error | null, result?: R) => void;
+    let result: R;
+    try {
+      result = call(...(args as unknown as A));
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    callback(null, result);
+  };
+  return {
+    ...fs,
+    mkdir: callbackStyle((path: fs.PathLike) => fs.mkdirSync(path)),
+    stat: callbackStyle((path: fs.PathLike) => fs.statSync(path)),
+    // rmdir stays asynchronous: removing a folder can wait on the disk (ext4 with discard: ~1 ms), and
+    // nothing waits for a release to finish but the next claim of the same task.
+    utimes: callbackStyle((path: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike) => {
+      onRefresh(String(path));
+      fs.utimesSync(path, atime, mtime);
+    }),
+  } as unknown as typeof fs;
 }
 
 /** Whether a process with this pid runs on this host. EPERM means it runs under another user. */

@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { DamagedFileError, ioError } from '../errors.js';
 import { eventSchema, type QueueEvent } from './schema.js';
 import * as z from 'zod';
@@ -95,47 +95,61 @@ function describeBadLine(line: string, problem: string): string {
 /**
  * Reads the log incrementally: each call returns only the events appended since the last one, so a
  * worker's cost per check is the size of what changed, not of the whole log.
+ *
+ * Synchronous on purpose: a check is a stat and a read of a few hundred bytes, done several times per
+ * task; through the thread pool each such call costs far more than the call itself.
  */
 export class ExecutionLogReader {
+  private fd: number | undefined;
+  private inode: number | undefined;
   private offset = 0;
   private lineNo = 1;
   private pending: Buffer = Buffer.alloc(0);
-  private inode: number | undefined;
   /** Torn records seen so far, and whether the end of the file is an unfinished line. */
   tornRecords = 0;
   unfinishedTail = false;
 
   constructor(readonly file: string) {}
 
-  async readNew(): Promise<QueueEvent[]> {
-    let handle: FileHandle;
+  readNew(): QueueEvent[] {
+    let size: number;
     try {
-      handle = await open(this.file, 'r');
+      const info = statSync(this.file);
+      if (this.inode !== undefined && info.ino !== this.inode) {
+        throw new DamagedFileError(this.file, 'whole file', 'it was replaced while it was being read; an execution log is only ever appended to');
+      }
+      if (this.fd === undefined) {
+        this.fd = openSync(this.file, 'r');
+        this.inode = fstatSync(this.fd).ino;
+        if (this.inode !== info.ino) return this.readNew();
+      }
+      size = info.size;
     } catch (error) {
+      if (error instanceof DamagedFileError) throw error;
       if ((error as NodeJS.ErrnoException).code === 'ENOENT' && this.offset === 0) return [];
       throw ioError('read', this.file, error);
     }
+    if (size < this.offset) {
+      throw new DamagedFileError(this.file, `byte ${size}`, `it shrank from ${this.offset} bytes; an execution log is only ever appended to`);
+    }
+    if (size === this.offset) return [];
+    const fresh = Buffer.allocUnsafe(size - this.offset);
+    let filled = 0;
     try {
-      const info = await handle.stat();
-      if (this.inode !== undefined && info.ino !== this.inode) {
-        throw new DamagedFileError(this.file, 'whole file', 'it was replaced while workers were reading it; an execution log is only ever appended to');
-      }
-      this.inode = info.ino;
-      if (info.size < this.offset) {
-        throw new DamagedFileError(this.file, `byte ${info.size}`, `it shrank from ${this.offset} bytes; an execution log is only ever appended to`);
-      }
-      if (info.size === this.offset) return [];
-      const fresh = Buffer.alloc(info.size - this.offset);
-      let filled = 0;
       while (filled < fresh.length) {
-        const { bytesRead } = await handle.read(fresh, filled, fresh.length - filled, this.offset + filled);
+        const bytesRead = readSync(this.fd, fresh, filled, fresh.length - filled, this.offset + filled);
         if (bytesRead === 0) break;
         filled += bytesRead;
       }
-      return this.consume(fresh.subarray(0, filled));
-    } finally {
-      await handle.close();
+    } catch (error) {
+      throw ioError('read', this.file, error);
     }
+    return this.consume(fresh.subarray(0, filled));
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
   }
 
   /** Parses first, then moves on: a damaged line leaves the reader where it was, to be read again. */
@@ -154,31 +168,26 @@ export class ExecutionLogReader {
   }
 }
 
-/** Appends whole events. One handle per process, opened in append mode. */
+/** Appends whole events, each batch with one write(2) on a descriptor opened in append mode. */
 export class ExecutionLogWriter {
-  private handle: Promise<FileHandle> | undefined;
+  private fd: number | undefined;
 
   constructor(readonly file: string) {}
 
-  async append(events: QueueEvent[]): Promise<void> {
+  append(events: QueueEvent[]): void {
     const bytes = Buffer.from(events.map(serializeEvent).join(''), 'utf8');
     try {
-      this.handle ??= open(this.file, 'a');
-      const handle = await this.handle;
+      this.fd ??= openSync(this.file, 'a');
       let written = 0;
-      while (written < bytes.length) {
-        const { bytesWritten } = await handle.write(bytes, written, bytes.length - written);
-        written += bytesWritten;
-      }
+      while (written < bytes.length) written += writeSync(this.fd, bytes, written, bytes.length - written);
     } catch (error) {
-      this.handle = undefined;
+      this.close();
       throw ioError('append to', this.file, error);
     }
   }
 
-  async close(): Promise<void> {
-    const handle = this.handle;
-    this.handle = undefined;
-    if (handle) await (await handle).close().catch(() => undefined);
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
   }
 }

@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
 import writeFileAtomic from 'write-file-atomic';
 import * as z from 'zod';
 import { DamagedFileError, ioError } from '../errors.js';
@@ -21,10 +21,10 @@ export class QueueFile {
   constructor(readonly file: string) {}
 
   /** The definitions, validated. A missing file is an empty queue; a damaged one is an error, never empty. */
-  async read(): Promise<TaskDefinition[]> {
+  read(): TaskDefinition[] {
     let identity: FileIdentity;
     try {
-      const info = await stat(this.file);
+      const info = statSync(this.file);
       identity = { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
@@ -33,7 +33,7 @@ export class QueueFile {
     if (this.cached && sameIdentity(this.cached.identity, identity)) return this.cached.tasks;
     let text: string;
     try {
-      text = await readFile(this.file, 'utf8');
+      text = readFileSync(this.file, 'utf8');
     } catch (error) {
       throw ioError('read', this.file, error);
     }

@@ -36,7 +36,7 @@ export class QueueStore {
   /** Opens the queue below `root`, creating its folders, and reads it. */
   static async open(root: string, foldOptions: FoldOptions = { keepResults: true }): Promise<QueueStore> {
     const store = await QueueStore.create(root, foldOptions);
-    await store.refresh();
+    store.refresh();
     return store;
   }
 
@@ -59,28 +59,28 @@ export class QueueStore {
   }
 
   /** Brings the fold up to date with the files. On any error the fold is dropped and read again next time. */
-  async refresh(): Promise<void> {
+  refresh(): void {
     try {
-      this.state.addDefinitions(await this.queueFile.read());
-      const events = await this.reader.readNew();
-      for (const event of events) await this.applyEvent(event);
+      this.state.addDefinitions(this.queueFile.read());
+      for (const event of this.reader.readNew()) this.applyEvent(event);
     } catch (error) {
+      this.reader.close();
       this.state = new QueueState(this.foldOptions);
       this.reader = new ExecutionLogReader(this.paths.logFile);
       throw error;
     }
   }
 
-  private async applyEvent(event: QueueEvent): Promise<void> {
+  private applyEvent(event: QueueEvent): void {
     if (this.state.apply(event) !== 'unknown-task') return;
     // Written after the task was added, so a fresh read of queue.json must define it.
-    this.state.addDefinitions(await this.queueFile.read());
+    this.state.addDefinitions(this.queueFile.read());
     if (this.state.apply(event) !== 'unknown-task') return;
     this.throwUndefinedTask(event, this.state.size);
   }
 
-  async append(events: QueueEvent[]): Promise<void> {
-    await this.writer.append(events);
+  append(events: QueueEvent[]): void {
+    this.writer.append(events);
   }
 
   /**
@@ -90,8 +90,8 @@ export class QueueStore {
   async addTasks(tasks: readonly NewTask[], defaults: TaskDefaults, now: Date, where: (index: number) => string): Promise<TaskDefinition[]> {
     return withQueueLock(this.paths.queueLock, async (assertHeld) => {
       await this.sweepTempFiles();
-      const existing = await this.queueFile.read();
-      await this.checkLogAgainst(existing);
+      const existing = this.queueFile.read();
+      this.checkLogAgainst(existing);
       const added = defineNewTasks(existing, tasks, defaults, now, where);
       assertHeld();
       await this.queueFile.append(added);
@@ -100,10 +100,13 @@ export class QueueStore {
   }
 
   /** Reads the whole log: it must parse, and name only defined tasks. */
-  private async checkLogAgainst(definitions: readonly TaskDefinition[]): Promise<void> {
+  private checkLogAgainst(definitions: readonly TaskDefinition[]): void {
     const ids = new Set(definitions.map((task) => task.id));
-    for (const event of await new ExecutionLogReader(this.paths.logFile).readNew()) {
-      if (!ids.has(event.task)) this.throwUndefinedTask(event, ids.size);
+    const reader = new ExecutionLogReader(this.paths.logFile);
+    try {
+      for (const event of reader.readNew()) if (!ids.has(event.task)) this.throwUndefinedTask(event, ids.size);
+    } finally {
+      reader.close();
     }
   }
 
@@ -130,7 +133,8 @@ export class QueueStore {
     }
   }
 
-  async close(): Promise<void> {
-    await this.writer.close();
+  close(): void {
+    this.writer.close();
+    this.reader.close();
   }
 }

@@ -15,7 +15,9 @@ import { describeIdle } from './idleReport.js';
 import type { Logger } from './logger.js';
 
 /** Ready tasks looked at per check: enough to get past the few that other workers are claiming. */
-const CANDIDATES_PER_CHECK = 8;
+const CANDIDATES_PER_CHECK = 6;
+/** Other workers count as active this long after one was last seen: until then, claims are spread. */
+const OTHERS_ACTIVE_MS = 2000;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
 
@@ -74,6 +76,10 @@ export class Worker {
     reason: 'stopped', executed: 0, completed: 0, failed: 0, retried: 0, lostClaims: 0, durationMs: 0, lastError: undefined, abandoned: undefined,
   };
   private lastTakeoverScan = -Infinity;
+  /** When this worker last saw another one at work (a running task, a lock it held). */
+  private othersSeenAt = -Infinity;
+  /** Locks being released in the background; awaited before the worker returns. */
+  private readonly releasing = new Set<Promise<void>>();
   private lockedByOthers: TaskRecord[] = [];
 
   constructor(private readonly config: RunConfig, private readonly deps: WorkerDeps, private readonly signals: StopSignals) {}
@@ -83,13 +89,14 @@ export class Worker {
     const started = now();
     let idleChecks = 0;
     let nextIdleCheckAt = started;
+    await this.sweepLeftoverLocks();
     for (;;) {
-      if (this.signals.stop.aborted) return this.finish('stopped', started);
-      if (this.config.maxIterations !== undefined && this.summary.executed >= this.config.maxIterations) return this.finish('max-iterations', started);
+      if (this.signals.stop.aborted) return await this.finish('stopped', started);
+      if (this.config.maxIterations !== undefined && this.summary.executed >= this.config.maxIterations) return await this.finish('max-iterations', started);
       let claim: Claim | null = null;
       this.deps.markLooked();
       try {
-        await this.deps.store.refresh();
+        this.deps.store.refresh();
         claim = await this.claimNext();
         this.summary.lastError = undefined;
       } catch (error) {
@@ -98,22 +105,23 @@ export class Worker {
       }
       if (claim !== null) {
         await this.execute(claim);
-        if (this.signals.abort.aborted) return this.finish('aborted', started);
+        if (this.signals.abort.aborted) return await this.finish('aborted', started);
         idleChecks = 0;
         nextIdleCheckAt = now();
         continue;
       }
       if (this.config.drain && this.summary.lastError === undefined && this.isDrained()) {
         logger.info('nothing is ready or running anywhere: drained');
-        return this.finish('drained', started);
+        return await this.finish('drained', started);
       }
       if (now() >= nextIdleCheckAt) {
         idleChecks += 1;
         const limit = this.config.maxIdle === 0 || this.config.drain ? '∞' : String(this.config.maxIdle);
         const seen = this.summary.lastError ? `cannot read the queue: ${this.summary.lastError.message}` : describeIdle(this.deps.store.state, now(), this.lockedByOthers);
         logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
+        await this.sweepLeftoverLocks();
         // --drain decides by itself when to stop: it waits out backoffs and other workers' running tasks.
-        if (!this.config.drain && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return this.finish('idle', started);
+        if (!this.config.drain && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
         nextIdleCheckAt = now() + this.config.pollIntervalMs;
       }
       const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;
@@ -121,7 +129,8 @@ export class Worker {
     }
   }
 
-  private finish(reason: ExitReason, started: number): RunSummary {
+  private async finish(reason: ExitReason, started: number): Promise<RunSummary> {
+    await Promise.all(this.releasing);
     this.summary.reason = reason;
     this.summary.durationMs = this.deps.now() - started;
     return this.summary;
@@ -144,12 +153,55 @@ export class Worker {
         if (claim) return claim;
       }
     }
-    this.lockedByOthers = [];
-    for (const task of store.state.readyTasks(now(), CANDIDATES_PER_CHECK)) {
+    for (const task of this.spread(store.state.readyTasks(now(), CANDIDATES_PER_CHECK))) {
       const claim = await this.claim(task, null, null);
       if (claim) return claim;
     }
     return null;
+  }
+
+  /**
+   * Workers that all reach for the first ready task mostly collide on its lock. While other workers are
+   * running tasks, each starts at a random one of the first few instead: tasks still go roughly in the
+   * order added, and collisions stay rare. A worker alone takes them strictly in order.
+   */
+  private spread(candidates: TaskRecord[]): TaskRecord[] {
+    const now = this.deps.now();
+    if (this.deps.store.state.running > 0 || this.lockedByOthers.length > 0) this.othersSeenAt = now;
+    this.lockedByOthers = [];
+    if (now - this.othersSeenAt > OTHERS_ACTIVE_MS || candidates.length < 2) return candidates;
+    const start = Math.floor(this.deps.random() * candidates.length);
+    return [...candidates.slice(start), ...candidates.slice(0, start)];
+  }
+
+  /**
+   * Removes locks that no claim in force needs: left by a worker killed after it recorded an outcome but
+   * before its lock was gone, or between taking a lock and appending its claim. Only when their owner is
+   * dead on this host or the lock is stale; a task with a claim in force is left to takeOver.
+   */
+  private async sweepLeftoverLocks(): Promise<void> {
+    const { store, locks, logger, now } = this.deps;
+    const isLeftover = (id: string) => {
+      if (store.state.get(id)?.state === 'running') return false;
+      const lock = locks.inspect(id, now());
+      if (!lock.held) return false;
+      const owner = lock.owner;
+      const ownerDead = owner !== null && owner.host === this.deps.host && owner.pid !== this.deps.pid && !processIsAlive(owner.pid);
+      return ownerDead || locks.isStale(lock);
+    };
+    try {
+      const leftovers = locks.heldTaskIds().filter(isLeftover);
+      if (leftovers.length === 0) return;
+      await withQueueLock(store.paths.queueLock, async () => {
+        store.refresh();
+        for (const id of leftovers.filter(isLeftover)) {
+          locks.forceRemove(id);
+          logger.info(`removed the leftover lock of ${id}: its owner is gone and it holds no claim in force`);
+        }
+      });
+    } catch (error) {
+      logger.warn(`could not sweep leftover locks: ${asWorkerError(error).message}`);
+    }
   }
 
   /** Why a running task's claim may be taken over, or null while its owner looks alive. */
@@ -159,7 +211,7 @@ export class Worker {
     if (claim.host === this.deps.host && claim.pid !== this.deps.pid && !processIsAlive(claim.pid)) {
       return `its worker ${claim.worker} (pid ${claim.pid}) is gone`;
     }
-    const lock = await this.deps.locks.inspect(task.def.id, this.deps.now());
+    const lock = this.deps.locks.inspect(task.def.id, this.deps.now());
     if (lock.held && this.deps.locks.isStale(lock)) {
       return `its lock was last refreshed ${formatDuration(lock.ageMs ?? 0)} ago by ${claim.worker} (--lock-stale ${formatDuration(this.config.lockStaleMs)})`;
     }
@@ -174,15 +226,16 @@ export class Worker {
     const { store, locks, logger, now } = this.deps;
     const previous = task.claim!;
     return withQueueLock(store.paths.queueLock, async () => {
-      await store.refresh();
+      store.refresh();
       const current = store.state.get(task.def.id);
       if (current?.state !== 'running' || current.claim?.token !== previous.token) return null;
-      const lock = await locks.inspect(task.def.id, now());
-      if (lock.held && lock.owner !== null && lock.owner.token !== previous.token) return null; // another worker is claiming it
+      const lock = locks.inspect(task.def.id, now());
       if (lock.held) {
-        const stillDead = previous.host === this.deps.host && !processIsAlive(previous.pid);
-        if (!stillDead && !locks.isStale(lock)) return null;
-        await locks.forceRemove(task.def.id);
+        // A dead owner's lock goes at once only if its record names the dead claim: a lock with any
+        // other record, or none yet, may be another worker's claim in the making, and goes only when stale.
+        const heldByDeadClaim = lock.owner?.token === previous.token && previous.host === this.deps.host && !processIsAlive(previous.pid);
+        if (!heldByDeadClaim && !locks.isStale(lock)) return null;
+        locks.forceRemove(task.def.id);
       }
       logger.warn(`taking over ${task.def.id}: ${reason}`);
       return this.claim(current, previous.token, reason);
@@ -211,7 +264,7 @@ export class Worker {
     }
     try {
       // Re-check after locking: another worker may have claimed or finished it between our read and the lock.
-      await store.refresh();
+      store.refresh();
       const fresh = store.state.get(id);
       const claimable = prev === null
         ? fresh?.state === 'pending' && fresh.unmetDeps === 0 && (fresh.retryAt === null || fresh.retryAt <= now())
@@ -224,8 +277,8 @@ export class Worker {
       const event: ClaimEvent = {
         type: 'claim', task: id, token, prev, attempt: fresh.attempts + 1, worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, at: claimedAt,
       };
-      await store.append([event]);
-      await store.refresh();
+      store.append([event]);
+      store.refresh();
       if (fresh.claim?.token !== token) {
         logger.debug(`lost the race for ${id}: another claim came first in the log`);
         await lock.release();
@@ -313,14 +366,14 @@ export class Worker {
     if (outcome.result !== undefined) event.result = outcome.result;
     for (let wait = 100; ; wait = Math.min(wait * 2, 5000)) {
       try {
-        await store.refresh();
+        store.refresh();
         if (store.state.get(id)?.claim?.token !== claim.event.token) {
           this.summary.lostClaims += 1;
           const holder = store.state.get(id)?.claim?.worker;
           logger.warn(`lost the claim on ${id}${holder ? ` to ${holder}` : ''}: not recording this attempt's outcome (${outcome.outcome})`);
           break;
         }
-        await store.append([event]);
+        store.append([event]);
         break;
       } catch (error) {
         logger.error(`could not record the outcome of ${id}, trying again in ${formatDuration(wait)}: ${asWorkerError(error).message}`);
@@ -328,7 +381,9 @@ export class Worker {
         await new Promise((resolve) => setTimeout(resolve, wait));
       }
     }
-    await claim.lock.release();
+    // The outcome is in the log: the lock may go in the background while the next task starts.
+    const released = claim.lock.release().finally(() => this.releasing.delete(released));
+    this.releasing.add(released);
   }
 }
 

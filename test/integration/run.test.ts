@@ -38,8 +38,10 @@ async function logEvents(dir: string): Promise<Array<Record<string, any>>> {
   return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
 }
 
+/** Lock folders and owner records left anywhere below locks/ (shard folders themselves may stay). */
 async function lockFiles(dir: string): Promise<string[]> {
-  return (await readdir(join(dir, 'locks'))).filter((name) => name !== '.gitkeep');
+  const entries = await readdir(join(dir, 'locks'), { recursive: true });
+  return entries.filter((name) => /\.(lock|owner\.json)$/.test(name));
 }
 
 /** Holds every call for `taskId` until released; other tasks are answered at once. */
