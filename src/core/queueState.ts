@@ -22,7 +22,8 @@ export interface TaskRecord {
   updatedAt: string;
   /** Dependencies not yet completed. The task is ready when this is 0 and it is pending. */
   unmetDeps: number;
-  readonly dependents: TaskRecord[];
+  /** Tasks that depend on this one; most tasks have none, so it stays undefined until one is added. */
+  dependents: TaskRecord[] | undefined;
   /** Bumped each time the task is queued as ready: older heap entries are stale and skipped. */
   queueVersion: number;
 }
@@ -93,13 +94,13 @@ export class QueueState {
         result: undefined,
         updatedAt: def.added_at,
         unmetDeps: 0,
-        dependents: [],
+        dependents: undefined,
         queueVersion: 0,
       };
       for (const depId of new Set(def.deps)) {
         const dep = this.byId.get(depId);
         if (dep === undefined || dep.state !== 'completed') record.unmetDeps += 1;
-        dep?.dependents.push(record);
+        if (dep) (dep.dependents ??= []).push(record);
       }
       this.records.push(record);
       this.byId.set(def.id, record);
@@ -157,7 +158,7 @@ export class QueueState {
         task.state = 'completed';
         task.lastError = null;
         if (this.options.keepResults) task.result = outcome.result;
-        for (const dependent of task.dependents) {
+        for (const dependent of task.dependents ?? []) {
           dependent.unmetDeps -= 1;
           this.enqueue(dependent);
         }

@@ -1,0 +1,245 @@
+#!/usr/bin/env node
+// `npm run bench [-- --quick]`: every performance scenario of the project, one table.
+// Runs the built CLI (dist/) as separate processes against a local API on 127.0.0.1 that answers at once,
+// and checks from the API's own record that every task was called exactly once.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { startBenchApi } from './api.mjs';
+
+const BIN = resolve(import.meta.dirname, '../bin/worker.js');
+const quick = process.argv.includes('--quick');
+const RUNS = quick ? 1 : 3;
+const WORKERS = 4;
+const rows = [];
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const tempDir = () => mkdtempSync(join(tmpdir(), 'worker-bench-'));
+
+function cli(dir, ...args) {
+  const started = performance.now();
+  execFileSync(process.execPath, [BIN, '--dir', dir, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return performance.now() - started;
+}
+
+function seedQueue(dir, count, makeDeps = () => []) {
+  const file = join(dir, 'tasks.jsonl');
+  const lines = [];
+  for (let i = 0; i < count; i += 1) lines.push(JSON.stringify({ id: `t${i}`, instruction: `Summarize chapter ${i}`, deps: makeDeps(i) }));
+  writeFileSync(file, lines.join('\n'));
+  return { file, ms: cli(dir, 'add', '--file', file) };
+}
+
+/** Starts a process and follows its peak resident memory (VmHWM) until it exits. */
+function startTracked(args) {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  let peakKb = 0;
+  const sample = () => {
+    try {
+      const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (match) peakKb = Math.max(peakKb, Number(match[1]));
+    } catch {
+      // exited
+    }
+  };
+  const timer = setInterval(sample, 50);
+  const exited = new Promise((resolveExit, rejectExit) => {
+    child.on('exit', (code) => {
+      clearInterval(timer);
+      if (code === 0) resolveExit(peakKb);
+      else rejectExit(new Error(`${args.join(' ')} exited ${code}`));
+    });
+  });
+  return { child, exited, sample };
+}
+
+function runWorkers(dir, api, count, extra = []) {
+  return Array.from({ length: count }, (_, i) =>
+    startTracked([BIN, '--dir', dir, 'run', '--api-url', api.url, '--quiet', '--worker-id', `bench-${i}`, ...extra]),
+  );
+}
+
+function assertExactlyOnce(api, expected, label) {
+  const duplicates = [...api.calls.values()].filter((count) => count > 1).length;
+  if (api.calls.size !== expected || duplicates > 0) {
+    throw new Error(`${label}: ${api.calls.size} tasks called (expected ${expected}), ${duplicates} called more than once`);
+  }
+}
+
+function row(scenario, tasks, workers, seconds, extra = {}) {
+  rows.push({ scenario, tasks, workers, seconds, ...extra });
+}
+
+async function throughput(api, tasks) {
+  const seconds = [];
+  let peak = 0;
+  for (let run = 0; run < RUNS; run += 1) {
+    const dir = tempDir();
+    seedQueue(dir, tasks);
+    api.reset();
+    const started = performance.now();
+    const workers = runWorkers(dir, api, WORKERS, ['--drain']);
+    const peaks = await Promise.all(workers.map((worker) => worker.exited));
+    seconds.push((performance.now() - started) / 1000);
+    peak = Math.max(peak, ...peaks);
+    assertExactlyOnce(api, tasks, 'drain');
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return { seconds: median(seconds), peakMb: peak / 1024 };
+}
+
+async function ceiling(api, tasks) {
+  const seconds = [];
+  for (let run = 0; run < RUNS; run += 1) {
+    api.reset();
+    const started = performance.now();
+    const share = tasks / WORKERS;
+    await Promise.all(
+      Array.from({ length: WORKERS }, (_, i) => startTracked([resolve(import.meta.dirname, 'ceiling-client.mjs'), api.url, String(i * share), String(share)]).exited),
+    );
+    seconds.push((performance.now() - started) / 1000);
+    assertExactlyOnce(api, tasks, 'ceiling');
+  }
+  return median(seconds);
+}
+
+/** Steady-state cost per task, from the API's record: first to last call of `executed` tasks in a queue of `size`. */
+async function perTaskCost(api, size, executed) {
+  const dir = tempDir();
+  seedQueue(dir, size);
+  api.reset();
+  const workers = runWorkers(dir, api, WORKERS, ['--drain', String(executed / WORKERS)]);
+  const peaks = await Promise.all(workers.map((worker) => worker.exited));
+  assertExactlyOnce(api, executed, `per-task cost at ${size}`);
+  const times = [...api.times.values()].sort((a, b) => a - b);
+  rmSync(dir, { recursive: true, force: true });
+  return { perTaskMs: (times.at(-1) - times[0]) / (times.length - 1), peakMb: Math.max(...peaks) / 1024 };
+}
+
+async function latency(api, adds, chain) {
+  const dir = tempDir();
+  cli(dir, 'add', 'warm-up', 'x');
+  api.reset();
+  const workers = runWorkers(dir, api, WORKERS, ['--max-idle', '0']);
+  while (!api.calls.has('warm-up')) await new Promise((r) => setTimeout(r, 20));
+  const delays = [];
+  for (let i = 0; i < adds; i += 1) {
+    await new Promise((r) => setTimeout(r, 300));
+    cli(dir, 'add', `late-${i}`, 'x');
+    const added = performance.now();
+    while (!api.times.has(`late-${i}`)) await new Promise((r) => setTimeout(r, 1));
+    delays.push(api.times.get(`late-${i}`) - added);
+  }
+  const file = join(dir, 'chain.jsonl');
+  writeFileSync(file, Array.from({ length: chain }, (_, i) => JSON.stringify({ id: `c${i}`, instruction: 'x', deps: i === 0 ? [] : [`c${i - 1}`] })).join('\n'));
+  cli(dir, 'add', '--file', file);
+  const chainStarted = performance.now();
+  while (!api.times.has(`c${chain - 1}`)) await new Promise((r) => setTimeout(r, 1));
+  const chainSeconds = (performance.now() - chainStarted) / 1000;
+  for (const worker of workers) worker.child.kill('SIGTERM');
+  await Promise.all(workers.map((worker) => worker.exited));
+  rmSync(dir, { recursive: true, force: true });
+  return { meanClaimMs: delays.reduce((a, b) => a + b, 0) / delays.length, chainSeconds };
+}
+
+function cliTimes(bigQueue) {
+  const dir = tempDir();
+  const bulk = seedQueue(dir, 10_000);
+  const addOne = median(Array.from({ length: 5 }, (_, i) => cli(dir, 'add', `one-${i}`, 'One more task', 't5')));
+  const big = tempDir();
+  seedQueue(big, bigQueue);
+  const status = median(Array.from({ length: RUNS }, () => cli(big, 'status', '--json')));
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(big, { recursive: true, force: true });
+  return { bulkMs: bulk.ms, addOneMs: addOne, statusMs: status };
+}
+
+async function bullmq(api, tasks) {
+  let redisPath;
+  try {
+    redisPath = execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'redis-server is not installed (apt-get install redis-server): BullMQ comparison skipped';
+  }
+  try {
+    await import('bullmq');
+  } catch {
+    return 'bullmq is not installed (npm install --no-save bullmq): BullMQ comparison skipped';
+  }
+  const port = 6390;
+  const redis = spawn(redisPath, ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 500));
+  try {
+    const seconds = [];
+    for (let run = 0; run < RUNS; run += 1) {
+      api.reset();
+      execFileSync(process.execPath, [resolve(import.meta.dirname, 'bullmq-worker.mjs'), 'seed', String(port), String(tasks)]);
+      const started = performance.now();
+      await Promise.all(Array.from({ length: WORKERS }, () => startTracked([resolve(import.meta.dirname, 'bullmq-worker.mjs'), 'work', String(port), String(tasks), api.url]).exited));
+      seconds.push((performance.now() - started) / 1000);
+      assertExactlyOnce(api, tasks, 'bullmq');
+    }
+    return median(seconds);
+  } finally {
+    redis.kill();
+  }
+}
+
+const fmt = (value, digits = 0) => (value === undefined ? '' : value.toFixed(digits));
+
+async function main() {
+  const api = await startBenchApi();
+  const drainTasks = quick ? 2000 : 10_000;
+  const bigQueue = quick ? 20_000 : 100_000;
+  const notes = [];
+  try {
+    const drain = await throughput(api, drainTasks);
+    const ceilingSeconds = await ceiling(api, drainTasks);
+    const ceilingRate = drainTasks / ceilingSeconds;
+    row('drain (independent tasks)', drainTasks, WORKERS, drain.seconds, { peakMb: drain.peakMb, ratio: drainTasks / drain.seconds / ceilingRate });
+    row('ceiling: undici, no queue', drainTasks, WORKERS, ceilingSeconds, { ratio: 1 });
+    const bull = await bullmq(api, drainTasks);
+    if (typeof bull === 'number') {
+      row('BullMQ on loopback Redis', drainTasks, WORKERS, bull, { ratio: drainTasks / bull / ceilingRate });
+      notes.push(`our drain rate is ${((drainTasks / drain.seconds) / (drainTasks / bull)).toFixed(2)}x BullMQ's`);
+    } else notes.push(bull);
+    const executed = 2000;
+    const small = await perTaskCost(api, 2000, executed);
+    const large = await perTaskCost(api, bigQueue, executed);
+    row(`per-task cost, queue of 2,000`, executed, WORKERS, undefined, { perTaskMs: small.perTaskMs, peakMb: small.peakMb });
+    row(`per-task cost, queue of ${bigQueue.toLocaleString('en')}`, executed, WORKERS, undefined, { perTaskMs: large.perTaskMs, peakMb: large.peakMb });
+    notes.push(`per-task cost at ${bigQueue.toLocaleString('en')} tasks is ${(large.perTaskMs / small.perTaskMs).toFixed(2)}x the cost at 2,000 (target: 1.5x or less)`);
+    const late = await latency(api, quick ? 5 : 20, quick ? 20 : 50);
+    row('claim of a new task by idle workers', 1, WORKERS, late.meanClaimMs / 1000, { note: `mean ${fmt(late.meanClaimMs)} ms` });
+    row(`chain of ${quick ? 20 : 50} dependent tasks`, quick ? 20 : 50, WORKERS, late.chainSeconds);
+    const times = cliTimes(bigQueue);
+    row('worker add (one task, 10,000 in queue)', 1, 0, times.addOneMs / 1000);
+    row('worker add --file (10,000 tasks)', 10_000, 0, times.bulkMs / 1000);
+    row(`worker status --json (${bigQueue.toLocaleString('en')} tasks)`, bigQueue, 0, times.statusMs / 1000);
+  } finally {
+    await api.close();
+  }
+  const header = ['scenario', 'tasks', 'workers', 'seconds', 'tasks/s', 'per-task ms', 'peak RSS MB', 'vs ceiling'];
+  const table = rows.map((r) => [
+    r.scenario,
+    String(r.tasks),
+    String(r.workers),
+    fmt(r.seconds, 3),
+    r.seconds && r.workers ? fmt(r.tasks / r.seconds) : '',
+    fmt(r.perTaskMs ?? (r.seconds && r.workers ? (r.seconds * 1000) / r.tasks : undefined), 3),
+    fmt(r.peakMb),
+    r.ratio === undefined ? '' : `${(r.ratio * 100).toFixed(0)}%`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...table.map((cells) => cells[i].length)));
+  const line = (cells) => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`;
+  console.log(`\nworker benchmark${quick ? ' (--quick)' : ''}: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, median of ${RUNS} run(s)\n`);
+  console.log(line(header));
+  console.log(line(widths.map((w) => '-'.repeat(w))));
+  for (const cells of table) console.log(line(cells));
+  console.log('');
+  for (const note of notes) console.log(`- ${note}`);
+  console.log('- every drain above was checked against the API record: each task called exactly once');
+}
+
+await main();
