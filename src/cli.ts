@@ -1,17 +1,33 @@
 import { Command, CommanderError, Option } from 'commander';
 import { text as readStream } from 'node:stream/consumers';
+import { fileURLToPath } from 'node:url';
 import { EXIT_BUG, EXIT_CODES, WorkerError } from './errors.js';
-import { resolveDir, resolveRunConfig, resolveTaskDefaults, type Env } from './config.js';
-import { retryTasks } from './commands/retry.js';
-
+import {
+  colorsEnabled,
+  durationSetting,
+  HOST,
+  integerSetting,
+  lockStaleSetting,
+  resolveDir,
+  resolveRunConfig,
+  resolveTaskDefaults,
+  type Env,
+} from './config.js';
+import { parseDuration } from './core/duration.js';
+import { palette } from './colors.js';
 import { addTasks } from './commands/add.js';
-import { readStatus } from './commands/status.js';
-import { renderStatus } from './render.js';
+import { inspectQueue, readStatus, type InspectOptions } from './commands/status.js';
+import { followLog, logLines, renderDetail, renderGraph, showTask, type GraphFormat } from './commands/inspect.js';
+import { cancelTask, cleanTasks, retryTasks, unlockTask } from './commands/repair.js';
+import { renderStatus, renderWorkers } from './render.js';
+import { QueueStore } from './queue/store.js';
+import { readWorkers } from './worker/heartbeat.js';
 import { TASK_STATES, type TaskState } from './types.js';
 
 /** Commander wiring only: argv → options objects → commands. Exit codes are chosen in main(), nowhere else. */
 
 const env: Env = process.env;
+const BIN = fileURLToPath(new URL('../bin/worker.js', import.meta.url));
 
 function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((line) => `  $ ${line}`).join('\n')}\n`;
@@ -19,6 +35,21 @@ function examples(...lines: string[]): string {
 
 function dirOf(command: Command): string {
   return resolveDir(command.optsWithGlobals<{ dir?: string }>().dir, env, process.cwd());
+}
+
+function inspectOptions(command: Command): InspectOptions {
+  return { dir: dirOf(command), lockStaleMs: lockStaleSetting(undefined, env), host: HOST, now: Date.now() };
+}
+
+const print = (text: string) => process.stdout.write(text);
+
+/** Resolves on the first SIGINT/SIGTERM: for commands that run until stopped (serve, --watch, --follow). */
+function untilStopped(): AbortSignal {
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return controller.signal;
 }
 
 function buildProgram(): Command {
@@ -60,20 +91,36 @@ function buildProgram(): Command {
         readStdin: () => readStream(process.stdin),
         now: () => new Date(),
       });
-      process.stdout.write(added.length === 1 ? `added ${added[0]!.id}\n` : `added ${added.length} tasks\n`);
+      print(added.length === 1 ? `added ${added[0]!.id}\n` : `added ${added.length} tasks\n`);
     });
 
   program
     .command('status')
-    .description('show every task: state, attempts, dependencies, last error, age')
+    .description('show every task: state, attempts, dependencies, last error, age, and why it is where it is')
     .option('--json', 'print a JSON array instead of the table')
     .addOption(new Option('--state <state>', 'show only tasks in this state').choices(TASK_STATES))
-    .addHelpText('after', examples('worker status', 'worker status --state failed', 'worker status --json | jq ".[] | select(.state == \\"failed\\")"'))
-    .action(async (flags: { json?: boolean; state?: TaskState }, command: Command) => {
-      const report = await readStatus(dirOf(command), flags.state);
-      if (flags.json) process.stdout.write(`${JSON.stringify(report.tasks, null, 2)}\n`);
-      else process.stdout.write(renderStatus(report, Date.now()));
-      for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
+    .option('--watch [interval]', 'redraw every interval (default 1s) until Ctrl-C')
+    .addHelpText('after', examples('worker status', 'worker status --state failed', 'worker status --watch', 'worker status --json | jq \'.[] | select(.state == "failed")\''))
+    .action(async (flags: { json?: boolean; state?: TaskState; watch?: string | boolean }, command: Command) => {
+      const colors = palette(!flags.json && colorsEnabled(process.stdout, env));
+      const show = async () => {
+        const report = await readStatus(inspectOptions(command), flags.state);
+        if (flags.json) print(`${JSON.stringify(report.tasks, null, 2)}\n`);
+        else print(renderStatus(report, Date.now(), colors));
+        for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
+      };
+      if (flags.watch === undefined) return show();
+      const everyMs = durationSetting('--watch', typeof flags.watch === 'string' ? flags.watch : '1s', {}, '', '1s', 100);
+      const stopped = untilStopped();
+      while (!stopped.aborted) {
+        if (process.stdout.isTTY) print('\u001b[H\u001b[2J');
+        await show();
+        if (!process.stdout.isTTY) print('\n');
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, everyMs);
+          stopped.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+        });
+      }
     });
 
   program
@@ -86,19 +133,19 @@ function buildProgram(): Command {
     .option('--poll-interval <duration>', 'wait between idle checks (env WORKER_POLL_INTERVAL; default 2s)')
     .option('--max-idle <n>', 'exit after this many idle checks in a row, 0 never (env WORKER_MAX_IDLE; default 10)')
     .option('--max-attempts <n>', 'attempts per task before it fails (env WORKER_MAX_ATTEMPTS; default 3)')
-    .option('--lock-stale <duration>', "a claim whose lock is not refreshed for this long is taken over (env WORKER_LOCK_STALE; default 30s)")
+    .option('--lock-stale <duration>', 'a claim whose lock is not refreshed for this long is taken over (env WORKER_LOCK_STALE; default 30s)')
     .option('--backoff <duration>', 'first retry delay, doubled each attempt, with jitter (env WORKER_BACKOFF; default 1s)')
     .option('--worker-id <id>', 'name in logs and claims (env WORKER_ID; default w-<4 hex>)')
     .option('--drain', 'exit as soon as nothing is ready or running anywhere')
-    .option('--verbose', 'also log claim attempts, lost races and lock checks')
-    .option('--quiet', 'log only warnings and errors')
+    .option('--verbose', 'also log claim attempts, lost races and lock refreshes')
+    .option('--quiet', 'log only warnings and errors; no progress line')
     .option('--log-format <format>', 'text or json (one object per line)', 'text')
     .addHelpText(
       'after',
       examples(
         'worker run --api-url http://127.0.0.1:8787/task          # in as many terminals as you like',
         "WORKER_API_URL=https://api.example/v1/tasks worker run --header 'Authorization: Bearer sk-…'",
-        'worker run --drain --max-idle 0 --api-url http://127.0.0.1:8787/task   # for scripts and CI',
+        'worker run --drain --api-url http://127.0.0.1:8787/task   # for scripts and CI',
       ),
     )
     .action(async (maxIterations: string | undefined, flags, command: Command) => {
@@ -116,11 +163,67 @@ function buildProgram(): Command {
       try {
         // Loaded only here: undici is the slowest module to load, and only `run` needs it.
         const { runWorker } = await import('./commands/run.js');
-        await runWorker({ dir: dirOf(command), config, writeLog: (line) => process.stderr.write(line), signals: { stop: stop.signal, abort: abort.signal } });
+        await runWorker({
+          dir: dirOf(command),
+          config,
+          writeLog: (line) => process.stderr.write(line),
+          signals: { stop: stop.signal, abort: abort.signal },
+          progress: process.stderr.isTTY === true && config.verbosity !== 'quiet' && config.logFormat === 'text',
+          colors: colorsEnabled(process.stderr, env),
+        });
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
       }
+    });
+
+  program
+    .command('show')
+    .description('everything about one task: definition, state and why, dependencies, dependents, every attempt, result')
+    .argument('<task-id>')
+    .option('--json', 'print JSON')
+    .addHelpText('after', examples('worker show fetch-7', 'worker show outline --json | jq .result'))
+    .action(async (id: string, flags: { json?: boolean }, command: Command) => {
+      const detail = await showTask(inspectOptions(command), id);
+      print(flags.json ? `${JSON.stringify(detail, null, 2)}\n` : renderDetail(detail, Date.now()));
+    });
+
+  program
+    .command('logs')
+    .description('the execution log as readable lines, of every task or of one')
+    .argument('[task-id]')
+    .option('--follow', 'keep printing new events until Ctrl-C')
+    .addHelpText('after', examples('worker logs', 'worker logs fetch-7', 'worker logs --follow'))
+    .action(async (id: string | undefined, flags: { follow?: boolean }, command: Command) => {
+      const store = await QueueStore.open(dirOf(command));
+      try {
+        if (flags.follow) await followLog(store, id, print, untilStopped());
+        else print(logLines(store, id).map((line) => `${line}\n`).join(''));
+      } finally {
+        store.close();
+      }
+    });
+
+  program
+    .command('graph')
+    .description('the dependency graph with each task\'s state, as Mermaid (default) or Graphviz dot')
+    .addOption(new Option('--format <format>', 'mermaid or dot').choices(['mermaid', 'dot']).default('mermaid'))
+    .addHelpText('after', examples('worker graph > queue.mmd', 'worker graph --format dot | dot -Tsvg > queue.svg'))
+    .action(async (flags: { format: GraphFormat }, command: Command) => {
+      const { store, context } = await inspectQueue(inspectOptions(command));
+      store.close();
+      print(renderGraph(context, flags.format));
+    });
+
+  program
+    .command('workers')
+    .description('every worker that ran here, from its heartbeat: alive, stopped, dead or silent, and what it is doing')
+    .option('--json', 'print JSON')
+    .addHelpText('after', examples('worker workers'))
+    .action(async (flags: { json?: boolean }, command: Command) => {
+      const store = await QueueStore.create(dirOf(command));
+      const workers = readWorkers(store.paths, HOST, Date.now());
+      print(flags.json ? `${JSON.stringify(workers, null, 2)}\n` : renderWorkers(workers, Date.now()));
     });
 
   program
@@ -131,13 +234,94 @@ function buildProgram(): Command {
     .addHelpText('after', examples('worker retry fetch-7', 'worker retry --failed'))
     .action(async (ids: string[], flags: { failed?: boolean }, command: Command) => {
       const retried = await retryTasks(dirOf(command), ids, flags.failed ?? false, () => new Date());
-      process.stdout.write(retried.length === 0 ? 'no failed tasks\n' : `pending again: ${retried.join(', ')}\n`);
+      print(retried.length === 0 ? 'no failed tasks\n' : `pending again: ${retried.join(', ')}\n`);
+    });
+
+  program
+    .command('cancel')
+    .description('a pending task will not run: it is failed (kind cancelled) and its dependents are blocked; `retry` undoes it')
+    .argument('<task-id>')
+    .addHelpText('after', examples('worker cancel appendix'))
+    .action(async (id: string, _flags, command: Command) => {
+      const { blocked } = await cancelTask(dirOf(command), id, () => new Date());
+      print(`cancelled ${id}${blocked.length > 0 ? `; blocked now: ${blocked.join(', ')}` : ''}\n`);
+    });
+
+  program
+    .command('unlock')
+    .description('remove the lock of a task whose worker is gone or whose lock is stale (a live lock is refused)')
+    .argument('<task-id>')
+    .option('--lock-stale <duration>', 'a lock not refreshed for this long is stale (env WORKER_LOCK_STALE; default 30s)')
+    .addHelpText('after', examples('worker unlock fetch-3'))
+    .action(async (id: string, flags: { lockStale?: string }, command: Command) => {
+      print(`${await unlockTask(dirOf(command), id, lockStaleSetting(flags.lockStale, env), HOST, Date.now)}\n`);
+    });
+
+  program
+    .command('clean')
+    .description('remove completed tasks from queue.json, keeping those that remaining tasks depend on')
+    .argument('[task-ids...]', 'completed tasks to remove')
+    .option('--completed', 'remove every completed task no remaining task depends on')
+    .option('--older-than <duration>', 'with --completed: only tasks completed at least this long ago, e.g. 7d')
+    .addHelpText('after', examples('worker clean --completed --older-than 7d', 'worker clean fetch-1 summarize-1'))
+    .action(async (ids: string[], flags: { completed?: boolean; olderThan?: string }, command: Command) => {
+      const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting('--older-than', flags.olderThan, {}, '', '0s', 0);
+      const { removed, kept } = await cleanTasks(dirOf(command), ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now });
+      print(`removed ${removed.length} completed task${removed.length === 1 ? '' : 's'}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${kept.slice(0, 10).join(', ')}${kept.length > 10 ? ', …' : ''}` : ''}\n`);
+    });
+
+  program
+    .command('serve')
+    .description('a reference API that speaks the task contract, for trying worker out and for tests (not for production)')
+    .option('--port <n>', 'port to listen on (0: any free port)', '8787')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--latency <duration>', 'time per call, fixed (50ms) or a random range (20ms..200ms)', '50ms')
+    .option('--fail-rate <share>', 'share of calls, 0 to 1, answered with --status-code instead', '0')
+    .option('--status-code <n>', 'status of those failures', '503')
+    .addHelpText('after', examples('worker serve', 'worker serve --latency 20ms..200ms --fail-rate 0.1 --status-code 500', 'worker run --api-url http://127.0.0.1:8787/task'))
+    .action(async (flags: { port: string; host: string; latency: string; failRate: string; statusCode: string }) => {
+      const { startReferenceApi, parseLatency } = await import('./serve/referenceApi.js');
+      const latencyMs = parseLatency(flags.latency, parseDuration);
+      if (latencyMs === undefined) throw new WorkerError('CONFIG', `expected --latency to be a duration like 50ms or a range like 20ms..200ms, got ${JSON.stringify(flags.latency)}`, { hint: 'worker serve --latency 20ms..200ms' });
+      const failRate = Number(flags.failRate);
+      if (!(failRate >= 0 && failRate <= 1)) throw new WorkerError('CONFIG', `expected --fail-rate to be a share from 0 to 1, got ${JSON.stringify(flags.failRate)}`, { hint: 'worker serve --fail-rate 0.1' });
+      const api = await startReferenceApi({
+        host: flags.host,
+        port: integerSetting('--port', flags.port, {}, undefined, 8787, 0),
+        latencyMs,
+        failRate,
+        statusCode: integerSetting('--status-code', flags.statusCode, {}, undefined, 503, 100),
+        log: (line) => print(`${line}\n`),
+        random: Math.random,
+      }).catch((error: unknown) => {
+        throw new WorkerError('IO', `could not listen on ${flags.host}:${flags.port}: ${error instanceof Error ? error.message : String(error)}`, { hint: 'choose another --port, or --port 0 for any free one' });
+      });
+      print(`reference API listening at ${api.url} (Ctrl-C to stop)\n`);
+      const stopped = untilStopped();
+      await new Promise((resolve) => stopped.addEventListener('abort', resolve, { once: true }));
+      await api.close();
+      print(`stopped after ${api.calls()} calls\n`);
+    });
+
+  program
+    .command('demo')
+    .description('see it work in one command: a reference API, about 20 tasks with dependencies, 3 workers, live progress')
+    .addHelpText('after', examples('worker demo', 'worker --dir /tmp/my-demo demo      # keep the queue where you can look at it'))
+    .action(async (_flags, command: Command) => {
+      const { runDemo } = await import('./commands/demo.js');
+      const dir = command.optsWithGlobals<{ dir?: string }>().dir ?? env.WORKER_DIR;
+      await runDemo({ dir, bin: BIN, write: print, progress: process.stdout.isTTY === true, colors: colorsEnabled(process.stdout, env) });
     });
 
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // `worker status | head` closes the pipe early: that is not an error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    throw error;
+  });
   try {
     await buildProgram().parseAsync(argv);
     return 0;

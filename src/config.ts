@@ -219,3 +219,13 @@ export function redactUrl(text: string): string {
     return text.replace(/\/\/[^/@]*@/, '//***@');
   }
 }
+
+/** Colours only on a terminal, and never when NO_COLOR is set (https://no-color.org). */
+export function colorsEnabled(stream: { isTTY?: boolean }, env: Env): boolean {
+  return stream.isTTY === true && !env.NO_COLOR;
+}
+
+/** --lock-stale as the inspecting commands (status, show, unlock) judge it: WORKER_LOCK_STALE or the default. */
+export function lockStaleSetting(flagValue: string | undefined, env: Env): number {
+  return durationSetting('--lock-stale', flagValue, env, 'WORKER_LOCK_STALE', DEFAULTS.lockStale, 2000);
+}

@@ -1,49 +1,63 @@
-import { TASK_STATES, type AttemptError } from './types.js';
+import { TASK_STATES } from './types.js';
+import { describeError, formatSpan } from './core/reasons.js';
+import { palette, type Palette } from './colors.js';
+import type { WorkerStatus } from './worker/heartbeat.js';
 import type { StatusReport } from './commands/status.js';
 
 /** Text for people. Pure: the CLI decides where it goes. */
-
-export function describeError(error: AttemptError): string {
-  const status = error.http_status === undefined || error.kind !== 'http' ? '' : ` ${error.http_status}`;
-  return `${error.kind}${status}: ${error.message}`;
-}
-
-export function formatAge(fromIso: string, now: number): string {
-  const seconds = Math.max(0, Math.round((now - Date.parse(fromIso)) / 1000));
-  if (seconds < 60) return `${seconds}s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
-  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h`;
-  return `${Math.floor(seconds / 86_400)}d`;
-}
 
 function clip(text: string, width: number): string {
   const flat = text.replace(/[\u0000-\u001f\u007f]+/g, ' ');
   return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;
 }
 
-export function renderTable(header: string[], rows: string[][]): string {
+/** Aligned columns. `decorate` may colour a padded cell (row -1 is the header): escape codes do not upset the widths. */
+export function renderTable(header: string[], rows: string[][], decorate: (row: number, column: number, cell: string) => string = (_r, _c, cell) => cell): string {
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd();
-  return [line(header), ...rows.map(line)].join('\n');
+  const line = (cells: string[], row: number) =>
+    cells.map((cell, i) => decorate(row, i, i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(header, -1), ...rows.map((cells, row) => line(cells, row))].join('\n');
 }
 
-export function summaryLine(report: StatusReport): string {
+export function summaryLine(report: StatusReport, colors: Palette = palette(false)): string {
   const total = TASK_STATES.reduce((sum, state) => sum + report.counts[state], 0);
-  return `${total} task${total === 1 ? '' : 's'}: ${TASK_STATES.map((state) => `${report.counts[state]} ${state}`).join(', ')}`;
+  return `${total} task${total === 1 ? '' : 's'}: ${TASK_STATES.map((state) => colors.state(state, `${report.counts[state]} ${state}`)).join(', ')}`;
 }
 
-export function renderStatus(report: StatusReport, now: number): string {
+export function renderStatus(report: StatusReport, now: number, colors: Palette = palette(false)): string {
   const rows = report.tasks.map((task) => [
     clip(task.id, 40),
-    task.state === 'running' && task.worker ? `running on ${task.worker}` : task.state,
+    task.stuck ? 'running (stuck)' : task.state,
     String(task.attempts),
     clip(task.deps.join(',') || '-', 30),
-    task.blocked_by ? `dependency ${task.blocked_by} failed` : task.last_error ? clip(describeError(task.last_error), 60) : '-',
-    formatAge(task.updated_at, now),
+    task.blocked_by ? `dependency ${task.blocked_by} failed` : task.last_error ? clip(describeError(task.last_error), 50) : '-',
+    formatSpan(now - Date.parse(task.updated_at)),
+    clip(task.reason, 90),
   ]);
   const parts = [];
-  if (rows.length > 0) parts.push(renderTable(['ID', 'STATE', 'ATTEMPTS', 'DEPS', 'LAST ERROR', 'AGE'], rows));
-  parts.push(summaryLine(report));
+  if (rows.length > 0) {
+    parts.push(
+      renderTable(['ID', 'STATE', 'ATTEMPTS', 'DEPS', 'LAST ERROR', 'AGE', 'REASON'], rows, (row, column, cell) =>
+        row === -1 ? colors.bold(cell) : column === 1 ? colors.state(report.tasks[row]!.state, cell) : cell,
+      ),
+    );
+  }
+  parts.push(summaryLine(report, colors));
   parts.push(...report.warnings.map((warning) => `warning: ${warning}`));
   return `${parts.join('\n')}\n`;
+}
+
+export function renderWorkers(workers: readonly WorkerStatus[], now: number): string {
+  if (workers.length === 0) return 'no worker has run on this queue yet\n';
+  const rows = workers.map((worker) => [
+    worker.worker,
+    worker.liveness,
+    String(worker.pid),
+    worker.host,
+    worker.current_task ?? '-',
+    String(worker.tasks_done),
+    `${formatSpan(now - Date.parse(worker.started_at))} ago`,
+    `${formatSpan(now - Date.parse(worker.beat_at))} ago`,
+  ]);
+  return `${renderTable(['WORKER', 'STATE', 'PID', 'HOST', 'TASK', 'DONE', 'STARTED', 'LAST BEAT'], rows)}\n`;
 }

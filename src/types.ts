@@ -30,6 +30,7 @@ export const ERROR_KINDS = [
   'api_failed', // a 2xx JSON answer with "status": "failed"
   'aborted', // the worker was told to stop (second signal) or lost its claim
   'worker_died', // the worker holding the claim died; recorded when another worker takes the task over
+  'cancelled', // `worker cancel`: it will not run
 ] as const;
 export type ErrorKind = (typeof ERROR_KINDS)[number];
 

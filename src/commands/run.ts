@@ -8,27 +8,39 @@ import { QueueStore } from '../queue/store.js';
 import { ChangeWatcher } from '../worker/changeWatcher.js';
 import { createLogger } from '../worker/logger.js';
 import { Worker, type RunSummary, type StopSignals } from '../worker/worker.js';
+import { HeartbeatWriter } from '../worker/heartbeat.js';
+import { ProgressLine } from '../worker/progressLine.js';
+import { palette } from '../colors.js';
 
 export interface RunOptions {
   dir: string;
   config: RunConfig;
   writeLog: (line: string) => void;
   signals: StopSignals;
+  /** Draw a progress line under the log (stderr is a terminal and --quiet was not given). */
+  progress: boolean;
+  colors: boolean;
 }
 
 /** `worker run`: one worker process until max-iterations, the idle limit, --drain or a signal. */
 export async function runWorker(options: RunOptions): Promise<RunSummary> {
   const { config } = options;
+  // Workers keep no results in memory: they decide from states alone.
+  const store = await QueueStore.open(options.dir, { keepResults: false });
+  const progress = options.progress ? new ProgressLine(options.writeLog, () => store.state, palette(options.colors), Date.now) : undefined;
   const logger = createLogger({
     workerId: config.workerId,
     verbosity: config.verbosity,
     format: config.logFormat,
-    write: options.writeLog,
+    write: progress ? (line) => progress.log(line) : options.writeLog,
     now: () => new Date(),
     secrets: Object.values(config.headers),
   });
-  // Workers keep no results in memory: they decide from states alone.
-  const store = await QueueStore.open(options.dir, { keepResults: false });
+  const heartbeat = new HeartbeatWriter(
+    store.paths,
+    { worker: config.workerId, pid: process.pid, host: HOST, started_at: new Date().toISOString(), beat_at: '', state: 'idle', current_task: null, tasks_done: 0 },
+    Date.now,
+  );
   const watcher = new ChangeWatcher(store.paths.queueDir);
   const executor = new HttpExecutor({ url: config.apiUrl, headers: config.headers, timeoutMs: config.timeoutMs });
   logger.info(
@@ -51,16 +63,21 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       pid: process.pid,
       markLooked: () => watcher.markLooked(),
       waitForChange: (ms, signal) => watcher.wait(ms, signal),
+      heartbeat: heartbeat.beat,
     },
     options.signals,
   );
   let summary: RunSummary;
+  heartbeat.start();
+  progress?.start();
   try {
     summary = await worker.run();
   } catch (error) {
     logger.error(`crashed: ${error instanceof Error ? error.message : String(error)}`, { stack: error instanceof Error ? error.stack : undefined });
     throw error;
   } finally {
+    progress?.stop();
+    heartbeat.stop();
     watcher.close();
     await executor.close();
     store.close();

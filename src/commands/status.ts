@@ -1,6 +1,8 @@
 import { TASK_STATES, type AttemptError, type TaskState } from '../types.js';
 import { QueueStore } from '../queue/store.js';
-import type { QueueState } from '../core/queueState.js';
+import { reasonFor, stuckReason, type ReasonContext } from '../core/reasons.js';
+import { TaskLocks } from '../lock/taskLock.js';
+import { livenessOfRunning } from '../lock/liveness.js';
 
 /** One task as `status --json` shows it. Field names match the bulk file of `add --file`. */
 export interface TaskStatus {
@@ -18,6 +20,10 @@ export interface TaskStatus {
   last_error?: AttemptError;
   retry_at?: string;
   blocked_by?: string;
+  /** Why the task is where it is, in words. */
+  reason: string;
+  /** Set on a running task whose worker is dead or whose lock is stale. */
+  stuck?: string;
   result?: unknown;
 }
 
@@ -28,10 +34,25 @@ export interface StatusReport {
   warnings: string[];
 }
 
-export async function readStatus(dir: string, filter: TaskState | undefined): Promise<StatusReport> {
-  const store = await QueueStore.open(dir);
+export interface InspectOptions {
+  dir: string;
+  lockStaleMs: number;
+  host: string;
+  now: number;
+}
+
+/** Opens the queue and looks at the claims in force from outside: what status, show and graph need. */
+export async function inspectQueue(options: InspectOptions): Promise<{ store: QueueStore; context: ReasonContext }> {
+  const store = await QueueStore.open(options.dir);
+  const state = store.state;
+  const liveness = livenessOfRunning(state, new TaskLocks(store.paths, options.lockStaleMs), options.host, options.now);
+  return { store, context: { state, now: options.now, blocked: state.blockedTasks(), liveness } };
+}
+
+export async function readStatus(options: InspectOptions, filter: TaskState | undefined): Promise<StatusReport> {
+  const { store, context } = await inspectQueue(options);
   try {
-    const report = statusOf(store.state, filter);
+    const report = statusOf(context, filter);
     const health = store.logHealth();
     if (health.tornRecords > 0) {
       report.warnings.push(`${health.tornRecords} torn record(s) in the execution log were skipped: a worker died while writing; its task was run again`);
@@ -42,8 +63,8 @@ export async function readStatus(dir: string, filter: TaskState | undefined): Pr
   }
 }
 
-export function statusOf(state: QueueState, filter: TaskState | undefined): StatusReport {
-  const blocked = state.blockedTasks();
+export function statusOf(context: ReasonContext, filter: TaskState | undefined): StatusReport {
+  const { state, blocked } = context;
   const counts = Object.fromEntries(TASK_STATES.map((name) => [name, 0])) as Record<TaskState, number>;
   const tasks: TaskStatus[] = [];
   for (const task of state.tasks()) {
@@ -61,8 +82,11 @@ export function statusOf(state: QueueState, filter: TaskState | undefined): Stat
       intensity: task.def.intensity,
       added_at: task.def.added_at,
       updated_at: task.updatedAt,
+      reason: reasonFor(task, context),
     };
     if (task.claim) status.worker = task.claim.worker;
+    const stuck = stuckReason(task, context.liveness.get(task.def.id), context.now);
+    if (stuck) status.stuck = stuck;
     if (task.lastError) status.last_error = task.lastError;
     if (task.retryAt !== null && task.state === 'pending') status.retry_at = new Date(task.retryAt).toISOString();
     const root = blocked.get(task.def.id);

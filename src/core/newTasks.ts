@@ -1,6 +1,7 @@
 import { WorkerError } from '../errors.js';
 import { INTENSITIES, type Intensity } from '../types.js';
 import { MAX_INSTRUCTION_LENGTH, TASK_ID_PATTERN, TASK_ID_RULE, type TaskDefinition } from '../queue/schema.js';
+import type { QueueContents } from '../queue/queueFile.js';
 
 /** A task as a person writes it: on the command line or as one line of a bulk file. */
 export interface NewTask {
@@ -31,14 +32,14 @@ export function parseDependencyList(text: string | undefined): string[] {
  * definitions. `where(i)` names the i-th task in messages (e.g. "line 7 of tasks.jsonl").
  */
 export function defineNewTasks(
-  existing: readonly TaskDefinition[],
+  queue: QueueContents,
   tasks: readonly NewTask[],
   defaults: TaskDefaults,
   now: Date,
   where: (index: number) => string,
 ): TaskDefinition[] {
-  const ids = new Set(existing.map((task) => task.id));
-  const foldedIds = new Map(existing.map((task) => [task.id.toLowerCase(), task.id]));
+  const ids = new Set(queue.tasks.map((task) => task.id));
+  const foldedIds = new Map(queue.tasks.map((task) => [task.id.toLowerCase(), task.id]));
   const addedAt = now.toISOString();
   return tasks.map((task, index) => {
     const reject = (message: string, hint: string) => {
@@ -48,6 +49,7 @@ export function defineNewTasks(
       reject(`invalid task id ${quote(task.id)}`, `a task id is ${TASK_ID_RULE}`);
     }
     if (ids.has(task.id)) reject(`task "${task.id}" already exists`, 'choose another id');
+    if (queue.removed.has(task.id)) reject(`task id "${task.id}" belonged to a task removed by \`worker clean\``, 'ids are never reused: choose another');
     const sameButCase = foldedIds.get(task.id.toLowerCase());
     if (sameButCase !== undefined) {
       reject(`task id "${task.id}" differs from "${sameButCase}" only in case`, 'ids name files, so they must differ in more than case');
@@ -59,6 +61,7 @@ export function defineNewTasks(
     const deps = [...new Set(task.deps.map((dep) => dep.trim()).filter((dep) => dep.length > 0))];
     for (const dep of deps) {
       if (dep === task.id) reject(`task "${task.id}" depends on itself`, 'remove it from its own dependencies');
+      if (queue.removed.has(dep)) reject(`task "${task.id}" depends on "${dep}", which was removed by \`worker clean\``, 'depend on tasks that are still in the queue');
       if (!ids.has(dep)) {
         reject(`task "${task.id}" depends on ${quote(dep)}, which does not exist`, 'add the dependency first (in a bulk file: on an earlier line)');
       }

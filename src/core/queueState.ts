@@ -1,6 +1,7 @@
 import { MinHeap } from './heap.js';
 import type { AttemptError, TaskState } from '../types.js';
 import type { ClaimEvent, OutcomeEvent, QueueEvent, TaskDefinition } from '../queue/schema.js';
+import type { QueueContents } from '../queue/queueFile.js';
 
 /** A task's current state: its definition plus the fold of its events. */
 export interface TaskRecord {
@@ -59,6 +60,7 @@ export class QueueState {
   private readonly ready = new MinHeap<QueueEntry>(byAddOrder);
   private readonly backoff = new MinHeap<QueueEntry>(byRetryTime);
   private readonly runningSet = new Set<TaskRecord>();
+  private removed: ReadonlySet<string> = new Set();
 
   constructor(private readonly options: FoldOptions = { keepResults: true }) {}
 
@@ -78,13 +80,20 @@ export class QueueState {
     return this.byId.get(id);
   }
 
-  /** Adds definitions not seen before, in queue.json order. Dependencies always precede their dependents. */
-  addDefinitions(defs: readonly TaskDefinition[]): void {
-    for (let i = this.records.length; i < defs.length; i += 1) {
+  /**
+   * Adds definitions not seen before. New tasks are only ever appended to queue.json (clean removes, never
+   * inserts), so they are found from the end: O(new tasks). Dependencies always precede their dependents.
+   */
+  addDefinitions(contents: QueueContents): void {
+    this.removed = contents.removed;
+    const defs = contents.tasks;
+    let first = defs.length;
+    while (first > 0 && !this.byId.has(defs[first - 1]!.id)) first -= 1;
+    for (let i = first; i < defs.length; i += 1) {
       const def = defs[i]!;
       const record: TaskRecord = {
         def,
-        index: i,
+        index: this.records.length,
         state: 'pending',
         attempts: 0,
         claim: null,
@@ -110,7 +119,7 @@ export class QueueState {
 
   apply(event: QueueEvent): ApplyResult {
     const task = this.byId.get(event.task);
-    if (task === undefined) return 'unknown-task';
+    if (task === undefined) return this.removed.has(event.task) ? 'ignored' : 'unknown-task';
     switch (event.type) {
       case 'claim':
         return this.applyClaim(task, event);
@@ -123,6 +132,13 @@ export class QueueState {
         task.retryAt = null;
         task.updatedAt = event.at;
         this.enqueue(task);
+        return 'accepted';
+      case 'cancel':
+        if (task.state !== 'pending') return 'ignored';
+        task.state = 'failed';
+        task.retryAt = null;
+        task.lastError = { kind: 'cancelled', message: 'cancelled by hand (worker cancel)' };
+        task.updatedAt = event.at;
         return 'accepted';
     }
   }

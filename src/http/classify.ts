@@ -63,7 +63,7 @@ export function classifyResponse(status: number, contentType: string | undefined
     const retryable = isRetryableStatus(status);
     return {
       ok: false,
-      error: { kind: 'http', message: `the API answered ${status}${excerpt ? `: ${excerpt}` : ''}`, http_status: status },
+      error: { kind: 'http', message: excerpt || '(empty body)', http_status: status },
       retryable,
       retryAfterMs: retryable ? retryAfterMs : undefined,
     };

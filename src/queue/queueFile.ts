@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import writeFileAtomic from 'write-file-atomic';
 import * as z from 'zod';
 import { DamagedFileError, ioError } from '../errors.js';
-import { QUEUE_FORMAT_VERSION, queueFileSchema, taskDefinitionSchema, type TaskDefinition } from './schema.js';
+import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema, type TaskDefinition } from './schema.js';
 
 interface FileIdentity {
   ino: number;
@@ -10,54 +10,72 @@ interface FileIdentity {
   mtimeMs: number;
 }
 
+/** What queue.json holds: the tasks in the order they were added, and the ids `worker clean` removed. */
+export interface QueueContents {
+  tasks: TaskDefinition[];
+  removed: ReadonlySet<string>;
+}
+
+const EMPTY: QueueContents = { tasks: [], removed: new Set() };
+
 /**
- * queue/queue.json: the task definitions, in the order they were added. Read often (cached by file
- * identity, so an unchanged file costs one stat), written rarely (adding tasks), always whole and
- * atomically, and only by the holder of the queue-wide lock.
+ * queue/queue.json: the task definitions. Read often (cached by file identity, so an unchanged file costs
+ * one stat), written rarely (add, clean), always whole and atomically (write-file-atomic), and only by the
+ * holder of the queue-wide lock.
+ *
+ * Layout, one task per line (readable, and a diff shows what was added):
+ *   {"version":1,"removed":["old-1"],"tasks":[
+ *   {"id":"a",…},
+ *   {"id":"b",…}
+ *   ]}
  */
 export class QueueFile {
-  private cached: { identity: FileIdentity; tasks: TaskDefinition[] } | undefined;
+  private cached: { identity: FileIdentity; contents: QueueContents } | undefined;
 
   constructor(readonly file: string) {}
 
   /** The definitions, validated. A missing file is an empty queue; a damaged one is an error, never empty. */
-  read(): TaskDefinition[] {
+  read(): QueueContents {
     let identity: FileIdentity;
     try {
       const info = statSync(this.file);
       identity = { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY;
       throw ioError('read', this.file, error);
     }
-    if (this.cached && sameIdentity(this.cached.identity, identity)) return this.cached.tasks;
-    let text: string;
-    try {
-      text = readFileSync(this.file, 'utf8');
-    } catch (error) {
-      throw ioError('read', this.file, error);
-    }
-    const tasks = parseQueueFile(this.file, text);
-    this.cached = { identity, tasks };
-    return tasks;
+    if (this.cached && sameIdentity(this.cached.identity, identity)) return this.cached.contents;
+    const contents = parseQueueFile(this.file, this.readText());
+    this.cached = { identity, contents };
+    return contents;
   }
 
   /**
-   * Rewrites the file with `added` after the tasks it holds. Its text is extended rather than every task
-   * serialised again. Callers hold the queue-wide lock, so the file cannot change in between.
+   * Adds tasks after the ones the file holds. Its text is extended rather than every task serialised
+   * again. Callers hold the queue-wide lock, so the file cannot change in between.
    */
   async append(added: readonly TaskDefinition[]): Promise<void> {
+    const contents = this.read();
+    const previous = contents.tasks.length > 0 ? this.readText() : '';
     const lines = added.map((task) => JSON.stringify(task)).join(',\n');
-    const tasks = this.read();
-    let previous = '';
+    if (previous.endsWith(FILE_END)) await this.writeText(`${previous.slice(0, -FILE_END.length)},\n${lines}${FILE_END}`);
+    else await this.write({ tasks: [...contents.tasks, ...added], removed: contents.removed });
+  }
+
+  async write(contents: QueueContents): Promise<void> {
+    await this.writeText(formatQueueFile(contents));
+  }
+
+  private readText(): string {
     try {
-      previous = readFileSync(this.file, 'utf8');
+      return readFileSync(this.file, 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('read', this.file, error);
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return '';
+      throw ioError('read', this.file, error);
     }
-    const text = tasks.length > 0 && previous.endsWith(FILE_END)
-      ? `${previous.slice(0, -FILE_END.length)},\n${lines}${FILE_END}`
-      : `${FILE_START}${[...tasks, ...added].map((task) => JSON.stringify(task)).join(',\n')}${FILE_END}`;
+  }
+
+  private async writeText(text: string): Promise<void> {
     try {
       await writeFileAtomic(this.file, text, { encoding: 'utf8' });
     } catch (error) {
@@ -67,19 +85,24 @@ export class QueueFile {
   }
 }
 
-// One task per line: readable, and a diff of two versions shows what was added.
-const FILE_START = `{"version":${QUEUE_FORMAT_VERSION},"tasks":[\n`;
 const FILE_END = '\n]}\n';
+
+export function formatQueueFile(contents: QueueContents): string {
+  const header = contents.removed.size > 0 ? { version: QUEUE_FORMAT_VERSION, removed: [...contents.removed] } : { version: QUEUE_FORMAT_VERSION };
+  const start = `${JSON.stringify(header).slice(0, -1)},"tasks":[\n`;
+  return `${start}${contents.tasks.map((task) => JSON.stringify(task)).join(',\n')}${FILE_END}`;
+}
 
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
 }
 
-export function parseQueueFile(file: string, text: string): TaskDefinition[] {
-  const tasks = parseLineByLine(file, text) ?? parseWhole(file, text);
+export function parseQueueFile(file: string, text: string): QueueContents {
+  const contents = parseLineByLine(file, text) ?? parseWhole(file, text);
   const seen = new Set<string>();
-  tasks.forEach((task, i) => {
+  contents.tasks.forEach((task, i) => {
     if (seen.has(task.id)) throw new DamagedFileError(file, `at tasks[${i}].id`, `task id "${task.id}" appears twice`);
+    if (contents.removed.has(task.id)) throw new DamagedFileError(file, `at tasks[${i}].id`, `task id "${task.id}" is also listed as removed`);
     for (const dep of task.deps) {
       if (!seen.has(dep)) {
         throw new DamagedFileError(file, `at tasks[${i}].deps`, `task "${task.id}" depends on "${dep}", which is not defined before it`);
@@ -87,19 +110,29 @@ export function parseQueueFile(file: string, text: string): TaskDefinition[] {
     }
     seen.add(task.id);
   });
-  return tasks;
+  return contents;
 }
 
 /**
- * The layout this tool writes: a header line, one task per line, a footer. Parsing one line at a time
- * keeps a single raw object alive at once instead of the whole parsed file beside its validated copy
- * (100,000 tasks: ~40 MB less at the peak). Undefined for any other layout (a file reformatted by hand):
- * the whole-file parse then decides, and names the place of any damage.
+ * The layout this tool writes. Parsing one line at a time keeps a single raw object alive at once instead
+ * of the whole parsed file beside its validated copy. Undefined for any other layout (a file reformatted
+ * by hand): the whole-file parse then decides, and names the place of any damage.
  */
-function parseLineByLine(file: string, text: string): TaskDefinition[] | undefined {
-  if (!text.startsWith(FILE_START) || !text.endsWith(FILE_END)) return undefined;
-  const body = text.slice(FILE_START.length, text.length - FILE_END.length);
-  if (body.length === 0) return [];
+function parseLineByLine(file: string, text: string): QueueContents | undefined {
+  const firstNewline = text.indexOf('\n');
+  const headerLine = text.slice(0, firstNewline);
+  if (firstNewline === -1 || !headerLine.endsWith('"tasks":[') || !text.endsWith(FILE_END)) return undefined;
+  let rawHeader: unknown;
+  try {
+    rawHeader = JSON.parse(`${headerLine}]}`);
+  } catch {
+    return undefined;
+  }
+  const header = queueHeaderSchema.safeParse(rawHeader);
+  if (!header.success) throw new DamagedFileError(file, 'line 1', describeZodError(header.error));
+  const removed = new Set(header.data.removed ?? []);
+  const body = text.slice(firstNewline + 1, text.length - FILE_END.length);
+  if (body.length === 0) return { tasks: [], removed };
   const lines = body.split('\n');
   const tasks: TaskDefinition[] = [];
   for (const [i, line] of lines.entries()) {
@@ -115,10 +148,10 @@ function parseLineByLine(file: string, text: string): TaskDefinition[] | undefin
     if (!parsed.success) throw new DamagedFileError(file, `at tasks[${i}], line ${i + 2}`, describeZodError(parsed.error));
     tasks.push(parsed.data);
   }
-  return tasks;
+  return { tasks, removed };
 }
 
-function parseWhole(file: string, text: string): TaskDefinition[] {
+function parseWhole(file: string, text: string): QueueContents {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -131,7 +164,7 @@ function parseWhole(file: string, text: string): TaskDefinition[] {
     const issue = parsed.error.issues[0]!;
     throw new DamagedFileError(file, `at ${formatPath(issue.path)}`, describeZodError(parsed.error));
   }
-  return parsed.data.tasks;
+  return { tasks: parsed.data.tasks, removed: new Set(parsed.data.removed ?? []) };
 }
 
 function describeZodError(error: z.ZodError): string {
@@ -141,8 +174,7 @@ function describeZodError(error: z.ZodError): string {
 function describeJsonPosition(text: string, error: unknown): string {
   const match = /position (\d+)/.exec(error instanceof Error ? error.message : '');
   const position = match ? Number(match[1]) : text.length;
-  const before = text.slice(0, position);
-  const line = before.split('\n').length;
+  const line = text.slice(0, position).split('\n').length;
   return `line ${line}, character ${position} of ${text.length}`;
 }
 

@@ -30,8 +30,14 @@ export type TaskDefinition = z.infer<typeof taskDefinitionSchema>;
 
 export const QUEUE_FORMAT_VERSION = 1;
 
-export const queueFileSchema = z.looseObject({
+/** Everything of queue.json but its tasks: the first line of the file as this tool writes it. */
+export const queueHeaderSchema = z.looseObject({
   version: z.literal(QUEUE_FORMAT_VERSION),
+  /** Ids of tasks removed by `worker clean`: their events in the log are skipped, and the ids are not reused. */
+  removed: z.array(taskIdSchema).optional(),
+});
+
+export const queueFileSchema = queueHeaderSchema.extend({
   tasks: z.array(taskDefinitionSchema),
 });
 
@@ -73,6 +79,8 @@ export const outcomeEventSchema = z.looseObject({
   http_status: z.number().int().optional(),
   error: attemptErrorSchema.optional(),
   retry_at: isoTime.optional(),
+  /** --max-attempts of the worker that recorded it, so that others can say "retry 2/3". */
+  max_attempts: z.number().int().positive().optional(),
   result: z.unknown().optional(),
 });
 
@@ -83,13 +91,22 @@ export const retryEventSchema = z.looseObject({
   at: isoTime,
 });
 
+/** `worker cancel`: a pending task will not run; it counts as failed (kind cancelled), so its dependents are blocked. */
+export const cancelEventSchema = z.looseObject({
+  type: z.literal('cancel'),
+  task: taskIdSchema,
+  at: isoTime,
+});
+
 export const eventSchema = z.discriminatedUnion('type', [
   claimEventSchema,
   outcomeEventSchema,
   retryEventSchema,
+  cancelEventSchema,
 ]);
 
 export type ClaimEvent = z.infer<typeof claimEventSchema>;
 export type OutcomeEvent = z.infer<typeof outcomeEventSchema>;
 export type RetryEvent = z.infer<typeof retryEventSchema>;
+export type CancelEvent = z.infer<typeof cancelEventSchema>;
 export type QueueEvent = z.infer<typeof eventSchema>;

@@ -1,11 +1,11 @@
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { DamagedFileError, ioError } from '../errors.js';
-import { QueueState, type FoldOptions } from '../core/queueState.js';
+import { QueueState, type ApplyResult, type FoldOptions } from '../core/queueState.js';
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { ExecutionLogReader, ExecutionLogWriter } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
-import { QueueFile } from './queueFile.js';
+import { QueueFile, type QueueContents } from './queueFile.js';
 import { withQueueLock } from './queueLock.js';
 import type { QueueEvent, TaskDefinition } from './schema.js';
 
@@ -79,6 +79,35 @@ export class QueueStore {
     this.throwUndefinedTask(event, this.state.size);
   }
 
+  /** The task definitions as queue.json holds them now. */
+  readDefinitions(): QueueContents {
+    return this.queueFile.read();
+  }
+
+  /**
+   * Reads the whole log again from the start through a fold of its own, telling for each event whether
+   * it counted: for `show` and `logs`, which need the history, not just the states.
+   */
+  replay(onEvent: (event: QueueEvent, result: ApplyResult, state: QueueState) => void): void {
+    const fold = new QueueState({ keepResults: false });
+    fold.addDefinitions(this.readDefinitions());
+    const reader = new ExecutionLogReader(this.paths.logFile);
+    try {
+      for (const event of reader.readNew()) onEvent(event, fold.apply(event), fold);
+    } finally {
+      reader.close();
+    }
+  }
+
+  /** Rewrites queue.json without `removed` tasks, recording their ids. Callers hold the queue-wide lock. */
+  async removeTasks(removed: ReadonlySet<string>): Promise<void> {
+    const contents = this.queueFile.read();
+    await this.queueFile.write({
+      tasks: contents.tasks.filter((task) => !removed.has(task.id)),
+      removed: new Set([...contents.removed, ...removed]),
+    });
+  }
+
   append(events: QueueEvent[]): void {
     this.writer.append(events);
   }
@@ -100,11 +129,11 @@ export class QueueStore {
   }
 
   /** Reads the whole log: it must parse, and name only defined tasks. */
-  private checkLogAgainst(definitions: readonly TaskDefinition[]): void {
-    const ids = new Set(definitions.map((task) => task.id));
+  private checkLogAgainst(queue: QueueContents): void {
+    const ids = new Set(queue.tasks.map((task) => task.id));
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
-      for (const event of reader.readNew()) if (!ids.has(event.task)) this.throwUndefinedTask(event, ids.size);
+      for (const event of reader.readNew()) if (!ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event, ids.size);
     } finally {
       reader.close();
     }

@@ -1,4 +1,5 @@
 import type { QueueState, TaskRecord } from '../core/queueState.js';
+import { reasonFor } from '../core/reasons.js';
 
 /**
  * What an idle worker sees, in words: why nothing could be claimed. One pass over the queue; called
@@ -12,11 +13,13 @@ export function describeIdle(state: QueueState, now: number, lockedByOthers: rea
   let pending = 0;
   let completed = 0;
   let failed = 0;
+  let firstPending: TaskRecord | undefined;
   for (const task of state.tasks()) {
     if (task.state === 'completed') completed += 1;
     else if (task.state === 'failed') failed += 1;
     else if (task.state === 'pending' && !blocked.has(task.def.id)) {
       pending += 1;
+      firstPending ??= task;
       if (task.unmetDeps > 0) waitingOnDeps += 1;
       else if (task.retryAt !== null && task.retryAt > now) {
         inBackoff += 1;
@@ -40,5 +43,6 @@ export function describeIdle(state: QueueState, now: number, lockedByOthers: rea
     parts.push(`${blocked.size} blocked (dependency ${roots.slice(0, 3).join(', ')}${roots.length > 3 ? ', …' : ''} failed)`);
   }
   parts.push(`${completed} completed`, `${failed} failed`);
-  return parts.join(', ');
+  const next = firstPending ? `; next: ${firstPending.def.id} ${reasonFor(firstPending, { state, now, blocked, liveness: new Map() })}` : '';
+  return `${parts.join(', ')}${next}`;
 }

@@ -10,9 +10,11 @@ import { processIsAlive, type HeldLock, type TaskLocks } from '../lock/taskLock.
 import { withQueueLock } from '../queue/queueLock.js';
 import type { ClaimEvent, Outcome, OutcomeEvent } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
-import { describeError } from '../render.js';
+import { describeError, stuckReason } from '../core/reasons.js';
+import { claimLiveness } from '../lock/liveness.js';
 import { describeIdle } from './idleReport.js';
 import type { Logger } from './logger.js';
+import type { Heartbeat } from './heartbeat.js';
 
 /** Ready tasks looked at per check: enough to get past the few that other workers are claiming. */
 const CANDIDATES_PER_CHECK = 6;
@@ -34,6 +36,8 @@ export interface WorkerDeps {
   markLooked: () => void;
   /** Resolves after `ms`, when the queue folder changed since markLooked, or when `signal` aborts. */
   waitForChange: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** What this worker's heartbeat says; kept current here, written out on a timer by its owner. */
+  heartbeat: Pick<Heartbeat, 'state' | 'current_task' | 'tasks_done'>;
 }
 
 export interface StopSignals {
@@ -104,7 +108,11 @@ export class Worker {
         logger.error(`could not look at the queue: ${this.summary.lastError.message}`, stackOf(error));
       }
       if (claim !== null) {
+        this.deps.heartbeat.state = 'running';
+        this.deps.heartbeat.current_task = claim.task.def.id;
         await this.execute(claim);
+        this.deps.heartbeat.current_task = null;
+        this.deps.heartbeat.tasks_done = this.summary.executed;
         if (this.signals.abort.aborted) return await this.finish('aborted', started);
         idleChecks = 0;
         nextIdleCheckAt = now();
@@ -114,6 +122,7 @@ export class Worker {
         logger.info('nothing is ready or running anywhere: drained');
         return await this.finish('drained', started);
       }
+      this.deps.heartbeat.state = 'idle';
       if (now() >= nextIdleCheckAt) {
         idleChecks += 1;
         const limit = this.config.maxIdle === 0 || this.config.drain ? '∞' : String(this.config.maxIdle);
@@ -147,7 +156,7 @@ export class Worker {
     if (now() - this.lastTakeoverScan >= TAKEOVER_SCAN_MS) {
       this.lastTakeoverScan = now();
       for (const task of store.state.runningTasks()) {
-        const reason = await this.takeoverReason(task);
+        const reason = this.takeoverReason(task);
         if (reason === null) continue;
         const claim = await this.takeOver(task, reason);
         if (claim) return claim;
@@ -205,20 +214,13 @@ export class Worker {
   }
 
   /** Why a running task's claim may be taken over, or null while its owner looks alive. */
-  private async takeoverReason(task: TaskRecord): Promise<string | null> {
+  private takeoverReason(task: TaskRecord): string | null {
     const claim = task.claim;
-    if (claim === null) return null;
-    if (claim.host === this.deps.host && claim.pid !== this.deps.pid && !processIsAlive(claim.pid)) {
-      return `its worker ${claim.worker} (pid ${claim.pid}) is gone`;
-    }
-    const lock = this.deps.locks.inspect(task.def.id, this.deps.now());
-    if (lock.held && this.deps.locks.isStale(lock)) {
-      return `its lock was last refreshed ${formatDuration(lock.ageMs ?? 0)} ago by ${claim.worker} (--lock-stale ${formatDuration(this.config.lockStaleMs)})`;
-    }
-    if (!lock.held && this.deps.now() - Date.parse(claim.at) > this.config.lockStaleMs) {
-      return `its lock is gone and ${claim.worker} recorded no outcome`;
-    }
-    return null;
+    if (claim === null || (claim.host === this.deps.host && claim.pid === this.deps.pid)) return null;
+    const liveness = claimLiveness(task, this.deps.locks, this.deps.host, this.deps.now());
+    // A live owner's claim whose lock is gone may be one whose outcome this worker has not read yet: give it time.
+    const lockGoneTooSoon = liveness.ownerAlive !== false && liveness.lockAgeMs === null && this.deps.now() - Date.parse(claim.at) <= this.config.lockStaleMs;
+    return lockGoneTooSoon ? null : stuckReason(task, liveness, this.deps.now());
   }
 
   /** Takeovers are rare, so they are serialised under the queue-wide lock: two can never remove each other's lock. */
@@ -358,6 +360,7 @@ export class Worker {
       started_at: new Date(outcome.startedAt).toISOString(),
       ended_at: new Date(outcome.endedAt).toISOString(),
       duration_ms: outcome.endedAt - outcome.startedAt,
+      max_attempts: this.config.maxAttempts,
     };
     const status = outcome.httpStatus ?? outcome.error?.http_status;
     if (status !== undefined) event.http_status = status;

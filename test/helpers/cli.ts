@@ -34,6 +34,8 @@ export interface RunningCli {
   stderr: () => string;
   /** Resolves when stderr has a line matching `pattern`. */
   waitForLog: (pattern: RegExp, timeoutMs?: number) => Promise<string>;
+  /** Resolves when stdout has a line matching `pattern`. */
+  waitForOutput: (pattern: RegExp, timeoutMs?: number) => Promise<string>;
 }
 
 export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): RunningCli {
@@ -41,7 +43,10 @@ export function startCli(args: string[], options: { env?: Record<string, string>
   let stdout = '';
   let stderr = '';
   const listeners = new Set<() => void>();
-  child.stdout!.on('data', (chunk) => (stdout += chunk));
+  child.stdout!.on('data', (chunk) => {
+    stdout += chunk;
+    for (const listener of listeners) listener();
+  });
   child.stderr!.on('data', (chunk) => {
     stderr += chunk;
     for (const listener of listeners) listener();
@@ -49,10 +54,10 @@ export function startCli(args: string[], options: { env?: Record<string, string>
   const exited = new Promise<CliResult>((resolveExit) => {
     child.on('close', (code, signal) => resolveExit({ code, signal, stdout, stderr }));
   });
-  const waitForLog = (pattern: RegExp, timeoutMs = 20_000) =>
+  const waitFor = (stream: () => string, pattern: RegExp, timeoutMs = 20_000) =>
     new Promise<string>((resolveWait, rejectWait) => {
       const check = () => {
-        const line = stderr.split('\n').find((candidate) => pattern.test(candidate));
+        const line = stream().split('\n').find((candidate) => pattern.test(candidate));
         if (line === undefined) return;
         listeners.delete(check);
         clearTimeout(timer);
@@ -60,12 +65,18 @@ export function startCli(args: string[], options: { env?: Record<string, string>
       };
       const timer = setTimeout(() => {
         listeners.delete(check);
-        rejectWait(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; stderr:\n${stderr}`));
+        rejectWait(new Error(`no line matching ${pattern} within ${timeoutMs} ms; stdout:\n${stdout}\nstderr:\n${stderr}`));
       }, timeoutMs);
       listeners.add(check);
       check();
     });
-  return { process: child, exited, stderr: () => stderr, waitForLog };
+  return {
+    process: child,
+    exited,
+    stderr: () => stderr,
+    waitForLog: (pattern, timeoutMs) => waitFor(() => stderr, pattern, timeoutMs),
+    waitForOutput: (pattern, timeoutMs) => waitFor(() => stdout, pattern, timeoutMs),
+  };
 }
 
 export async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise<T> {

@@ -163,12 +163,12 @@ describe('worker status', () => {
       const table = await runCli(['--dir', dir, 'status']);
       expect(table.code).toBe(0);
       const lines = table.stdout.trimEnd().split('\n');
-      expect(lines[0]).toMatch(/^ID\s+STATE\s+ATTEMPTS\s+DEPS\s+LAST ERROR\s+AGE$/);
-      expect(lines[1]).toMatch(/^fetch\s+pending\s+0\s+-\s+-\s+\d+s$/);
-      expect(lines[2]).toMatch(/^parse\s+pending\s+0\s+fetch\s+-\s+\d+s$/);
+      expect(lines[0]).toMatch(/^ID\s+STATE\s+ATTEMPTS\s+DEPS\s+LAST ERROR\s+AGE\s+REASON$/);
+      expect(lines[1]).toMatch(/^fetch\s+pending\s+0\s+-\s+-\s+\d+s\s+ready: waiting for a free worker$/);
+      expect(lines[2]).toMatch(/^parse\s+pending\s+0\s+fetch\s+-\s+\d+s\s+waiting on 1 dep: fetch \(pending\)$/);
       expect(lines[3]).toBe('2 tasks: 2 pending, 0 running, 0 completed, 0 failed, 0 blocked');
       const tasks = await statusJson(dir);
-      expect(tasks[1]).toMatchObject({ id: 'parse', instruction: 'Parse it', deps: ['fetch'], state: 'pending', attempts: 0 });
+      expect(tasks[1]).toMatchObject({ id: 'parse', instruction: 'Parse it', deps: ['fetch'], state: 'pending', attempts: 0, reason: 'waiting on 1 dep: fetch (pending)' });
       expect(tasks[1]).not.toHaveProperty('last_error');
     });
   });

@@ -266,7 +266,7 @@ describe('worker run: crashes, freezes and signals', () => {
       expect(rescuer.code, rescuer.stderr).toBe(0);
       // Far sooner than --lock-stale: the owner's pid is gone.
       expect(Date.now() - started).toBeLessThan(30_000);
-      expect(rescuer.stderr).toMatch(/taking over victim: its worker doomed \(pid \d+\) is gone/);
+      expect(rescuer.stderr).toMatch(/taking over victim: held by doomed, whose process is gone/);
       const states = await status(dir);
       expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
       expect(states.get('victim')!.attempts).toBe(2);

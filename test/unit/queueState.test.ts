@@ -18,7 +18,7 @@ function outcome(task: string, token: string, result: OutcomeEvent['outcome'], e
 
 function stateWith(...defs: TaskDefinition[]): QueueState {
   const state = new QueueState();
-  state.addDefinitions(defs);
+  state.addDefinitions({ tasks: defs, removed: new Set() });
   return state;
 }
 
@@ -116,5 +116,18 @@ describe('QueueState: the fold decides every race', () => {
     }
     expect(state.readyTasks(Date.now(), 3).map((task) => task.def.id)).toEqual(['t99990', 't99991', 't99992']);
     expect(state.running).toBe(0);
+  });
+});
+
+describe('reasons', () => {
+  it('say when a task in backoff will be tried again, and how many attempts it may have', async () => {
+    const { reasonFor } = await import('../../src/core/reasons.js');
+    const state = stateWith(def('a'));
+    state.apply(claim('a', 't1'));
+    const retryAt = Date.parse('2026-01-01T12:03:05.000Z');
+    state.apply(outcome('a', 't1', 'retry', { retry_at: new Date(retryAt).toISOString(), max_attempts: 3, error: { kind: 'http', message: 'busy', http_status: 503 } }));
+    const context = { state, now: retryAt - 10_000, blocked: state.blockedTasks(), liveness: new Map() };
+    expect(reasonFor(state.get('a')!, context)).toBe('retry 2/3 after backoff, at 12:03:05 (last: http 503)');
+    expect(reasonFor(state.get('a')!, { ...context, now: retryAt + 1 })).toBe('ready for attempt 2 (last: http 503)');
   });
 });

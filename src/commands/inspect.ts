@@ -1,0 +1,188 @@
+import { WorkerError } from '../errors.js';
+import { describeError, formatSpan, reasonFor, type ReasonContext } from '../core/reasons.js';
+import { QueueState, type TaskRecord } from '../core/queueState.js';
+import { ExecutionLogReader } from '../queue/executionLog.js';
+import type { QueueEvent } from '../queue/schema.js';
+import type { QueueStore } from '../queue/store.js';
+import { inspectQueue, statusOf, type InspectOptions, type TaskStatus } from './status.js';
+
+/** One attempt as the log tells it: a claim that counted, and its outcome if one was recorded. */
+export interface AttemptRecord {
+  attempt: number;
+  worker: string;
+  pid: number;
+  host: string;
+  claimed_at: string;
+  outcome: 'completed' | 'failed' | 'retry' | 'released' | 'taken over' | 'in progress';
+  duration_ms?: number;
+  http_status?: number;
+  error?: string;
+  retry_at?: string;
+}
+
+export interface TaskDetail {
+  task: TaskStatus;
+  dependencies: Array<{ id: string; state: string; reason: string }>;
+  dependents: Array<{ id: string; state: string }>;
+  attempts: AttemptRecord[];
+  history: string[];
+  result?: unknown;
+}
+
+function findTask(state: QueueState, id: string): TaskRecord {
+  const task = state.get(id);
+  if (!task) throw new WorkerError('NOT_FOUND', `no task "${id}"`, { hint: 'see `worker status` for the task ids' });
+  return task;
+}
+
+/** `worker show`: everything about one task. */
+export async function showTask(options: InspectOptions, id: string): Promise<TaskDetail> {
+  const { store, context } = await inspectQueue(options);
+  try {
+    const task = findTask(context.state, id);
+    const status = statusOf(context, undefined).tasks.find((candidate) => candidate.id === id)!;
+    const attempts: AttemptRecord[] = [];
+    const history: string[] = [];
+    store.replay((event, result) => {
+      if (event.task !== id) return;
+      history.push(describeEvent(event, result === 'accepted'));
+      if (result !== 'accepted') return;
+      if (event.type === 'claim') {
+        const previous = attempts.at(-1);
+        if (previous?.outcome === 'in progress') previous.outcome = 'taken over';
+        attempts.push({ attempt: event.attempt, worker: event.worker, pid: event.pid, host: event.host, claimed_at: event.at, outcome: 'in progress' });
+      } else if (event.type === 'outcome') {
+        const attempt = attempts.at(-1);
+        if (!attempt) return;
+        attempt.outcome = event.outcome;
+        attempt.duration_ms = event.duration_ms;
+        if (event.http_status !== undefined) attempt.http_status = event.http_status;
+        if (event.error) attempt.error = describeError(event.error);
+        if (event.retry_at) attempt.retry_at = event.retry_at;
+      }
+    });
+    const state = context.state;
+    const detail: TaskDetail = {
+      task: status,
+      dependencies: task.def.deps.map((depId) => {
+        const dep = findTask(state, depId);
+        return { id: depId, state: state.stateOf(dep, context.blocked), reason: reasonFor(dep, context) };
+      }),
+      dependents: (task.dependents ?? []).map((dependent) => ({ id: dependent.def.id, state: state.stateOf(dependent, context.blocked) })),
+      attempts,
+      history,
+    };
+    if (task.result !== undefined) detail.result = task.result;
+    return detail;
+  } finally {
+    store.close();
+  }
+}
+
+/** One event as a readable line: what happened to which task, and whether the fold counted it. */
+export function describeEvent(event: QueueEvent, counted: boolean): string {
+  const ignored = counted ? '' : ' (ignored: it came after another claim or outcome)';
+  switch (event.type) {
+    case 'claim':
+      return `${event.at}  ${event.task}  ${event.prev ? 'taken over' : 'claimed'} by ${event.worker} (attempt ${event.attempt}, pid ${event.pid} on ${event.host})${ignored}`;
+    case 'outcome': {
+      const status = event.http_status === undefined || event.error ? '' : `, http ${event.http_status}`;
+      const error = event.error ? `: ${describeError(event.error)}` : '';
+      const retry = event.retry_at ? `; retry at ${event.retry_at}` : '';
+      const what = event.outcome === 'released' ? `given back${event.called ? '' : ' before the call'}` : event.outcome;
+      return `${event.ended_at}  ${event.task}  attempt ${event.attempt} ${what} by ${event.worker} in ${event.duration_ms} ms${status}${error}${retry}${ignored}`;
+    }
+    case 'retry':
+      return `${event.at}  ${event.task}  retried by hand: pending again with fresh attempts${ignored}`;
+    case 'cancel':
+      return `${event.at}  ${event.task}  cancelled by hand${ignored}`;
+  }
+}
+
+export function renderDetail(detail: TaskDetail, now: number): string {
+  const { task } = detail;
+  const lines = [
+    `task       ${task.id}`,
+    `state      ${task.state}${task.worker ? ` (${task.worker})` : ''}`,
+    `reason     ${task.reason}`,
+    `attempts   ${task.attempts}`,
+    `budget     min ${task.min_budget}, max ${task.max_budget}, intensity ${task.intensity}`,
+    `added      ${task.added_at} (${formatSpan(now - Date.parse(task.added_at))} ago)`,
+    `instruction`,
+    ...task.instruction.split('\n').map((line) => `  ${line}`),
+    `dependencies (${detail.dependencies.length})`,
+    ...detail.dependencies.map((dep) => `  ${dep.id}  ${dep.state}: ${dep.reason}`),
+    `dependents (${detail.dependents.length})`,
+    ...detail.dependents.map((dependent) => `  ${dependent.id}  ${dependent.state}`),
+    `history`,
+    ...(detail.history.length === 0 ? ['  (no events yet)'] : detail.history.map((line) => `  ${line}`)),
+  ];
+  if (detail.result !== undefined) {
+    lines.push('result', ...JSON.stringify(detail.result, null, 2).split('\n').map((line) => `  ${line}`));
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** `worker logs`: the execution log as readable lines, optionally of one task. */
+export function logLines(store: QueueStore, id: string | undefined): string[] {
+  if (id !== undefined) findTask(store.state, id);
+  const lines: string[] = [];
+  store.replay((event, result) => {
+    if (id === undefined || event.task === id) lines.push(describeEvent(event, result === 'accepted'));
+  });
+  return lines;
+}
+
+export type GraphFormat = 'mermaid' | 'dot';
+
+const FILL: Record<string, string> = { pending: '#f5f5f5', running: '#d1ecf1', completed: '#d4edda', failed: '#f8d7da', blocked: '#fff3cd' };
+
+/** `worker graph`: the dependency graph with each task's state, as Mermaid or Graphviz dot. */
+export function renderGraph(context: ReasonContext, format: GraphFormat): string {
+  const { state, blocked } = context;
+  const tasks = state.tasks();
+  if (format === 'dot') {
+    const lines = ['digraph queue {', '  rankdir=LR;', '  node [shape=box, style="rounded,filled"];'];
+    for (const task of tasks) {
+      const taskState = state.stateOf(task, blocked);
+      lines.push(`  "${task.def.id}" [label="${task.def.id}\\n${taskState}", fillcolor="${FILL[taskState]}"];`);
+      for (const dep of task.def.deps) lines.push(`  "${dep}" -> "${task.def.id}";`);
+    }
+    lines.push('}');
+    return `${lines.join('\n')}\n`;
+  }
+  // Mermaid node ids cannot hold every character of a task id: n<index>, with the id as the label.
+  const node = (task: TaskRecord) => `n${task.index}`;
+  const lines = ['flowchart LR'];
+  for (const task of tasks) lines.push(`  ${node(task)}["${task.def.id} · ${state.stateOf(task, blocked)}"]:::${state.stateOf(task, blocked)}`);
+  for (const task of tasks) {
+    for (const depId of task.def.deps) lines.push(`  ${node(state.get(depId)!)} --> ${node(task)}`);
+  }
+  for (const [name, fill] of Object.entries(FILL)) lines.push(`  classDef ${name} fill:${fill}`);
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * `worker logs --follow`: prints events as they are appended, until `signal` aborts. Incremental: one
+ * reader and one fold, so each new event costs the same however long the log is.
+ */
+export async function followLog(store: QueueStore, id: string | undefined, write: (line: string) => void, signal: AbortSignal, pollMs = 250): Promise<void> {
+  if (id !== undefined) findTask(store.state, id);
+  const reader = new ExecutionLogReader(store.paths.logFile);
+  const fold = new QueueState({ keepResults: false });
+  try {
+    while (!signal.aborted) {
+      fold.addDefinitions(store.readDefinitions());
+      for (const event of reader.readNew()) {
+        const result = fold.apply(event);
+        if (id === undefined || event.task === id) write(`${describeEvent(event, result === 'accepted')}\n`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, pollMs);
+        signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+      });
+    }
+  } finally {
+    reader.close();
+  }
+}

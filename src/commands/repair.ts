@@ -1,0 +1,135 @@
+import { WorkerError } from '../errors.js';
+import { formatSpan } from '../core/reasons.js';
+import type { QueueState, TaskRecord } from '../core/queueState.js';
+import { processIsAlive, TaskLocks } from '../lock/taskLock.js';
+import { withQueueLock } from '../queue/queueLock.js';
+import type { CancelEvent, RetryEvent } from '../queue/schema.js';
+import { QueueStore } from '../queue/store.js';
+
+/**
+ * The commands people reach for when something went wrong: retry, cancel, unlock, clean. Each runs under
+ * the queue-wide lock, so two of them never interleave, and checks the state fresh inside it.
+ */
+async function underQueueLock<T>(dir: string, change: (store: QueueStore) => Promise<T>): Promise<T> {
+  const store = await QueueStore.open(dir);
+  try {
+    return await withQueueLock(store.paths.queueLock, async () => {
+      store.refresh();
+      return change(store);
+    });
+  } finally {
+    store.close();
+  }
+}
+
+function findTask(state: QueueState, id: string): TaskRecord {
+  const task = state.get(id);
+  if (!task) throw new WorkerError('NOT_FOUND', `no task "${id}"`, { hint: 'see `worker status` for the task ids' });
+  return task;
+}
+
+function refuse(message: string, hint: string): never {
+  throw new WorkerError('REJECTED', message, { hint: `nothing was changed; ${hint}` });
+}
+
+/** `worker retry`: failed tasks go back to pending with fresh attempts, which unblocks their dependents. */
+export async function retryTasks(dir: string, ids: readonly string[], allFailed: boolean, now: () => Date): Promise<string[]> {
+  if (allFailed === (ids.length > 0)) {
+    throw new WorkerError('USAGE', allFailed ? 'give either task ids or --failed, not both' : 'name the task to retry, or give --failed', {
+      hint: 'worker retry fetch-7   or   worker retry --failed',
+    });
+  }
+  return underQueueLock(dir, async (store) => {
+    const state = store.state;
+    const targets = allFailed ? state.tasks().filter((task) => task.state === 'failed') : ids.map((id) => findTask(state, id));
+    for (const task of targets) {
+      if (task.state !== 'failed') refuse(`task "${task.def.id}" is ${state.stateOf(task, state.blockedTasks())}; only failed tasks can be retried`, 'see `worker status --state failed`');
+    }
+    const at = now().toISOString();
+    const events: RetryEvent[] = targets.map((task) => ({ type: 'retry', task: task.def.id, at }));
+    if (events.length > 0) store.append(events);
+    return targets.map((task) => task.def.id);
+  });
+}
+
+/** `worker cancel`: a pending task will not run; it is failed with kind cancelled, and its dependents are blocked. */
+export async function cancelTask(dir: string, id: string, now: () => Date): Promise<{ blocked: string[] }> {
+  return underQueueLock(dir, async (store) => {
+    const task = findTask(store.state, id);
+    if (task.state === 'running') {
+      refuse(`task "${id}" is running on ${task.claim?.worker ?? 'a worker'}; a running task cannot be cancelled`, 'wait for its outcome, or stop its worker (Ctrl-C twice puts it back to pending)');
+    }
+    if (task.state !== 'pending') refuse(`task "${id}" is ${task.state}; only pending or blocked tasks can be cancelled`, 'see `worker show ' + id + '`');
+    const event: CancelEvent = { type: 'cancel', task: id, at: now().toISOString() };
+    store.append([event]);
+    store.refresh();
+    // A worker may have claimed it between our read and our append: the log decides.
+    if (store.state.get(id)?.lastError?.kind !== 'cancelled') {
+      throw new WorkerError('REJECTED', `task "${id}" was claimed by a worker just before it could be cancelled`, { hint: 'see `worker show ' + id + '`' });
+    }
+    const blocked = store.state.blockedTasks();
+    return { blocked: [...blocked.entries()].filter(([, root]) => root.def.id === id).map(([blockedId]) => blockedId) };
+  });
+}
+
+/** `worker unlock`: removes a task's lock whose holder is gone or stale. A live holder's lock is refused. */
+export async function unlockTask(dir: string, id: string, lockStaleMs: number, host: string, now: () => number): Promise<string> {
+  return underQueueLock(dir, async (store) => {
+    const task = findTask(store.state, id);
+    const locks = new TaskLocks(store.paths, lockStaleMs);
+    const lock = locks.inspect(id, now());
+    if (!lock.held) refuse(`task "${id}" has no lock`, 'there is nothing to unlock');
+    const owner = lock.owner ?? (task.claim ? { worker: task.claim.worker, pid: task.claim.pid, host: task.claim.host } : null);
+    const who = owner ? `${owner.worker} (pid ${owner.pid} on ${owner.host})` : 'an unknown worker';
+    const ownerGone = owner !== null && owner.host === host && !processIsAlive(owner.pid);
+    if (!ownerGone && !locks.isStale(lock)) {
+      refuse(`the lock of "${id}" is held by ${who}, which is alive (refreshed ${formatSpan(lock.ageMs ?? 0)} ago)`, 'stop that worker first, or wait: a lock that is not refreshed goes stale by itself');
+    }
+    locks.forceRemove(id);
+    const why = ownerGone ? 'whose process is gone' : `whose lock was not refreshed for ${formatSpan(lock.ageMs ?? 0)}`;
+    const next = task.state === 'running' ? '; the task is still running under that claim, and the next worker takes it over' : '';
+    return `removed the lock of ${id}, held by ${who}, ${why}${next}`;
+  });
+}
+
+export interface CleanResult {
+  removed: string[];
+  /** Completed tasks kept because a task that is not removed depends on them. */
+  kept: string[];
+}
+
+/**
+ * `worker clean`: removes completed tasks from queue.json (their events stay in the log). A task that a
+ * remaining task depends on is kept: with --completed silently counted, when named it is refused.
+ */
+export async function cleanTasks(dir: string, ids: readonly string[], options: { completed: boolean; olderThanMs: number | undefined; now: () => number }): Promise<CleanResult> {
+  if (options.completed === (ids.length > 0)) {
+    throw new WorkerError('USAGE', options.completed ? 'give either task ids or --completed, not both' : 'name the tasks to remove, or give --completed', {
+      hint: 'worker clean --completed --older-than 7d   or   worker clean fetch-1 fetch-2',
+    });
+  }
+  return underQueueLock(dir, async (store) => {
+    const state = store.state;
+    const cutoff = options.olderThanMs === undefined ? Infinity : options.now() - options.olderThanMs;
+    const named = new Set(ids);
+    for (const id of ids) {
+      const task = findTask(state, id);
+      if (task.state !== 'completed') refuse(`task "${id}" is ${state.stateOf(task, state.blockedTasks())}; only completed tasks can be removed`, 'see `worker status --state completed`');
+    }
+    const wanted = (task: TaskRecord) => task.state === 'completed' && (options.completed ? Date.parse(task.updatedAt) <= cutoff : named.has(task.def.id));
+    // Dependents come after their dependencies: from the end, a task goes only if all its dependents go.
+    const removed = new Set<string>();
+    const kept: string[] = [];
+    const tasks = state.tasks();
+    for (let i = tasks.length - 1; i >= 0; i -= 1) {
+      const task = tasks[i]!;
+      if (!wanted(task)) continue;
+      const stays = (task.dependents ?? []).find((dependent) => !removed.has(dependent.def.id));
+      if (stays === undefined) removed.add(task.def.id);
+      else if (named.has(task.def.id)) refuse(`task "${task.def.id}" is needed by "${stays.def.id}", which would be left depending on a task that no longer exists`, `remove "${stays.def.id}" too, or leave "${task.def.id}"`);
+      else kept.push(task.def.id);
+    }
+    if (removed.size > 0) await store.removeTasks(removed);
+    return { removed: tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id), kept: kept.reverse() };
+  });
+}

@@ -1,0 +1,94 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import writeFileAtomic from 'write-file-atomic';
+import type { QueuePaths } from '../queue/paths.js';
+import { processIsAlive } from '../lock/taskLock.js';
+
+/** A worker's heartbeat: locks/workers/<worker-id>.json, rewritten every HEARTBEAT_MS while it runs. */
+export interface Heartbeat {
+  worker: string;
+  pid: number;
+  host: string;
+  started_at: string;
+  beat_at: string;
+  state: 'running' | 'idle' | 'stopped';
+  current_task: string | null;
+  tasks_done: number;
+}
+
+export const HEARTBEAT_MS = 1000;
+/** A heartbeat older than this many intervals means its worker is dead or frozen. */
+const MISSED_BEATS = 5;
+
+export function heartbeatDir(paths: QueuePaths): string {
+  return join(paths.locksDir, 'workers');
+}
+
+/**
+ * Keeps the heartbeat file fresh on a timer: the worker loop only changes fields in memory, so a claim
+ * costs no extra write. The timer is unref'd and never keeps the process alive.
+ */
+export class HeartbeatWriter {
+  private readonly file: string;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(paths: QueuePaths, readonly beat: Heartbeat, private readonly now: () => number) {
+    fs.mkdirSync(heartbeatDir(paths), { recursive: true });
+    this.file = join(heartbeatDir(paths), `${beat.worker}.json`);
+  }
+
+  start(): void {
+    this.write();
+    this.timer = setInterval(() => this.write(), HEARTBEAT_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.beat.state = 'stopped';
+    this.beat.current_task = null;
+    this.write();
+  }
+
+  private write(): void {
+    this.beat.beat_at = new Date(this.now()).toISOString();
+    try {
+      writeFileAtomic.sync(this.file, `${JSON.stringify(this.beat)}\n`, { fsync: false });
+    } catch {
+      // A missed beat is not worth stopping work for; the next one tries again.
+    }
+  }
+}
+
+export type WorkerLiveness = 'alive' | 'dead' | 'stopped' | 'silent';
+
+export interface WorkerStatus extends Heartbeat {
+  liveness: WorkerLiveness;
+}
+
+/** Every heartbeat on file, judged: alive, stopped (exited cleanly), dead (pid gone), silent (no beat lately). */
+export function readWorkers(paths: QueuePaths, host: string, now: number): WorkerStatus[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(heartbeatDir(paths)).filter((name) => name.endsWith('.json'));
+  } catch {
+    return [];
+  }
+  const workers: WorkerStatus[] = [];
+  for (const name of names) {
+    let beat: Heartbeat;
+    try {
+      beat = JSON.parse(fs.readFileSync(join(heartbeatDir(paths), name), 'utf8')) as Heartbeat;
+    } catch {
+      continue;
+    }
+    workers.push({ ...beat, liveness: judge(beat, host, now) });
+  }
+  return workers.sort((a, b) => a.started_at.localeCompare(b.started_at));
+}
+
+function judge(beat: Heartbeat, host: string, now: number): WorkerLiveness {
+  if (beat.state === 'stopped') return 'stopped';
+  if (beat.host === host && !processIsAlive(beat.pid)) return 'dead';
+  return now - Date.parse(beat.beat_at) > HEARTBEAT_MS * MISSED_BEATS ? 'silent' : 'alive';
+}

@@ -1,0 +1,392 @@
+import { execFileSync } from 'node:child_process';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ServerResponse } from 'node:http';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { answerOk, startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
+import { BIN, runCli, startCli, withTempDir } from '../helpers/cli.js';
+
+let api: Api;
+beforeEach(async () => {
+  api = await startApi();
+});
+afterEach(async () => {
+  await api.close();
+});
+
+const FAST = ['--poll-interval', '100ms', '--backoff', '20ms'];
+
+async function addAll(dir: string, tasks: Array<{ id: string; deps?: string[]; instruction?: string }>): Promise<void> {
+  const file = join(dir, 'tasks.jsonl');
+  await writeFile(file, tasks.map((task) => JSON.stringify({ id: task.id, instruction: task.instruction ?? `do ${task.id}`, deps: task.deps ?? [] })).join('\n'));
+  const result = await runCli(['--dir', dir, 'add', '--file', file]);
+  expect(result.code, result.stderr).toBe(0);
+}
+
+async function statusOf(dir: string): Promise<Map<string, Record<string, any>>> {
+  const result = await runCli(['--dir', dir, 'status', '--json']);
+  expect(result.code, result.stderr).toBe(0);
+  return new Map((JSON.parse(result.stdout) as Array<Record<string, any>>).map((task) => [task.id as string, task]));
+}
+
+function holdCallsFor(taskId: string) {
+  const held: Array<{ call: ApiCall; res: ServerResponse }> = [];
+  let notify: (() => void) | undefined;
+  api.setBehaviour((call, res) => {
+    if (call.task_id !== taskId) return answerOk(call, res);
+    held.push({ call, res });
+    notify?.();
+  });
+  return {
+    held,
+    arrived: () => new Promise<void>((resolve) => {
+      notify = () => held.length > 0 && resolve();
+      notify();
+    }),
+  };
+}
+
+describe('worker serve', () => {
+  it('speaks the task contract over real HTTP: echoes, fails "fail:" tasks, replays idempotency keys, simulates failures', async () => {
+    const server = startCli(['serve', '--port', '0', '--latency', '5ms..20ms']);
+    const line = await server.waitForOutput(/listening at http/);
+    const url = /(http:\/\/\S+)/.exec(line)![1]!;
+    const post = (body: unknown, key?: string) =>
+      fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) }, body: JSON.stringify(body) });
+    const ok = await post({ task_id: 'a', instruction: 'Summarize', attempt: 1 }, 'a');
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ status: 'completed', task_id: 'a', output: 'done: Summarize' });
+    const again = await post({ task_id: 'a', instruction: 'Summarize', attempt: 2 }, 'a');
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await again.json()).toEqual({ status: 'completed', task_id: 'a', output: 'done: Summarize' });
+    const refused = await post({ task_id: 'b', instruction: 'fail: no source' });
+    expect(refused.status).toBe(422);
+    expect(await refused.json()).toEqual({ status: 'failed', error: 'refused: no source' });
+    expect((await post({ nothing: true })).status).toBe(400);
+    await server.waitForOutput(/task=a attempt=1 worker=\? → 200/);
+    server.process.kill('SIGINT');
+    const result = await server.exited;
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/stopped after 4 calls/);
+
+    const failing = startCli(['serve', '--port', '0', '--latency', '1ms', '--fail-rate', '1', '--status-code', '500']);
+    const failingUrl = /(http:\/\/\S+)/.exec(await failing.waitForOutput(/listening at/))![1]!;
+    const response = await fetch(failingUrl, { method: 'POST', body: JSON.stringify({ task_id: 'x', instruction: 'y' }) });
+    expect(response.status).toBe(500);
+    failing.process.kill('SIGTERM');
+    await failing.exited;
+  });
+
+  it('refuses bad settings with exit 2', async () => {
+    const latency = await runCli(['serve', '--latency', 'fast']);
+    expect(latency.code).toBe(2);
+    expect(latency.stderr).toMatch(/expected --latency to be a duration like 50ms or a range/);
+    const rate = await runCli(['serve', '--fail-rate', '2']);
+    expect(rate.code).toBe(2);
+    expect(rate.stderr).toMatch(/--fail-rate to be a share from 0 to 1/);
+  });
+});
+
+describe('worker demo', () => {
+  it('drains its graph with 3 workers and ends with the status table and where to look further', async () => {
+    await withTempDir(async (dir) => {
+      const root = join(dir, 'demo');
+      const result = await runCli(['--dir', root, 'demo']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stdout).toMatch(/worker demo: 20 tasks in /);
+      expect(result.stdout).toMatch(/^20 tasks: 0 pending, 0 running, 16 completed, 1 failed, 3 blocked$/m);
+      expect(result.stdout).toMatch(/^fetch-7\s+failed\s+1\s+-\s+http 422/m);
+      expect(result.stdout).toMatch(/^publish\s+blocked\s+0\s+review,index,appendix\s+dependency fetch-7 failed/m);
+      expect(result.stdout).toMatch(/^outline\s+completed/m);
+      expect(result.stdout).toContain(`worker --dir ${root} show fetch-7`);
+      const workers = await runCli(['--dir', root, 'workers', '--json']);
+      const seen = (JSON.parse(workers.stdout) as Array<{ worker: string; liveness: string }>).map((w) => `${w.worker} ${w.liveness}`).sort();
+      expect(seen).toEqual(['demo-1 stopped', 'demo-2 stopped', 'demo-3 stopped']);
+      const again = await runCli(['--dir', root, 'demo']);
+      expect(again.code).toBe(3);
+      expect(again.stderr).toMatch(/already holds a queue/);
+    });
+  });
+});
+
+describe('why is it not running?', () => {
+  it('status and show say it in words: running, waiting on deps, stuck with a dead worker, failed, blocked through a chain', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'fetch-3' }, { id: 'parse-1' }, { id: 'report', deps: ['fetch-3', 'parse-1'] }, { id: 'bad' }, { id: 'after-bad', deps: ['bad'] }, { id: 'later', deps: ['after-bad'] }]);
+      const hold = holdCallsFor('fetch-3');
+      api.setBehaviour((call, res) => {
+        if (call.task_id === 'fetch-3') {
+          hold.held.push({ call, res });
+          return;
+        }
+        if (call.task_id === 'bad') {
+          res.writeHead(400);
+          res.end('no such chapter');
+          return;
+        }
+        answerOk(call, res);
+      });
+      const doomed = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-doomed', '--lock-stale', '60s', '--max-idle', '0', '1']);
+      while (hold.held.length === 0) await new Promise((r) => setTimeout(r, 20));
+      let states = await statusOf(dir);
+      expect(states.get('fetch-3')!.reason).toMatch(/^running on w-doomed for \d+s \(attempt 1\)$/);
+      expect(states.get('report')!.reason).toMatch(/^waiting on 2 deps: fetch-3 \(running on w-doomed, \d+s\), parse-1 \(pending\)$/);
+      doomed.process.kill('SIGKILL');
+      await doomed.exited;
+      api.setBehaviour((call, res) => {
+        if (call.task_id !== 'bad') return answerOk(call, res);
+        res.writeHead(400);
+        res.end('no such chapter');
+      });
+      states = await statusOf(dir);
+      expect(states.get('fetch-3')!.stuck).toMatch(/^held by w-doomed, whose process is gone \(stuck \d+s\)$/);
+      expect(states.get('fetch-3')!.reason).toBe(states.get('fetch-3')!.stuck);
+      const table = await runCli(['--dir', dir, 'status']);
+      expect(table.stdout).toMatch(/fetch-3\s+running \(stuck\)/);
+
+      const drained = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
+      expect(drained.code, drained.stderr).toBe(0);
+      states = await statusOf(dir);
+      expect(states.get('bad')!.reason).toBe('failed after 1 attempt: http 400: no such chapter');
+      expect(states.get('after-bad')!.reason).toBe('blocked: dependency bad failed (http 400)');
+      expect(states.get('later')!.reason).toBe('blocked: dependency after-bad is blocked by bad, which failed (http 400)');
+      const shown = await runCli(['--dir', dir, 'show', 'later']);
+      expect(shown.stdout).toMatch(/^reason\s+blocked: dependency after-bad is blocked by bad/m);
+    });
+  });
+
+  it('an idle worker logs what it sees in the same words', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'bad' }, { id: 'child', deps: ['bad'] }]);
+      api.setBehaviour((_call, res) => {
+        res.writeHead(400);
+        res.end('nope');
+      });
+      const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--max-idle', '2']);
+      expect(result.code).toBe(0);
+      expect(result.stderr).toMatch(/idle 1\/2: 0 pending, 1 blocked \(dependency bad failed\), 0 completed, 1 failed/);
+    });
+  });
+});
+
+describe('inspection: show, logs, graph, workers', () => {
+  it('shows a task with its attempts, dependencies, dependents and result; logs and graphs the queue', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }]);
+      api.setBehaviour((call, res) => {
+        if (call.task_id === 'a' && call.attempt === 1) {
+          res.writeHead(503);
+          res.end('busy');
+        } else answerOk(call, res);
+      });
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--worker-id', 'w-1'])).code).toBe(0);
+      const shown = await runCli(['--dir', dir, 'show', 'a']);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toMatch(/^state\s+completed$/m);
+      expect(shown.stdout).toMatch(/attempt 1 retry by w-1 in \d+ ms: http 503: busy; retry at /);
+      expect(shown.stdout).toMatch(/attempt 2 completed by w-1 in \d+ ms, http 200/);
+      expect(shown.stdout).toMatch(/^dependents \(1\)\n {2}b {2}completed$/m);
+      expect(shown.stdout).toMatch(/"echo": "a"/);
+      const json = JSON.parse((await runCli(['--dir', dir, 'show', 'a', '--json'])).stdout);
+      expect(json.attempts.map((attempt: { outcome: string }) => attempt.outcome)).toEqual(['retry', 'completed']);
+      expect(json.result).toEqual({ status: 'completed', echo: 'a' });
+
+      const logs = await runCli(['--dir', dir, 'logs']);
+      expect(logs.stdout.trim().split('\n')).toHaveLength(6);
+      expect((await runCli(['--dir', dir, 'logs', 'b'])).stdout).toMatch(/^\S+ {2}b {2}claimed by w-1 \(attempt 1, pid \d+ on .+\)\n\S+ {2}b {2}attempt 1 completed/);
+      const mermaid = await runCli(['--dir', dir, 'graph']);
+      expect(mermaid.stdout).toBe('flowchart LR\n  n0["a · completed"]:::completed\n  n1["b · completed"]:::completed\n  n0 --> n1\n' +
+        '  classDef pending fill:#f5f5f5\n  classDef running fill:#d1ecf1\n  classDef completed fill:#d4edda\n  classDef failed fill:#f8d7da\n  classDef blocked fill:#fff3cd\n');
+      expect((await runCli(['--dir', dir, 'graph', '--format', 'dot'])).stdout).toContain('"a" -> "b";');
+      for (const command of [['show', 'nope'], ['logs', 'nope']]) {
+        const missing = await runCli(['--dir', dir, ...command]);
+        expect(missing.code).toBe(3);
+        expect(missing.stderr).toMatch(/no task "nope"/);
+      }
+      expect((await runCli(['--dir', dir, 'graph', '--format', 'png'])).code).toBe(2);
+    });
+  });
+
+  it('follows the log as events are appended', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      const follower = startCli(['--dir', dir, 'logs', '--follow']);
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(0);
+      await follower.waitForOutput(/a {2}attempt 1 completed/);
+      follower.process.kill('SIGINT');
+      expect((await follower.exited).code).toBe(0);
+    });
+  });
+
+  it('lists workers from their heartbeats: alive while running, dead when killed, stopped when they exit', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'slow' }]);
+      const hold = holdCallsFor('slow');
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-live', '--max-idle', '0']);
+      await hold.arrived();
+      const alive = JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout);
+      expect(alive).toMatchObject([{ worker: 'w-live', liveness: 'alive', pid: worker.process.pid }]);
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout)[0]).toMatchObject({ current_task: 'slow', state: 'running' });
+      worker.process.kill('SIGKILL');
+      await worker.exited;
+      const table = await runCli(['--dir', dir, 'workers']);
+      expect(table.stdout).toMatch(/^WORKER\s+STATE\s+PID\s+HOST\s+TASK\s+DONE\s+STARTED\s+LAST BEAT$/m);
+      expect(table.stdout).toMatch(/^w-live\s+dead\s+\d+/m);
+    });
+  });
+});
+
+describe('repair: retry, cancel, unlock, clean', () => {
+  it('cancel blocks the dependents of a pending task; refuses running and completed ones; retry undoes it', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'done' }, { id: 'busy' }, { id: 'skip-me' }, { id: 'child', deps: ['skip-me'] }]);
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '1'])).code).toBe(0);
+      const hold = holdCallsFor('busy');
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-busy', '--max-idle', '0', '1']);
+      await hold.arrived();
+      const running = await runCli(['--dir', dir, 'cancel', 'busy']);
+      expect(running.code).toBe(3);
+      expect(running.stderr).toMatch(/task "busy" is running on w-busy; a running task cannot be cancelled/);
+      const completed = await runCli(['--dir', dir, 'cancel', 'done']);
+      expect(completed.code).toBe(3);
+      expect(completed.stderr).toMatch(/task "done" is completed; only pending or blocked tasks can be cancelled/);
+      expect((await runCli(['--dir', dir, 'cancel', 'nope'])).code).toBe(3);
+      const cancelled = await runCli(['--dir', dir, 'cancel', 'skip-me']);
+      expect(cancelled.stdout).toBe('cancelled skip-me; blocked now: child\n');
+      hold.held[0]!.res.end('ok');
+      expect((await worker.exited).code).toBe(0);
+      let states = await statusOf(dir);
+      expect(states.get('skip-me')).toMatchObject({ state: 'failed', attempts: 0, last_error: { kind: 'cancelled' }, reason: 'cancelled by hand' });
+      expect(states.get('child')).toMatchObject({ state: 'blocked', reason: 'blocked: dependency skip-me was cancelled' });
+      const drained = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain']);
+      expect(drained.code).toBe(0);
+      expect(api.callsFor('skip-me')).toHaveLength(0);
+      expect((await runCli(['--dir', dir, 'retry', '--failed'])).stdout).toBe('pending again: skip-me\n');
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(0);
+      states = await statusOf(dir);
+      expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
+    });
+  });
+
+  it('unlock refuses a live lock, naming its worker, and removes a dead one', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'held' }]);
+      const hold = holdCallsFor('held');
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-holder', '--max-idle', '0', '--lock-stale', '60s']);
+      await hold.arrived();
+      const live = await runCli(['--dir', dir, 'unlock', 'held']);
+      expect(live.code).toBe(3);
+      expect(live.stderr).toMatch(/the lock of "held" is held by w-holder \(pid \d+ on .+\), which is alive/);
+      worker.process.kill('SIGKILL');
+      await worker.exited;
+      const removed = await runCli(['--dir', dir, 'unlock', 'held']);
+      expect(removed.code, removed.stderr).toBe(0);
+      expect(removed.stdout).toMatch(/removed the lock of held, held by w-holder .*, whose process is gone; the task is still running under that claim, and the next worker takes it over/);
+      const none = await runCli(['--dir', dir, 'unlock', 'held']);
+      expect(none.code).toBe(3);
+      expect(none.stderr).toMatch(/task "held" has no lock/);
+      api.setBehaviour(answerOk);
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s'])).code).toBe(0);
+      expect((await statusOf(dir)).get('held')).toMatchObject({ state: 'completed', attempts: 2 });
+    });
+  });
+
+  it('clean removes completed tasks, keeps what remaining tasks need, refuses to strand a dependent, and never reuses an id', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }, { id: 'c' }, { id: 'waits', deps: ['c'] }]);
+      api.setBehaviour((call, res) => {
+        if (call.task_id === 'waits') {
+          res.writeHead(400);
+          res.end();
+        } else answerOk(call, res);
+      });
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(0);
+      const strand = await runCli(['--dir', dir, 'clean', 'c']);
+      expect(strand.code).toBe(3);
+      expect(strand.stderr).toMatch(/task "c" is needed by "waits", which would be left depending on a task that no longer exists/);
+      const notCompleted = await runCli(['--dir', dir, 'clean', 'waits']);
+      expect(notCompleted.code).toBe(3);
+      expect(notCompleted.stderr).toMatch(/only completed tasks can be removed/);
+      const cleaned = await runCli(['--dir', dir, 'clean', '--completed']);
+      expect(cleaned.stdout).toBe('removed 2 completed tasks; kept 1 that remaining tasks depend on: c\n');
+      const states = await statusOf(dir);
+      expect([...states.keys()]).toEqual(['c', 'waits']);
+      expect(states.get('c')).toMatchObject({ state: 'completed' });
+      const reuse = await runCli(['--dir', dir, 'add', 'a', 'again']);
+      expect(reuse.code).toBe(3);
+      expect(reuse.stderr).toMatch(/task id "a" belonged to a task removed by `worker clean`/);
+      expect((await runCli(['--dir', dir, 'logs'])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'add', 'new', 'fresh', 'c'])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(0);
+      expect((await statusOf(dir)).get('new')).toMatchObject({ state: 'completed' });
+      const recent = await runCli(['--dir', dir, 'clean', '--completed', '--older-than', '7d']);
+      expect(recent.stdout).toBe('removed 0 completed tasks\n');
+    });
+  });
+});
+
+describe('live progress', () => {
+  it('worker run on a terminal shows a progress line under its log (read from a real pseudo-terminal)', async (context) => {
+    try {
+      execFileSync('tmux', ['-V']);
+    } catch {
+      context.skip('tmux is not installed (apt-get install tmux): the progress line cannot be read from a terminal');
+    }
+    await withTempDir(async (dir) => {
+      await addAll(dir, Array.from({ length: 6 }, (_, i) => ({ id: `t${i}` })));
+      const session = `worker-test-${process.pid}`;
+      api.setBehaviour((call, res) => {
+        setTimeout(() => answerOk(call, res), 150);
+      });
+      const command = `${process.execPath} ${BIN} --dir ${dir} run --api-url ${api.url} --poll-interval 100ms --max-idle 0; sleep 30`;
+      execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '160', '-y', '20', command], { env: { ...process.env, NO_COLOR: '1' } });
+      try {
+        let screen = '';
+        for (let i = 0; i < 100 && !/6\/6 completed/.test(screen); i += 1) {
+          await new Promise((r) => setTimeout(r, 100));
+          screen = execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+        }
+        const lines = screen.split('\n').filter((line) => line.trim() !== '');
+        expect(lines.at(-1)).toMatch(/^6\/6 completed · 0 running · 0 failed · 0 blocked · \d+\.\d\/s · [\d.]+m?s$/);
+        expect(screen).toMatch(/INFO {2}w-[0-9a-f]{4} completed t5 in \d+ms \(http 200\)/);
+        expect(screen).not.toMatch(/\u001b\[3\dm/);
+      } finally {
+        execFileSync('tmux', ['kill-session', '-t', session]);
+      }
+    });
+  });
+
+  it('status --watch redraws until stopped', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      const watcher = startCli(['--dir', dir, 'status', '--watch', '200ms']);
+      await new Promise((r) => setTimeout(r, 900));
+      watcher.process.kill('SIGINT');
+      const result = await watcher.exited;
+      expect(result.code).toBe(0);
+      expect(result.stdout.match(/1 task: 1 pending/g)!.length).toBeGreaterThanOrEqual(2);
+    });
+  });
+});
+
+describe('leftover locks', () => {
+  it('a worker sweeps a lock left by a dead worker on a task that holds no claim', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'orphan' }]);
+      const shardDirs = await readdir(join(dir, 'locks')).catch(() => []);
+      expect(shardDirs.filter((name) => /^[0-9a-f]{2}$/.test(name))).toEqual([]);
+      // A lock folder and owner record exactly as a worker killed between locking and claiming leaves them.
+      const { lockShard } = await import('../../src/queue/paths.js');
+      const shard = join(dir, 'locks', lockShard('orphan'));
+      execFileSync('mkdir', ['-p', join(shard, 'orphan.lock')]);
+      const dead = execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+      await writeFile(join(shard, 'orphan.owner.json'), JSON.stringify({ worker: 'w-gone', pid: Number(dead), host: (await import('node:os')).hostname(), token: 'x', claimed_at: new Date().toISOString() }));
+      const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toMatch(/removed the leftover lock of orphan/);
+      expect((await statusOf(dir)).get('orphan')).toMatchObject({ state: 'completed' });
+    });
+  });
+});
