@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ServerResponse } from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { answerOk, startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
+import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
 import { BIN, runCli, startCli, withTempDir } from '../helpers/cli.js';
+import { addAll, holdCallsFor, statusById } from '../helpers/queue.js';
 
 let api: Api;
 beforeEach(async () => {
@@ -15,36 +15,6 @@ afterEach(async () => {
 });
 
 const FAST = ['--poll-interval', '100ms', '--backoff', '20ms'];
-
-async function addAll(dir: string, tasks: Array<{ id: string; deps?: string[]; instruction?: string }>): Promise<void> {
-  const file = join(dir, 'tasks.jsonl');
-  await writeFile(file, tasks.map((task) => JSON.stringify({ id: task.id, instruction: task.instruction ?? `do ${task.id}`, deps: task.deps ?? [] })).join('\n'));
-  const result = await runCli(['--dir', dir, 'add', '--file', file]);
-  expect(result.code, result.stderr).toBe(0);
-}
-
-async function statusOf(dir: string): Promise<Map<string, Record<string, any>>> {
-  const result = await runCli(['--dir', dir, 'status', '--json']);
-  expect(result.code, result.stderr).toBe(0);
-  return new Map((JSON.parse(result.stdout) as Array<Record<string, any>>).map((task) => [task.id as string, task]));
-}
-
-function holdCallsFor(taskId: string) {
-  const held: Array<{ call: ApiCall; res: ServerResponse }> = [];
-  let notify: (() => void) | undefined;
-  api.setBehaviour((call, res) => {
-    if (call.task_id !== taskId) return answerOk(call, res);
-    held.push({ call, res });
-    notify?.();
-  });
-  return {
-    held,
-    arrived: () => new Promise<void>((resolve) => {
-      notify = () => held.length > 0 && resolve();
-      notify();
-    }),
-  };
-}
 
 describe('worker serve', () => {
   it('speaks the task contract over real HTTP: echoes, fails "fail:" tasks, replays idempotency keys, simulates failures', async () => {
@@ -113,7 +83,7 @@ describe('why is it not running?', () => {
   it('status and show say it in words: running, waiting on deps, stuck with a dead worker, failed, blocked through a chain', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'fetch-3' }, { id: 'parse-1' }, { id: 'report', deps: ['fetch-3', 'parse-1'] }, { id: 'bad' }, { id: 'after-bad', deps: ['bad'] }, { id: 'later', deps: ['after-bad'] }]);
-      const hold = holdCallsFor('fetch-3');
+      const hold = holdCallsFor(api, 'fetch-3');
       api.setBehaviour((call, res) => {
         if (call.task_id === 'fetch-3') {
           hold.held.push({ call, res });
@@ -128,7 +98,7 @@ describe('why is it not running?', () => {
       });
       const doomed = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-doomed', '--lock-stale', '60s', '--max-idle', '0', '1']);
       while (hold.held.length === 0) await new Promise((r) => setTimeout(r, 20));
-      let states = await statusOf(dir);
+      let states = await statusById(dir);
       expect(states.get('fetch-3')!.reason).toMatch(/^running on w-doomed for \d+s \(attempt 1\)$/);
       expect(states.get('report')!.reason).toMatch(/^waiting on 2 deps: fetch-3 \(running on w-doomed, \d+s\), parse-1 \(pending\)$/);
       doomed.process.kill('SIGKILL');
@@ -138,7 +108,7 @@ describe('why is it not running?', () => {
         res.writeHead(400);
         res.end('no such chapter');
       });
-      states = await statusOf(dir);
+      states = await statusById(dir);
       expect(states.get('fetch-3')!.stuck).toMatch(/^held by w-doomed, whose process is gone \(stuck \d+s\)$/);
       expect(states.get('fetch-3')!.reason).toBe(states.get('fetch-3')!.stuck);
       const table = await runCli(['--dir', dir, 'status']);
@@ -146,7 +116,7 @@ describe('why is it not running?', () => {
 
       const drained = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
       expect(drained.code, drained.stderr).toBe(0);
-      states = await statusOf(dir);
+      states = await statusById(dir);
       expect(states.get('bad')!.reason).toBe('failed after 1 attempt: http 400: no such chapter');
       expect(states.get('after-bad')!.reason).toBe('blocked: dependency bad failed (http 400)');
       expect(states.get('later')!.reason).toBe('blocked: dependency after-bad is blocked by bad, which failed (http 400)');
@@ -222,7 +192,7 @@ describe('inspection: show, logs, graph, workers', () => {
   it('lists workers from their heartbeats: alive while running, dead when killed, stopped when they exit', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'slow' }]);
-      const hold = holdCallsFor('slow');
+      const hold = holdCallsFor(api, 'slow');
       const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-live', '--max-idle', '0']);
       await hold.arrived();
       const alive = JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout);
@@ -243,7 +213,7 @@ describe('repair: retry, cancel, unlock, clean', () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'done' }, { id: 'busy' }, { id: 'skip-me' }, { id: 'child', deps: ['skip-me'] }]);
       expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '1'])).code).toBe(0);
-      const hold = holdCallsFor('busy');
+      const hold = holdCallsFor(api, 'busy');
       const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-busy', '--max-idle', '0', '1']);
       await hold.arrived();
       const running = await runCli(['--dir', dir, 'cancel', 'busy']);
@@ -257,7 +227,7 @@ describe('repair: retry, cancel, unlock, clean', () => {
       expect(cancelled.stdout).toBe('cancelled skip-me; blocked now: child\n');
       hold.held[0]!.res.end('ok');
       expect((await worker.exited).code).toBe(0);
-      let states = await statusOf(dir);
+      let states = await statusById(dir);
       expect(states.get('skip-me')).toMatchObject({ state: 'failed', attempts: 0, last_error: { kind: 'cancelled' }, reason: 'cancelled by hand' });
       expect(states.get('child')).toMatchObject({ state: 'blocked', reason: 'blocked: dependency skip-me was cancelled' });
       const drained = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain']);
@@ -265,7 +235,7 @@ describe('repair: retry, cancel, unlock, clean', () => {
       expect(api.callsFor('skip-me')).toHaveLength(0);
       expect((await runCli(['--dir', dir, 'retry', '--failed'])).stdout).toBe('pending again: skip-me\n');
       expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(0);
-      states = await statusOf(dir);
+      states = await statusById(dir);
       expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
     });
   });
@@ -273,7 +243,7 @@ describe('repair: retry, cancel, unlock, clean', () => {
   it('unlock refuses a live lock, naming its worker, and removes a dead one', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'held' }]);
-      const hold = holdCallsFor('held');
+      const hold = holdCallsFor(api, 'held');
       const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-holder', '--max-idle', '0', '--lock-stale', '60s']);
       await hold.arrived();
       const live = await runCli(['--dir', dir, 'unlock', 'held']);
@@ -289,7 +259,7 @@ describe('repair: retry, cancel, unlock, clean', () => {
       expect(none.stderr).toMatch(/task "held" has no lock/);
       api.setBehaviour(answerOk);
       expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s'])).code).toBe(0);
-      expect((await statusOf(dir)).get('held')).toMatchObject({ state: 'completed', attempts: 2 });
+      expect((await statusById(dir)).get('held')).toMatchObject({ state: 'completed', attempts: 2 });
     });
   });
 
@@ -311,7 +281,7 @@ describe('repair: retry, cancel, unlock, clean', () => {
       expect(notCompleted.stderr).toMatch(/only completed tasks can be removed/);
       const cleaned = await runCli(['--dir', dir, 'clean', '--completed']);
       expect(cleaned.stdout).toBe('removed 2 completed tasks; kept 1 that remaining tasks depend on: c\n');
-      const states = await statusOf(dir);
+      const states = await statusById(dir);
       expect([...states.keys()]).toEqual(['c', 'waits']);
       expect(states.get('c')).toMatchObject({ state: 'completed' });
       const reuse = await runCli(['--dir', dir, 'add', 'a', 'again']);
@@ -320,7 +290,7 @@ describe('repair: retry, cancel, unlock, clean', () => {
       expect((await runCli(['--dir', dir, 'logs'])).code).toBe(0);
       expect((await runCli(['--dir', dir, 'add', 'new', 'fresh', 'c'])).code).toBe(0);
       expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(0);
-      expect((await statusOf(dir)).get('new')).toMatchObject({ state: 'completed' });
+      expect((await statusById(dir)).get('new')).toMatchObject({ state: 'completed' });
       const recent = await runCli(['--dir', dir, 'clean', '--completed', '--older-than', '7d']);
       expect(recent.stdout).toBe('removed 0 completed tasks\n');
     });
@@ -386,7 +356,7 @@ describe('leftover locks', () => {
       const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
       expect(result.code, result.stderr).toBe(0);
       expect(result.stderr).toMatch(/removed the leftover lock of orphan/);
-      expect((await statusOf(dir)).get('orphan')).toMatchObject({ state: 'completed' });
+      expect((await statusById(dir)).get('orphan')).toMatchObject({ state: 'completed' });
     });
   });
 });

@@ -1,9 +1,9 @@
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ServerResponse } from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { answerOk, startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
+import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir } from '../helpers/cli.js';
+import { addAll, holdCallsFor, lockFiles, logEvents, statusById } from '../helpers/queue.js';
 
 let api: Api;
 beforeEach(async () => {
@@ -18,50 +18,6 @@ const FAST = ['--poll-interval', '100ms', '--max-idle', '5', '--backoff', '20ms'
 
 function runArgs(dir: string, ...extra: string[]): string[] {
   return ['--dir', dir, 'run', '--api-url', api.url, ...FAST, ...extra];
-}
-
-async function addAll(dir: string, lines: Array<{ id: string; deps?: string[] }>): Promise<void> {
-  const file = join(dir, 'tasks.jsonl');
-  await writeFile(file, lines.map((task) => JSON.stringify({ id: task.id, instruction: `do ${task.id}`, deps: task.deps ?? [] })).join('\n'));
-  const result = await runCli(['--dir', dir, 'add', '--file', file]);
-  expect(result.code, result.stderr).toBe(0);
-}
-
-async function status(dir: string): Promise<Map<string, Record<string, any>>> {
-  const result = await runCli(['--dir', dir, 'status', '--json']);
-  expect(result.code, result.stderr).toBe(0);
-  return new Map((JSON.parse(result.stdout) as Array<Record<string, any>>).map((task) => [task.id as string, task]));
-}
-
-async function logEvents(dir: string): Promise<Array<Record<string, any>>> {
-  const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
-  return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
-}
-
-/** Lock folders and owner records left anywhere below locks/ (shard folders themselves may stay). */
-async function lockFiles(dir: string): Promise<string[]> {
-  const entries = await readdir(join(dir, 'locks'), { recursive: true });
-  return entries.filter((name) => /\.(lock|owner\.json)$/.test(name));
-}
-
-/** Holds every call for `taskId` until released; other tasks are answered at once. */
-function holdCallsFor(taskId: string) {
-  const held: Array<{ call: ApiCall; res: ServerResponse }> = [];
-  let notify: (() => void) | undefined;
-  api.setBehaviour((call, res) => {
-    if (call.task_id !== taskId) return answerOk(call, res);
-    held.push({ call, res });
-    notify?.();
-  });
-  return {
-    held,
-    arrived: (count: number) =>
-      new Promise<void>((resolve) => {
-        const check = () => held.length >= count && resolve();
-        notify = check;
-        check();
-      }),
-  };
 }
 
 describe('worker run: exactly once, in dependency order', () => {
@@ -89,7 +45,7 @@ describe('worker run: exactly once, in dependency order', () => {
         expect(call.idempotencyKey).toBe(task.id);
         for (const dep of task.deps) expect(call.receivedAt).toBeGreaterThanOrEqual(byId.get(dep)!.answeredAt!);
       }
-      const states = await status(dir);
+      const states = await statusById(dir);
       expect([...states.values()].every((task) => task.state === 'completed' && task.attempts === 1)).toBe(true);
       expect(states.get('t0')!.result).toEqual({ status: 'completed', echo: 't0' });
       expect(new Set(api.calls.map((call) => call.worker)).size).toBeGreaterThan(1);
@@ -142,7 +98,7 @@ describe('worker run: failures are classified and recorded', () => {
       await addAll(dir, [{ id: 'a' }]);
       const result = await runCli(['--dir', dir, 'run', '--api-url', 'http://127.0.0.1:9/down', ...FAST, '--drain', '--max-attempts', '3']);
       expect(result.code, result.stderr).toBe(0);
-      const task = (await status(dir)).get('a')!;
+      const task = (await statusById(dir)).get('a')!;
       expect(task).toMatchObject({ state: 'failed', attempts: 3, last_error: { kind: 'connect' } });
       const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome');
       expect(outcomes.map((event) => event.outcome)).toEqual(['retry', 'retry', 'failed']);
@@ -158,7 +114,7 @@ describe('worker run: failures are classified and recorded', () => {
       api.setBehaviour(() => undefined); // never answers
       const result = await runCli(runArgs(dir, '--drain', '--timeout', '300ms', '--max-attempts', '2'));
       expect(result.code, result.stderr).toBe(0);
-      expect((await status(dir)).get('slow')).toMatchObject({ state: 'failed', attempts: 2, last_error: { kind: 'timeout' } });
+      expect((await statusById(dir)).get('slow')).toMatchObject({ state: 'failed', attempts: 2, last_error: { kind: 'timeout' } });
       expect(api.callsFor('slow')).toHaveLength(2);
     });
   });
@@ -174,7 +130,7 @@ describe('worker run: failures are classified and recorded', () => {
       });
       const result = await runCli(runArgs(dir, '--drain'));
       expect(result.code, result.stderr).toBe(0);
-      expect((await status(dir)).get('flaky')).toMatchObject({ state: 'completed', attempts: 2 });
+      expect((await statusById(dir)).get('flaky')).toMatchObject({ state: 'completed', attempts: 2 });
       expect(api.calls.map((call) => [call.attempt, call.idempotencyKey])).toEqual([[1, 'flaky'], [2, 'flaky']]);
       const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome');
       expect(outcomes[0]).toMatchObject({ outcome: 'retry', http_status: 500, error: { kind: 'http', http_status: 500 } });
@@ -211,7 +167,7 @@ describe('worker run: failures are classified and recorded', () => {
       });
       const result = await runCli(runArgs(dir, '--drain'));
       expect(result.code, result.stderr).toBe(0);
-      const states = await status(dir);
+      const states = await statusById(dir);
       expect(states.get('bad-request')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'http', http_status: 400 } });
       expect(states.get('refused')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'api_failed', message: expect.stringContaining('budget too small; try again later') } });
       expect(api.calls).toHaveLength(2);
@@ -229,7 +185,7 @@ describe('worker run: failures are classified and recorded', () => {
       });
       const first = await runCli(runArgs(dir, '--drain'));
       expect(first.code, first.stderr).toBe(0);
-      let states = await status(dir);
+      let states = await statusById(dir);
       expect([...states.values()].map((task) => [task.id, task.state])).toEqual([['root', 'failed'], ['child', 'blocked'], ['grandchild', 'blocked'], ['free', 'completed']]);
       expect(states.get('grandchild')!.blocked_by).toBe('root');
       const table = await runCli(['--dir', dir, 'status']);
@@ -244,7 +200,7 @@ describe('worker run: failures are classified and recorded', () => {
       expect((await runCli(['--dir', dir, 'retry', 'root'])).stdout).toBe('pending again: root\n');
       const second = await runCli(runArgs(dir, '--drain'));
       expect(second.code, second.stderr).toBe(0);
-      states = await status(dir);
+      states = await statusById(dir);
       expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
       expect(states.get('root')!.attempts).toBe(1);
     });
@@ -255,7 +211,7 @@ describe('worker run: crashes, freezes and signals', () => {
   it('a worker SIGKILLed in the middle of a call: another worker completes the task at once; nothing else runs twice', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'a' }, { id: 'victim' }, { id: 'c' }, { id: 'd', deps: ['victim'] }]);
-      const hold = holdCallsFor('victim');
+      const hold = holdCallsFor(api, 'victim');
       const doomed = startCli(runArgs(dir, '--worker-id', 'doomed', '--lock-stale', '60s'));
       await hold.arrived(1);
       doomed.process.kill('SIGKILL');
@@ -267,7 +223,7 @@ describe('worker run: crashes, freezes and signals', () => {
       // Far sooner than --lock-stale: the owner's pid is gone.
       expect(Date.now() - started).toBeLessThan(30_000);
       expect(rescuer.stderr).toMatch(/taking over victim: held by doomed, whose process is gone/);
-      const states = await status(dir);
+      const states = await statusById(dir);
       expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
       expect(states.get('victim')!.attempts).toBe(2);
       const victimCalls = api.callsFor('victim');
@@ -280,7 +236,7 @@ describe('worker run: crashes, freezes and signals', () => {
   it('a worker frozen past --lock-stale loses its task to another; after SIGCONT it records nothing and says so', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'frozen-task' }]);
-      const hold = holdCallsFor('frozen-task');
+      const hold = holdCallsFor(api, 'frozen-task');
       const frozen = startCli(runArgs(dir, '--worker-id', 'frozen', '--lock-stale', '2s', '--max-idle', '0'));
       await hold.arrived(1);
       frozen.process.kill('SIGSTOP');
@@ -298,7 +254,7 @@ describe('worker run: crashes, freezes and signals', () => {
       const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome' && event.task === 'frozen-task');
       expect(outcomes).toHaveLength(1);
       expect(outcomes[0]).toMatchObject({ worker: 'other', outcome: 'completed', result: { by: 'other' } });
-      expect((await status(dir)).get('frozen-task')).toMatchObject({ state: 'completed', result: { by: 'other' } });
+      expect((await statusById(dir)).get('frozen-task')).toMatchObject({ state: 'completed', result: { by: 'other' } });
       expect(await lockFiles(dir)).toEqual([]);
     });
   });
@@ -306,7 +262,7 @@ describe('worker run: crashes, freezes and signals', () => {
   it('SIGINT during a call: the task completes, the worker exits 0, its lock is gone', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'long' }, { id: 'next' }]);
-      const hold = holdCallsFor('long');
+      const hold = holdCallsFor(api, 'long');
       const worker = startCli(runArgs(dir, '--max-idle', '0'));
       await hold.arrived(1);
       worker.process.kill('SIGINT');
@@ -316,7 +272,7 @@ describe('worker run: crashes, freezes and signals', () => {
       expect(result.code, result.stderr).toBe(0);
       expect(result.stderr).toMatch(/completed long/);
       expect(result.stderr).toMatch(/stopping: stopped by a signal/);
-      const states = await status(dir);
+      const states = await statusById(dir);
       expect(states.get('long')).toMatchObject({ state: 'completed', result: 'done' });
       expect(states.get('next')).toMatchObject({ state: 'pending', attempts: 0 });
       expect(api.callsFor('next')).toHaveLength(0);
@@ -327,7 +283,7 @@ describe('worker run: crashes, freezes and signals', () => {
   it('a second signal abandons the call: the task is pending again, the worker exits 130, its lock is gone', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'long' }]);
-      const hold = holdCallsFor('long');
+      const hold = holdCallsFor(api, 'long');
       const worker = startCli(runArgs(dir, '--max-idle', '0'));
       await hold.arrived(1);
       worker.process.kill('SIGTERM');
@@ -336,7 +292,7 @@ describe('worker run: crashes, freezes and signals', () => {
       const result = await worker.exited;
       expect(result.code, result.stderr).toBe(130);
       expect(result.stderr).toMatch(/task "long" was put back to pending/);
-      expect((await status(dir)).get('long')).toMatchObject({ state: 'pending', attempts: 1 });
+      expect((await statusById(dir)).get('long')).toMatchObject({ state: 'pending', attempts: 1 });
       expect(await lockFiles(dir)).toEqual([]);
     });
   });

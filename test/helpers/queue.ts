@@ -1,0 +1,52 @@
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ServerResponse } from 'node:http';
+import { expect } from 'vitest';
+import { answerOk, type Api, type ApiCall } from './apiServer.js';
+import { runCli } from './cli.js';
+
+/** Adds tasks through `worker add --file`, as a user would. */
+export async function addAll(dir: string, tasks: Array<{ id: string; deps?: string[]; instruction?: string }>): Promise<void> {
+  const file = join(dir, 'tasks.jsonl');
+  await writeFile(file, tasks.map((task) => JSON.stringify({ id: task.id, instruction: task.instruction ?? `do ${task.id}`, deps: task.deps ?? [] })).join('\n'));
+  const result = await runCli(['--dir', dir, 'add', '--file', file]);
+  expect(result.code, result.stderr).toBe(0);
+}
+
+/** `worker status --json`, by task id. */
+export async function statusById(dir: string): Promise<Map<string, Record<string, any>>> {
+  const result = await runCli(['--dir', dir, 'status', '--json']);
+  expect(result.code, result.stderr).toBe(0);
+  return new Map((JSON.parse(result.stdout) as Array<Record<string, any>>).map((task) => [task.id as string, task]));
+}
+
+export async function logEvents(dir: string): Promise<Array<Record<string, any>>> {
+  const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
+  return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
+}
+
+/** Lock folders and owner records left anywhere below locks/ (shard folders and heartbeats may stay). */
+export async function lockFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(join(dir, 'locks'), { recursive: true });
+  return entries.filter((name) => /\.(lock|owner\.json)$/.test(name));
+}
+
+/** Holds every call for `taskId` until the test answers it; other tasks are answered at once. */
+export function holdCallsFor(api: Api, taskId: string) {
+  const held: Array<{ call: ApiCall; res: ServerResponse }> = [];
+  let notify: (() => void) | undefined;
+  api.setBehaviour((call, res) => {
+    if (call.task_id !== taskId) return answerOk(call, res);
+    held.push({ call, res });
+    notify?.();
+  });
+  return {
+    held,
+    arrived: (count = 1) =>
+      new Promise<void>((resolve) => {
+        const check = () => held.length >= count && resolve();
+        notify = check;
+        check();
+      }),
+  };
+}
