@@ -158,23 +158,19 @@ function buildProgram(): Command {
           stop.abort();
         } else abort.abort();
       };
+      // Kept until the process ends: a second signal that arrives while it exits must not kill it mid-way.
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
-      try {
-        // Loaded only here: undici is the slowest module to load, and only `run` needs it.
-        const { runWorker } = await import('./commands/run.js');
-        await runWorker({
-          dir: dirOf(command),
-          config,
-          writeLog: (line) => process.stderr.write(line),
-          signals: { stop: stop.signal, abort: abort.signal },
-          progress: process.stderr.isTTY === true && config.verbosity !== 'quiet' && config.logFormat === 'text',
-          colors: colorsEnabled(process.stderr, env),
-        });
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
+      // Loaded only here: undici is the slowest module to load, and only `run` needs it.
+      const { runWorker } = await import('./commands/run.js');
+      await runWorker({
+        dir: dirOf(command),
+        config,
+        writeLog: (line) => process.stderr.write(line),
+        signals: { stop: stop.signal, abort: abort.signal },
+        progress: process.stderr.isTTY === true && config.verbosity !== 'quiet' && config.logFormat === 'text',
+        colors: colorsEnabled(process.stderr, env),
+      });
     });
 
   program

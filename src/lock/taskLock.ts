@@ -47,9 +47,10 @@ export class TaskLocks {
     const files = taskLockPaths(this.paths, taskId);
     if (!this.shardsMade.has(files.shardDir)) {
       try {
-        fs.mkdirSync(files.shardDir, { recursive: true });
+        // Not recursive: locks/ exists, and a recursive mkdir reports ENOENT instead of EROFS or EACCES.
+        fs.mkdirSync(files.shardDir);
       } catch (error) {
-        throw ioError('create the folder', files.shardDir, error);
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError('create the folder', files.shardDir, error);
       }
       this.shardsMade.add(files.shardDir);
     }

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import type { QueuePaths } from '../queue/paths.js';
 import { processIsAlive } from '../lock/taskLock.js';
@@ -33,7 +33,6 @@ export class HeartbeatWriter {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(paths: QueuePaths, readonly beat: Heartbeat, private readonly now: () => number) {
-    fs.mkdirSync(heartbeatDir(paths), { recursive: true });
     this.file = join(heartbeatDir(paths), `${beat.worker}.json`);
   }
 
@@ -53,6 +52,7 @@ export class HeartbeatWriter {
   private write(): void {
     this.beat.beat_at = new Date(this.now()).toISOString();
     try {
+      fs.mkdirSync(dirname(this.file), { recursive: true });
       writeFileAtomic.sync(this.file, `${JSON.stringify(this.beat)}\n`, { fsync: false });
     } catch {
       // A missed beat is not worth stopping work for; the next one tries again.

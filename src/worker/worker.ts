@@ -20,6 +20,8 @@ import type { Heartbeat } from './heartbeat.js';
 const CANDIDATES_PER_CHECK = 6;
 /** Other workers count as active this long after one was last seen: until then, claims are spread. */
 const OTHERS_ACTIVE_MS = 2000;
+/** A lock folder with no owner record for this long was left by a worker that died while claiming or releasing. */
+const OWNERLESS_LOCK_MS = 2000;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
 
@@ -125,12 +127,14 @@ export class Worker {
       this.deps.heartbeat.state = 'idle';
       if (now() >= nextIdleCheckAt) {
         idleChecks += 1;
-        const limit = this.config.maxIdle === 0 || this.config.drain ? '∞' : String(this.config.maxIdle);
+        const limit = this.config.maxIdle === 0 || (this.config.drain && !this.summary.lastError) ? '∞' : String(this.config.maxIdle);
         const seen = this.summary.lastError ? `cannot read the queue: ${this.summary.lastError.message}` : describeIdle(this.deps.store.state, now(), this.lockedByOthers);
         logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
         await this.sweepLeftoverLocks();
-        // --drain decides by itself when to stop: it waits out backoffs and other workers' running tasks.
-        if (!this.config.drain && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
+        // --drain decides by itself when to stop (it waits out backoffs and other workers' running tasks),
+        // unless the queue cannot be read at all: then the idle limit ends it, with that error.
+        const countsTowardLimit = !this.config.drain || this.summary.lastError !== undefined;
+        if (countsTowardLimit && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
         nextIdleCheckAt = now() + this.config.pollIntervalMs;
       }
       const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;
@@ -140,6 +144,7 @@ export class Worker {
 
   private async finish(reason: ExitReason, started: number): Promise<RunSummary> {
     await Promise.all(this.releasing);
+    if (reason === 'drained' || reason === 'idle') await this.sweepLeftoverLocks();
     this.summary.reason = reason;
     this.summary.durationMs = this.deps.now() - started;
     return this.summary;
@@ -196,7 +201,9 @@ export class Worker {
       if (!lock.held) return false;
       const owner = lock.owner;
       const ownerDead = owner !== null && owner.host === this.deps.host && owner.pid !== this.deps.pid && !processIsAlive(owner.pid);
-      return ownerDead || locks.isStale(lock);
+      // A claim writes its owner record right after its lock: a lock without one for long has lost its maker.
+      const ownerNeverWritten = owner === null && (lock.ageMs ?? 0) > OWNERLESS_LOCK_MS;
+      return ownerDead || ownerNeverWritten || locks.isStale(lock);
     };
     try {
       const leftovers = locks.heldTaskIds().filter(isLeftover);

@@ -1,0 +1,34 @@
+/** A worker process killed on purpose, and when. */
+export interface Kill {
+  worker: string;
+  at: number;
+}
+
+/** What the API recorded of one call. */
+export interface RecordedCall {
+  task_id: string;
+  worker: string | undefined;
+  idempotencyKey: string | undefined;
+  receivedAt: number;
+  answeredAt?: number;
+  /** The API failed this call on purpose (500, reset, hang): a retry of it is expected. */
+  failedOnPurpose?: boolean;
+}
+
+export interface Verdict {
+  tasks: number;
+  calls: number;
+  /** Tasks called more than once whose earlier call's worker was killed after that call began. */
+  explainedRepeats: number;
+  /** Repeats after a call the API failed on purpose. */
+  retriedRepeats: number;
+  problems: string[];
+}
+
+export function checkGuarantees(
+  dir: string,
+  tasks: ReadonlyArray<{ id: string; deps: string[] }>,
+  calls: readonly RecordedCall[],
+  kills: readonly Kill[],
+  finalStates: ReadonlyMap<string, Record<string, unknown>>,
+): Promise<Verdict>;

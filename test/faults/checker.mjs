@@ -1,0 +1,78 @@
+// The guarantees, checked from the outside: the API's own record of calls and the final execution log.
+// Plain JavaScript, so that both the fault suite (vitest) and the soak script (node) use the same checks.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/**
+ * - every task ends completed;
+ * - a task is called again only if a worker died during an earlier call of it, or the API failed that call
+ *   (retryable), always with the same idempotency key;
+ * - no call of a task starts before all its dependencies were answered;
+ * - in the log, every counted claim comes when all its task's dependencies are completed, and every task
+ *   has exactly one counted final outcome.
+ */
+export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
+  const problems = [];
+  const callsByTask = new Map();
+  for (const call of calls) callsByTask.set(call.task_id, [...(callsByTask.get(call.task_id) ?? []), call]);
+  // A killed worker died during its last call (or before recording it): only that call may be repeated.
+  const killed = new Set(kills.map((kill) => kill.worker));
+  const lastCallOf = new Map();
+  for (const call of calls) if (!lastCallOf.has(call.worker) || lastCallOf.get(call.worker).receivedAt <= call.receivedAt) lastCallOf.set(call.worker, call);
+  let explainedRepeats = 0;
+  let retriedRepeats = 0;
+  for (const task of tasks) {
+    const state = finalStates.get(task.id)?.state;
+    if (state !== 'completed') problems.push(`${task.id} ended ${state ?? 'missing'}`);
+    const taskCalls = callsByTask.get(task.id) ?? [];
+    if (taskCalls.length === 0) problems.push(`${task.id} was never called`);
+    taskCalls.forEach((call, i) => {
+      if (call.idempotencyKey !== task.id) problems.push(`${task.id} call ${i + 1} had idempotency key ${call.idempotencyKey}`);
+      if (i === 0) return;
+      const earlier = taskCalls.slice(0, i);
+      if (earlier.some((previous) => previous.failedOnPurpose)) retriedRepeats += 1;
+      else if (earlier.some((previous) => killed.has(previous.worker) && lastCallOf.get(previous.worker) === previous)) explainedRepeats += 1;
+      else problems.push(`${task.id} was called again (by ${call.worker}) with no earlier caller killed during its call`);
+    });
+    for (const call of taskCalls) {
+      for (const dep of task.deps) {
+        const done = (callsByTask.get(dep) ?? []).some((depCall) => depCall.answeredAt !== undefined && depCall.answeredAt <= call.receivedAt);
+        if (!done) problems.push(`${task.id} was called before its dependency ${dep} was answered`);
+      }
+    }
+  }
+  problems.push(...(await checkLog(dir, tasks)));
+  return { tasks: tasks.length, calls: calls.length, explainedRepeats, retriedRepeats, problems };
+}
+
+/** Replays the log independently of the tool's own fold. */
+async function checkLog(dir, tasks) {
+  const problems = [];
+  const deps = new Map(tasks.map((task) => [task.id, task.deps]));
+  const completed = new Set();
+  const claimInForce = new Map();
+  const finals = new Map();
+  const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
+  for (const line of text.split('\n')) {
+    let event;
+    try {
+      event = JSON.parse(line);
+    } catch {
+      continue; // a torn record, or the unfinished last line: the tool skips them too
+    }
+    const task = event.task;
+    if (event.type === 'claim') {
+      const fresh = event.prev === null && !claimInForce.has(task) && !completed.has(task);
+      const takeover = event.prev !== null && claimInForce.get(task) === event.prev;
+      if (!fresh && !takeover) continue;
+      for (const dep of deps.get(task) ?? []) if (!completed.has(dep)) problems.push(`log: ${task} was claimed before its dependency ${dep} completed`);
+      claimInForce.set(task, event.token);
+    } else if (event.type === 'outcome' && claimInForce.get(task) === event.token) {
+      claimInForce.delete(task);
+      if (event.outcome === 'completed' || event.outcome === 'failed') finals.set(task, (finals.get(task) ?? 0) + 1);
+      if (event.outcome === 'completed') completed.add(task);
+    }
+  }
+  for (const task of tasks) if (finals.get(task.id) !== 1) problems.push(`log: ${task.id} has ${finals.get(task.id) ?? 0} final outcomes`);
+  return problems;
+}

@@ -1,0 +1,362 @@
+import { execFileSync } from 'node:child_process';
+import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Socket } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
+import { runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
+import { addAll, lockFiles, statusById } from '../helpers/queue.js';
+import { checkGuarantees, type Kill } from './checker.mjs';
+import { QueueStore } from '../../src/queue/store.js';
+import { DamagedFileError } from '../../src/errors.js';
+import { ExecutionLogReader } from '../../src/queue/executionLog.js';
+
+/** `npm run test:faults` runs the full sizes; `npm test` a short form that fits CI. */
+const FULL = process.env.FAULTS_FULL === '1';
+
+let api: Api;
+beforeEach(async () => {
+  api = await startApi();
+});
+afterEach(async () => {
+  await api.close();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A dependency graph in layers: each task depends on up to two tasks of earlier layers. */
+function layeredGraph(count: number, seed = 7): Array<{ id: string; deps: string[] }> {
+  let state = seed;
+  const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  return Array.from({ length: count }, (_, i) => {
+    const deps = new Set<string>();
+    if (i >= 20) for (let k = 0; k < 2; k += 1) if (random() < 0.6) deps.add(`t${Math.floor(random() * (i - 10))}`);
+    return { id: `t${i}`, deps: [...deps] };
+  });
+}
+
+describe('kill storm', () => {
+  it(`8 workers drain ${FULL ? '3,000' : '1,000'} tasks while a random worker is SIGKILLed every few hundred ms and restarted`, async () => {
+    await withTempDir(async (dir) => {
+      const tasks = layeredGraph(FULL ? 3000 : 1000);
+      await addAll(dir, tasks);
+      api.setBehaviour((call, res) => {
+        setTimeout(() => answerOk(call, res), Math.random() * 5);
+      });
+      const kills: Kill[] = [];
+      let incarnation = 0;
+      const start = (slot: number): RunningCli =>
+        startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', `w${slot}-${(incarnation += 1)}`]);
+      const workers = Array.from({ length: 8 }, (_, slot) => start(slot));
+      const ids = workers.map((worker) => /--worker-id,(\S+?)(,|$)/.exec(worker.process.spawnargs.join(','))![1]!);
+      let storming = true;
+      const storm = (async () => {
+        while (storming) {
+          await sleep(150 + Math.random() * 250);
+          if (!storming) break;
+          const slot = Math.floor(Math.random() * workers.length);
+          const victim = workers[slot]!;
+          if (victim.process.exitCode !== null) continue;
+          kills.push({ worker: ids[slot]!, at: Date.now() });
+          victim.process.kill('SIGKILL');
+          await victim.exited;
+          workers[slot] = start(slot);
+          ids[slot] = /--worker-id,(\S+?)(,|$)/.exec(workers[slot]!.process.spawnargs.join(','))![1]!;
+        }
+      })();
+      // Storm while the queue drains; then let the last workers finish.
+      const deadline = Date.now() + (FULL ? 120_000 : 60_000);
+      while (Date.now() < deadline && new Set(api.calls.map((call) => call.task_id)).size < tasks.length) await sleep(100);
+      storming = false;
+      await storm;
+      const results = await Promise.all(workers.map((worker) => worker.exited));
+      for (const result of results) expect([0, null]).toContain(result.code);
+      expect(kills.length).toBeGreaterThan(5);
+      const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
+      expect(verdict.problems).toEqual([]);
+      expect(await lockFiles(dir)).toEqual([]);
+      console.log(`kill storm: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`);
+    });
+  }, 180_000);
+});
+
+describe('signals at random moments', () => {
+  it('SIGINT and SIGTERM while claiming, calling or recording leave no task running and no lock behind', async () => {
+    await withTempDir(async (dir) => {
+      const tasks = layeredGraph(FULL ? 200 : 80);
+      await addAll(dir, tasks);
+      api.setBehaviour((call, res) => {
+        setTimeout(() => answerOk(call, res), Math.random() * 30);
+      });
+      const rounds = FULL ? 40 : 15;
+      for (let round = 0; round < rounds; round += 1) {
+        const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--max-idle', '0', '--poll-interval', '50ms', '--worker-id', `s${round}`]);
+        await sleep(150 + Math.random() * 300);
+        const signal = Math.random() < 0.5 ? 'SIGINT' : 'SIGTERM';
+        worker.process.kill(signal);
+        if (Math.random() < 0.3) {
+          await sleep(Math.random() * 20);
+          worker.process.kill(signal);
+        }
+        const result = await worker.exited;
+        // A signal before the worker installed its handlers (Node still starting) ends it the default way.
+        if (result.code === null) expect(result.stderr).not.toMatch(/starting:/);
+        else expect([0, 130], result.stderr).toContain(result.code);
+        const states = await statusById(dir);
+        expect([...states.values()].filter((task) => task.state === 'running').map((task) => task.id)).toEqual([]);
+        expect(await lockFiles(dir)).toEqual([]);
+      }
+      const rest = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--poll-interval', '50ms']);
+      expect(rest.code).toBe(0);
+      const states = await statusById(dir);
+      expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
+    });
+  }, 180_000);
+});
+
+describe('a flaky API', () => {
+  it('random 500s, resets and hangs: retried with backoff, attempt counts match the calls, nothing lost', async () => {
+    await withTempDir(async (dir) => {
+      const tasks = layeredGraph(FULL ? 300 : 100);
+      await addAll(dir, tasks);
+      api.setBehaviour((call, res) => {
+        const roll = Math.random();
+        if (roll < 0.15) {
+          res.writeHead(500);
+          res.end('flaky');
+        } else if (roll < 0.25) {
+          (res.socket as Socket).destroy();
+        } else if (roll < 0.3) {
+          // hang: never answered; the worker's --timeout ends it
+        } else answerOk(call, res);
+      });
+      const workers = Array.from({ length: 3 }, (_, i) =>
+        startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--timeout', '300ms', '--backoff', '10ms', '--max-attempts', '20', '--worker-id', `f${i}`]),
+      );
+      for (const worker of workers) expect((await worker.exited).code).toBe(0);
+      const states = await statusById(dir);
+      for (const task of tasks) {
+        const calls = api.callsFor(task.id);
+        expect(states.get(task.id)).toMatchObject({ state: 'completed', attempts: calls.length });
+        expect(calls.map((call) => call.attempt)).toEqual(calls.map((_, i) => i + 1));
+      }
+      const kinds = new Set([...states.values()].map((task) => task.last_error?.kind).filter(Boolean));
+      expect(kinds.size).toBe(0);
+    });
+  }, 180_000);
+});
+
+describe('damaged files', () => {
+  async function smallQueue(dir: string): Promise<void> {
+    await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }, { id: 'c' }]);
+    expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '2'])).code).toBe(0);
+  }
+
+  it('queue.json truncated at every byte offset: refused naming the file, never rewritten, unless the cut kept it whole', async () => {
+    await withTempDir(async (dir) => {
+      await smallQueue(dir);
+      const file = join(dir, 'queue', 'queue.json');
+      const whole = await readFile(file);
+      const original = (await QueueStore.open(dir)).state.tasks().map((task) => task.def);
+      let refused = 0;
+      for (let offset = 0; offset < whole.length; offset += 1) {
+        await writeFile(file, whole.subarray(0, offset));
+        try {
+          const store = await QueueStore.open(dir);
+          expect(store.state.tasks().map((task) => task.def)).toEqual(original);
+          store.close();
+        } catch (error) {
+          expect(error).toBeInstanceOf(DamagedFileError);
+          expect((error as DamagedFileError).file).toBe(file);
+          refused += 1;
+        }
+        expect(await readFile(file)).toEqual(whole.subarray(0, offset));
+      }
+      expect(refused).toBeGreaterThan(whole.length - 5);
+      // Every command, as a user meets it, at a few offsets.
+      for (const offset of [0, 1, Math.floor(whole.length / 2), whole.length - 3]) {
+        await writeFile(file, whole.subarray(0, offset));
+        for (const command of [['status'], ['add', 'd', 'x'], ['show', 'a'], ['logs'], ['graph'], ['retry', '--failed'], ['cancel', 'c'], ['clean', '--completed'], ['run', '--api-url', api.url, '--drain']]) {
+          const result = await runCli(['--dir', dir, ...command]);
+          expect(result.code, `${command[0]} at ${offset}: ${result.stderr}`).toBe(4);
+          expect(result.stderr).toContain(file);
+        }
+        expect(await readFile(file)).toEqual(whole.subarray(0, offset));
+      }
+    });
+  }, 180_000);
+
+  it('the execution log truncated at every byte offset: the complete records count, the torn tail waits, no completed outcome is lost', async () => {
+    await withTempDir(async (dir) => {
+      await smallQueue(dir);
+      const file = join(dir, 'queue', 'execution-log.jsonl');
+      const whole = await readFile(file);
+      for (let offset = 0; offset <= whole.length; offset += 1) {
+        await writeFile(file, whole.subarray(0, offset));
+        const store = await QueueStore.open(dir);
+        const completeLines = whole.subarray(0, offset).toString('utf8').split('\n').slice(0, -1);
+        const completedBefore = completeLines.filter((line) => line.includes('"outcome":"completed"')).length;
+        const completed = store.state.tasks().filter((task) => task.state === 'completed').length;
+        expect(completed, `cut at ${offset}`).toBe(completedBefore);
+        store.close();
+        expect(await readFile(file)).toEqual(whole.subarray(0, offset));
+      }
+    });
+  }, 180_000);
+
+  it('a torn last record followed by new appends: the new records are kept, the torn one is skipped and reported', async () => {
+    await withTempDir(async (dir) => {
+      await smallQueue(dir);
+      const file = join(dir, 'queue', 'execution-log.jsonl');
+      const text = await readFile(file, 'utf8');
+      const lastLine = text.trimEnd().split('\n').at(-1)!;
+      await appendFile(file, lastLine.slice(0, 40)); // a writer killed in the middle of its write
+      const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain']);
+      expect(result.code, result.stderr).toBe(0);
+      const states = await statusById(dir);
+      expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
+      const status = await runCli(['--dir', dir, 'status']);
+      expect(status.stdout).toMatch(/warning: 1 torn record\(s\) in the execution log were skipped/);
+      const reader = new ExecutionLogReader(file);
+      expect(reader.readNew().length).toBe(6);
+      expect(reader.tornRecords).toBe(1);
+      reader.close();
+    });
+  });
+
+  it.each([
+    ['garbage', 'this is not json\n'],
+    ['valid JSON of the wrong shape', '{"type":"claim","task":"a"}\n'],
+    ['an event of a task queue.json does not define', '{"type":"retry","task":"ghost","at":"2026-01-01T00:00:00.000Z"}\n'],
+  ])('a log with %s makes every command refuse, naming the file, and leaves it as it was', async (_name, bad) => {
+    await withTempDir(async (dir) => {
+      await smallQueue(dir);
+      const file = join(dir, 'queue', 'execution-log.jsonl');
+      await appendFile(file, bad);
+      const damaged = await readFile(file);
+      for (const command of [['status'], ['add', 'd', 'x'], ['show', 'a'], ['logs'], ['retry', '--failed'], ['run', '--api-url', api.url, '--drain']]) {
+        const result = await runCli(['--dir', dir, ...command]);
+        expect(result.code, `${command[0]}: ${result.stderr}`).toBe(4);
+        expect(result.stderr).toMatch(/is damaged/);
+      }
+      expect(await readFile(file)).toEqual(damaged);
+    });
+  });
+});
+
+function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+describe('full disk and a read-only folder', () => {
+  it('a queue on a small tmpfs that fills up: clear errors, no partial files, the queue intact and drained once space is back', async (context) => {
+    if (!isRoot()) context.skip('needs root to mount a small tmpfs');
+    await withTempDir(async (outer) => {
+      const dir = join(outer, 'small');
+      await mkdir(dir);
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', dir]);
+      } catch {
+        context.skip('cannot mount a tmpfs here');
+      }
+      try {
+        await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }, { id: 'c' }]);
+        const queueBefore = await readFile(join(dir, 'queue', 'queue.json'));
+        const filler = join(dir, 'filler');
+        try {
+          execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=4k', 'count=1000'], { stdio: 'ignore' });
+        } catch {
+          // dd stops when the disk is full: that is the point
+        }
+        const add = await runCli(['--dir', dir, 'add', '--file', '-'], { input: Array.from({ length: 200 }, (_, i) => JSON.stringify({ id: `x${i}`, instruction: 'y'.repeat(2000) })).join('\n') });
+        expect(add.code).toBe(5);
+        expect(add.stderr).toMatch(/disk is full/);
+        expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(queueBefore);
+        expect((await readdir(join(dir, 'queue'))).filter((name) => /^queue\.json\.\d+$/.test(name))).toEqual([]);
+        api.setBehaviour((call, res) => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ status: 'completed', big: 'z'.repeat(8000), task: call.task_id }));
+        });
+        const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--poll-interval', '50ms']);
+        await worker.waitForLog(/no space left on device|ENOSPC|disk is full/i);
+        await rm(filler);
+        const result = await worker.exited;
+        expect(result.code, result.stderr).toBe(0);
+        const states = await statusById(dir);
+        expect([...states.values()].map((task) => task.state)).toEqual(['completed', 'completed', 'completed']);
+        expect(api.callsFor('a')).toHaveLength(1);
+      } finally {
+        execFileSync('umount', [dir]);
+      }
+    });
+  });
+
+  it('a read-only queue folder: every change is refused with a clear error and nothing is touched', async (context) => {
+    if (!isRoot()) context.skip('needs root to remount a tmpfs read-only');
+    await withTempDir(async (outer) => {
+      const dir = join(outer, 'ro');
+      await mkdir(dir);
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+      } catch {
+        context.skip('cannot mount a tmpfs here');
+      }
+      try {
+        await addAll(dir, [{ id: 'a' }]);
+        execFileSync('mount', ['-o', 'remount,ro', dir]);
+        const before = await readFile(join(dir, 'queue', 'queue.json'));
+        const add = await runCli(['--dir', dir, 'add', 'b', 'x']);
+        expect(add.code).toBe(5);
+        expect(add.stderr).toMatch(/read-only/);
+        const run = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--max-idle', '1']);
+        expect(run.code).not.toBe(0);
+        expect(run.stderr).toMatch(/read-only|EROFS/);
+        expect((await runCli(['--dir', dir, 'status'])).code).toBe(0);
+        expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(before);
+        expect(api.calls).toHaveLength(0);
+      } finally {
+        execFileSync('umount', [dir]);
+      }
+    });
+  });
+});
+
+describe('hostile input', () => {
+  it('ids that try to leave the folder, long ids and instructions, unicode, control characters, odd dependency lists: refused or handled, no file outside the data folder', async () => {
+    await withTempDir(async (outer) => {
+      const dir = join(outer, 'data');
+      const before = await readdir(outer);
+      const hostileIds = ['../escape', '..', '.', '/abs', 'a/b', 'a\\b', 'x'.repeat(101), 'café', 'tab\there', 'nul\u0000byte', 'new\nline', '', ' ', '-flag', 'a.lock/../../x'];
+      for (const id of hostileIds) {
+        const result = await runCli(['--dir', dir, 'add', '--file', '-'], { input: JSON.stringify({ id, instruction: 'x' }) });
+        expect(result.code, JSON.stringify(id)).toBe(3);
+        expect(result.stderr).toMatch(/invalid task id/);
+      }
+      expect((await runCli(['--dir', dir, 'add', 'ok-1', 'x'])).code).toBe(0);
+      const accepted = [
+        { id: 'x'.repeat(100), instruction: 'the longest id' },
+        { id: 'unicode', instruction: 'Résumé 日本語 🚀 \u0007 bell and\nnewline' },
+        { id: 'long', instruction: 'y'.repeat(1_000_000) },
+        { id: 'deps', instruction: 'x', deps: ['ok-1', 'ok-1', '', ' ok-1 '] },
+      ];
+      for (const task of accepted) {
+        const result = await runCli(['--dir', dir, 'add', '--file', '-'], { input: JSON.stringify(task) });
+        expect(result.code, `${task.id}: ${result.stderr}`).toBe(0);
+      }
+      const tooLong = await runCli(['--dir', dir, 'add', '--file', '-'], { input: JSON.stringify({ id: 'too-long', instruction: 'y'.repeat(1_000_001) }) });
+      expect(tooLong.stderr).toMatch(/has 1000001 characters/);
+      expect((await runCli(['--dir', dir, 'add', 'commas', 'x', ' , ok-1,,ok-1, '])).code).toBe(0);
+      const drained = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain']);
+      expect(drained.code, drained.stderr).toBe(0);
+      const states = await statusById(dir);
+      expect(states.get('deps')!.deps).toEqual(['ok-1']);
+      expect(states.get('commas')!.deps).toEqual(['ok-1']);
+      expect(api.callsFor('unicode')[0]!.body.instruction).toBe(accepted[1]!.instruction);
+      expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
+      expect(await readdir(outer)).toEqual([...before, 'data']);
+      expect((await readdir(dir)).sort()).toEqual(['locks', 'queue']);
+      const table = await runCli(['--dir', dir, 'status']);
+      expect(table.stdout).not.toMatch(/\u0007/);
+    });
+  }, 120_000);
+});
