@@ -244,79 +244,70 @@ describe('damaged files', () => {
   });
 });
 
-function isRoot(): boolean {
-  return process.getuid?.() === 0;
+/** Runs `body` on a tmpfs of `size` mounted for it, or skips (saying why) where that cannot be done. */
+async function withTmpfs(size: string, context: { skip: (note: string) => void }, body: (dir: string) => Promise<void>): Promise<void> {
+  if (process.getuid?.() !== 0) context.skip('needs root to mount a tmpfs');
+  await withTempDir(async (outer) => {
+    const dir = join(outer, 'tmpfs');
+    await mkdir(dir);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+    } catch {
+      context.skip('cannot mount a tmpfs here');
+    }
+    try {
+      await body(dir);
+    } finally {
+      execFileSync('umount', [dir]);
+    }
+  });
 }
 
 describe('full disk and a read-only folder', () => {
   it('a queue on a small tmpfs that fills up: clear errors, no partial files, the queue intact and drained once space is back', async (context) => {
-    if (!isRoot()) context.skip('needs root to mount a small tmpfs');
-    await withTempDir(async (outer) => {
-      const dir = join(outer, 'small');
-      await mkdir(dir);
+    await withTmpfs('512k', context, async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }, { id: 'c' }]);
+      const queueBefore = await readFile(join(dir, 'queue', 'queue.json'));
+      const filler = join(dir, 'filler');
       try {
-        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', dir]);
+        execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=4k', 'count=1000'], { stdio: 'ignore' });
       } catch {
-        context.skip('cannot mount a tmpfs here');
+        // dd stops when the disk is full: that is the point
       }
-      try {
-        await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }, { id: 'c' }]);
-        const queueBefore = await readFile(join(dir, 'queue', 'queue.json'));
-        const filler = join(dir, 'filler');
-        try {
-          execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=4k', 'count=1000'], { stdio: 'ignore' });
-        } catch {
-          // dd stops when the disk is full: that is the point
-        }
-        const add = await runCli(['--dir', dir, 'add', '--file', '-'], { input: Array.from({ length: 200 }, (_, i) => JSON.stringify({ id: `x${i}`, instruction: 'y'.repeat(2000) })).join('\n') });
-        expect(add.code).toBe(5);
-        expect(add.stderr).toMatch(/disk is full/);
-        expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(queueBefore);
-        expect((await readdir(join(dir, 'queue'))).filter((name) => /^queue\.json\.\d+$/.test(name))).toEqual([]);
-        api.setBehaviour((call, res) => {
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ status: 'completed', big: 'z'.repeat(8000), task: call.task_id }));
-        });
-        const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--poll-interval', '50ms']);
-        await worker.waitForLog(/no space left on device|ENOSPC|disk is full/i);
-        await rm(filler);
-        const result = await worker.exited;
-        expect(result.code, result.stderr).toBe(0);
-        const states = await statusById(dir);
-        expect([...states.values()].map((task) => task.state)).toEqual(['completed', 'completed', 'completed']);
-        expect(api.callsFor('a')).toHaveLength(1);
-      } finally {
-        execFileSync('umount', [dir]);
-      }
+      const add = await runCli(['--dir', dir, 'add', '--file', '-'], { input: Array.from({ length: 200 }, (_, i) => JSON.stringify({ id: `x${i}`, instruction: 'y'.repeat(2000) })).join('\n') });
+      expect(add.code).toBe(5);
+      expect(add.stderr).toMatch(/disk is full/);
+      expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(queueBefore);
+      expect((await readdir(join(dir, 'queue'))).filter((name) => /^queue\.json\.\d+$/.test(name))).toEqual([]);
+      api.setBehaviour((call, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ status: 'completed', big: 'z'.repeat(8000), task: call.task_id }));
+      });
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--poll-interval', '50ms']);
+      await worker.waitForLog(/no space left on device|ENOSPC|disk is full/i);
+      await rm(filler);
+      const result = await worker.exited;
+      expect(result.code, result.stderr).toBe(0);
+      const states = await statusById(dir);
+      expect([...states.values()].map((task) => task.state)).toEqual(['completed', 'completed', 'completed']);
+      expect(api.callsFor('a')).toHaveLength(1);
     });
   });
 
   it('a read-only queue folder: every change is refused with a clear error and nothing is touched', async (context) => {
-    if (!isRoot()) context.skip('needs root to remount a tmpfs read-only');
-    await withTempDir(async (outer) => {
-      const dir = join(outer, 'ro');
-      await mkdir(dir);
-      try {
-        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
-      } catch {
-        context.skip('cannot mount a tmpfs here');
-      }
-      try {
-        await addAll(dir, [{ id: 'a' }]);
-        execFileSync('mount', ['-o', 'remount,ro', dir]);
-        const before = await readFile(join(dir, 'queue', 'queue.json'));
-        const add = await runCli(['--dir', dir, 'add', 'b', 'x']);
-        expect(add.code).toBe(5);
-        expect(add.stderr).toMatch(/read-only/);
-        const run = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--max-idle', '1']);
-        expect(run.code).not.toBe(0);
-        expect(run.stderr).toMatch(/read-only|EROFS/);
-        expect((await runCli(['--dir', dir, 'status'])).code).toBe(0);
-        expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(before);
-        expect(api.calls).toHaveLength(0);
-      } finally {
-        execFileSync('umount', [dir]);
-      }
+    await withTmpfs('4m', context, async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      execFileSync('mount', ['-o', 'remount,ro', dir]);
+      const before = await readFile(join(dir, 'queue', 'queue.json'));
+      const add = await runCli(['--dir', dir, 'add', 'b', 'x']);
+      expect(add.code).toBe(5);
+      expect(add.stderr).toMatch(/read-only/);
+      const run = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--max-idle', '1']);
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toMatch(/read-only|EROFS/);
+      expect((await runCli(['--dir', dir, 'status'])).code).toBe(0);
+      expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(before);
+      expect(api.calls).toHaveLength(0);
     });
   });
 });
