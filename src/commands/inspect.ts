@@ -111,7 +111,7 @@ export function renderDetail(detail: TaskDetail, now: number): string {
     `instruction`,
     ...task.instruction.split('\n').map((line) => `  ${line}`),
     `dependencies (${detail.dependencies.length})`,
-    ...detail.dependencies.map((dep) => `  ${dep.id}  ${dep.state}: ${dep.reason}`),
+    ...detail.dependencies.map((dep) => `  ${dep.id}  ${dep.reason}`),
     `dependents (${detail.dependents.length})`,
     ...detail.dependents.map((dependent) => `  ${dependent.id}  ${dependent.state}`),
     `history`,
