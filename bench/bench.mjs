@@ -165,7 +165,7 @@ async function bullmq(api, tasks) {
   try {
     await import('bullmq');
   } catch {
-    return 'bullmq is not installed (npm install --no-save bullmq): BullMQ comparison skipped';
+    return 'bullmq is not installed (npm install --no-save bullmq@5): BullMQ comparison skipped';
   }
   const port = 6390;
   const redis = spawn(redisPath, ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
