@@ -169,7 +169,7 @@ export function renderGraph(context: ReasonContext, format: GraphFormat): string
 export async function followLog(store: QueueStore, id: string | undefined, write: (line: string) => void, signal: AbortSignal, pollMs = 250): Promise<void> {
   if (id !== undefined) findTask(store.state, id);
   const reader = new ExecutionLogReader(store.paths.logFile);
-  const fold = new QueueState({ keepResults: false });
+  const fold = new QueueState({ keepDetails: false });
   try {
     while (!signal.aborted) {
       fold.addDefinitions(store.readDefinitions());

@@ -25,8 +25,7 @@ export interface RunOptions {
 /** `worker run`: one worker process until max-iterations, the idle limit, --drain or a signal. */
 export async function runWorker(options: RunOptions): Promise<RunSummary> {
   const { config } = options;
-  // Workers keep no results in memory: they decide from states alone.
-  const store = await QueueStore.open(options.dir, { keepResults: false });
+  const store = await QueueStore.open(options.dir, { keepDetails: false });
   const progress = options.progress ? new ProgressLine(options.writeLog, () => store.state, palette(options.colors), Date.now) : undefined;
   const logger = createLogger({
     workerId: config.workerId,

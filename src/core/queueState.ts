@@ -37,8 +37,8 @@ interface QueueEntry {
 export type ApplyResult = 'accepted' | 'ignored' | 'unknown-task';
 
 export interface FoldOptions {
-  /** Workers keep only what they need to decide; results stay in the log. */
-  keepResults: boolean;
+  /** Results and last outcomes, for people. Workers decide from states alone and leave them in the log. */
+  keepDetails: boolean;
 }
 
 const byAddOrder = (a: QueueEntry, b: QueueEntry) => a.task.index < b.task.index;
@@ -62,7 +62,7 @@ export class QueueState {
   private readonly runningSet = new Set<TaskRecord>();
   private removed: ReadonlySet<string> = new Set();
 
-  constructor(private readonly options: FoldOptions = { keepResults: true }) {}
+  constructor(private readonly options: FoldOptions = { keepDetails: true }) {}
 
   get size(): number {
     return this.records.length;
@@ -166,14 +166,14 @@ export class QueueState {
     if (task.state !== 'running' || task.claim?.token !== outcome.token) return 'ignored';
     this.runningSet.delete(task);
     task.claim = null;
-    task.lastOutcome = this.options.keepResults ? outcome : { ...outcome, result: undefined };
+    if (this.options.keepDetails) task.lastOutcome = outcome;
     task.updatedAt = outcome.ended_at;
     task.lastError = outcome.error ?? null;
     switch (outcome.outcome) {
       case 'completed':
         task.state = 'completed';
         task.lastError = null;
-        if (this.options.keepResults) task.result = outcome.result;
+        if (this.options.keepDetails) task.result = outcome.result;
         for (const dependent of task.dependents ?? []) {
           dependent.unmetDeps -= 1;
           this.enqueue(dependent);

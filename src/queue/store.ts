@@ -34,14 +34,14 @@ export class QueueStore {
   }
 
   /** Opens the queue below `root`, creating its folders, and reads it. */
-  static async open(root: string, foldOptions: FoldOptions = { keepResults: true }): Promise<QueueStore> {
+  static async open(root: string, foldOptions: FoldOptions = { keepDetails: true }): Promise<QueueStore> {
     const store = await QueueStore.create(root, foldOptions);
     store.refresh();
     return store;
   }
 
   /** Creates the folders and nothing more: for changes that read what they need under the queue-wide lock. */
-  static async create(root: string, foldOptions: FoldOptions = { keepResults: true }): Promise<QueueStore> {
+  static async create(root: string, foldOptions: FoldOptions = { keepDetails: true }): Promise<QueueStore> {
     const store = new QueueStore(root, foldOptions);
     for (const dir of [store.paths.queueDir, store.paths.locksDir]) {
       try {
@@ -89,7 +89,7 @@ export class QueueStore {
    * it counted: for `show` and `logs`, which need the history, not just the states.
    */
   replay(onEvent: (event: QueueEvent, result: ApplyResult, state: QueueState) => void): void {
-    const fold = new QueueState({ keepResults: false });
+    const fold = new QueueState({ keepDetails: false });
     fold.addDefinitions(this.readDefinitions());
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
