@@ -83,6 +83,17 @@ describe('worker run: exactly once, in dependency order', () => {
     });
   });
 
+  it('logs one JSON object per line with --log-format json, and claim attempts with --verbose', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      const result = await runCli(runArgs(dir, '--drain', '--log-format', 'json', '--verbose', '--worker-id', 'w-json'));
+      expect(result.code, result.stderr).toBe(0);
+      const lines = result.stderr.trim().split('\n').map((line) => JSON.parse(line) as { time: string; level: string; worker: string; msg: string });
+      expect(lines.every((line) => line.worker === 'w-json' && /^\d{4}-\d\d-\d\dT.*Z$/.test(line.time))).toBe(true);
+      expect(lines.map((line) => `${line.level} ${line.msg.split(' ')[0]}`)).toEqual(expect.arrayContaining(['info starting:', 'debug trying', 'info claimed', 'info completed', 'info stopping:']));
+    });
+  });
+
   it('refuses to start without an API URL, saying how to give one', async () => {
     await withTempDir(async (dir) => {
       const result = await runCli(['--dir', dir, 'run']);
