@@ -1,6 +1,7 @@
 import { Agent, request } from 'undici';
 import type { TaskDefinition } from '../queue/schema.js';
 import { parseRetryAfter } from '../core/retryPolicy.js';
+import { redactor } from '../core/redact.js';
 import { classifyResponse, classifyThrown, type CallResult } from './classify.js';
 
 /** A response body larger than this is refused (kind bad_response) rather than held in memory. */
@@ -26,8 +27,10 @@ export interface CallRequest {
 /** Sends one task to the API: POST, JSON body, bounded in time and size. Never throws. */
 export class HttpExecutor {
   private readonly agent: Agent;
+  private readonly redact: (text: string) => string;
 
   constructor(private readonly options: ExecutorOptions) {
+    this.redact = redactor(Object.values(options.headers));
     this.agent = new Agent({
       connect: { timeout: Math.min(MAX_CONNECT_TIMEOUT_MS, options.timeoutMs) },
       headersTimeout: options.timeoutMs,
@@ -35,7 +38,14 @@ export class HttpExecutor {
     });
   }
 
-  async call({ task, attempt, workerId, signal }: CallRequest): Promise<CallResult> {
+  /** One call. Error messages never carry a header value, even when the API echoes one back. */
+  async call(request: CallRequest): Promise<CallResult> {
+    const result = await this.send(request);
+    if (!result.ok) result.error.message = this.redact(result.error.message);
+    return result;
+  }
+
+  private async send({ task, attempt, workerId, signal }: CallRequest): Promise<CallResult> {
     const deadline = AbortSignal.timeout(this.options.timeoutMs);
     const body = JSON.stringify({
       task_id: task.id,

@@ -1,4 +1,5 @@
 import type { LogFormat, Verbosity } from '../config.js';
+import { redactor } from '../core/redact.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type LogFields = Record<string, unknown>;
@@ -25,8 +26,7 @@ export interface LoggerOptions {
 
 /** One line per event on stderr: ISO time with ms, level, worker id, message; or one JSON object. */
 export function createLogger(options: LoggerOptions): Logger {
-  const secrets = options.secrets.filter((secret) => secret.length >= 3);
-  const redact = (text: string) => secrets.reduce((out, secret) => out.split(secret).join('***'), text);
+  const redact = redactor(options.secrets);
   const least = RANK[LEAST[options.verbosity]];
   const log = (level: LogLevel) => (message: string, fields: LogFields = {}) => {
     if (RANK[level] < least) return;

@@ -57,12 +57,19 @@ describe('worker run: exactly once, in dependency order', () => {
     await withTempDir(async (dir) => {
       await runCli(['--dir', dir, 'add', 'a', 'Summarize chapter 1', '--min-budget', '10', '--max-budget', '20', '--intensity', 'low']);
       await runCli(['--dir', dir, 'add', 'b', 'Outline', 'a']);
+      await runCli(['--dir', dir, 'add', 'echo', 'An API that echoes the token in its error']);
+      api.setBehaviour((call, res) => {
+        if (call.task_id !== 'echo') return answerOk(call, res);
+        res.writeHead(401);
+        res.end(`bad token: ${String(call.headers.authorization)}`);
+      });
       const result = await runCli(runArgs(dir, '--drain', '--worker-id', 'w-test', '--header', 'Authorization: Bearer s3cret-token'));
       expect(result.code, result.stderr).toBe(0);
       expect(api.calls[0]!.body).toEqual({ task_id: 'a', instruction: 'Summarize chapter 1', depends_on: [], attempt: 1, min_budget: 10, max_budget: 20, intensity: 'low' });
       expect(api.calls[1]!.body).toMatchObject({ task_id: 'b', depends_on: ['a'] });
       expect(api.calls[0]!.headers).toMatchObject({ 'content-type': 'application/json', 'idempotency-key': 'a', 'x-worker-id': 'w-test', authorization: 'Bearer s3cret-token' });
       expect(result.stderr).toContain('authorization: ***');
+      expect(result.stderr).toContain('http 401: bad token: ***');
       expect(result.stderr).not.toContain('s3cret');
       expect(await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8')).not.toContain('s3cret');
     });
