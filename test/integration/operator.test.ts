@@ -189,7 +189,7 @@ describe('inspection: show, logs, graph, workers', () => {
     });
   });
 
-  it('lists workers from their heartbeats: alive while running, dead when killed, stopped when they exit', async () => {
+  it('lists workers from their heartbeats: alive while running, dead when killed', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'slow' }]);
       const hold = holdCallsFor(api, 'slow');
@@ -197,8 +197,13 @@ describe('inspection: show, logs, graph, workers', () => {
       await hold.arrived();
       const alive = JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout);
       expect(alive).toMatchObject([{ worker: 'w-live', liveness: 'alive', pid: worker.process.pid }]);
-      await new Promise((r) => setTimeout(r, 1200));
-      expect(JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout)[0]).toMatchObject({ current_task: 'slow', state: 'running' });
+      // The heartbeat is written once a second: wait for the one that shows the task.
+      let beat: Record<string, unknown> = {};
+      for (let i = 0; i < 50 && beat.current_task !== 'slow'; i += 1) {
+        await new Promise((r) => setTimeout(r, 100));
+        beat = JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout)[0];
+      }
+      expect(beat).toMatchObject({ current_task: 'slow', state: 'running' });
       worker.process.kill('SIGKILL');
       await worker.exited;
       const table = await runCli(['--dir', dir, 'workers']);
