@@ -6,16 +6,16 @@ import {
   colorsEnabled,
   durationSetting,
   HOST,
-  integerSetting,
   lockStaleSetting,
   resolveDir,
   resolveRunConfig,
   resolveTaskDefaults,
   type Env,
 } from './config.js';
-import { parseDuration } from './core/duration.js';
 import { palette } from './colors.js';
+import { repeatUntil } from './core/repeatUntil.js';
 import { addTasks } from './commands/add.js';
+import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, readStatus, type InspectOptions } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, type GraphFormat } from './commands/inspect.js';
 import { cancelTask, cleanTasks, retryTasks, unlockTask } from './commands/repair.js';
@@ -43,7 +43,7 @@ function inspectOptions(command: Command): InspectOptions {
 
 const print = (text: string) => process.stdout.write(text);
 
-/** Resolves on the first SIGINT/SIGTERM: for commands that run until stopped (serve, --watch, --follow). */
+/** Aborts on the first SIGINT/SIGTERM: for commands that run until stopped (serve, --watch, --follow). */
 function untilStopped(): AbortSignal {
   const controller = new AbortController();
   const stop = () => controller.abort();
@@ -111,16 +111,11 @@ function buildProgram(): Command {
       };
       if (flags.watch === undefined) return show();
       const everyMs = durationSetting('--watch', typeof flags.watch === 'string' ? flags.watch : '1s', {}, '', '1s', 100);
-      const stopped = untilStopped();
-      while (!stopped.aborted) {
-        if (process.stdout.isTTY) print('\u001b[H\u001b[2J');
+      const clear = process.stdout.isTTY ? () => print('\u001b[H\u001b[2J') : () => print('\n');
+      return repeatUntil(untilStopped(), everyMs, async () => {
+        clear();
         await show();
-        if (!process.stdout.isTTY) print('\n');
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, everyMs);
-          stopped.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-        });
-      }
+      });
     });
 
   program
@@ -275,28 +270,9 @@ function buildProgram(): Command {
     .option('--fail-rate <share>', 'share of calls, 0 to 1, answered with --status-code instead', '0')
     .option('--status-code <n>', 'status of those failures', '503')
     .addHelpText('after', examples('worker serve', 'worker serve --latency 20ms..200ms --fail-rate 0.1 --status-code 500', 'worker run --api-url http://127.0.0.1:8787/task'))
-    .action(async (flags: { port: string; host: string; latency: string; failRate: string; statusCode: string }) => {
-      const { startReferenceApi, parseLatency } = await import('./serve/referenceApi.js');
-      const latencyMs = parseLatency(flags.latency, parseDuration);
-      if (latencyMs === undefined) throw new WorkerError('CONFIG', `expected --latency to be a duration like 50ms or a range like 20ms..200ms, got ${JSON.stringify(flags.latency)}`, { hint: 'worker serve --latency 20ms..200ms' });
-      const failRate = Number(flags.failRate);
-      if (!(failRate >= 0 && failRate <= 1)) throw new WorkerError('CONFIG', `expected --fail-rate to be a share from 0 to 1, got ${JSON.stringify(flags.failRate)}`, { hint: 'worker serve --fail-rate 0.1' });
-      const api = await startReferenceApi({
-        host: flags.host,
-        port: integerSetting('--port', flags.port, {}, undefined, 8787, 0),
-        latencyMs,
-        failRate,
-        statusCode: integerSetting('--status-code', flags.statusCode, {}, undefined, 503, 100),
-        log: (line) => print(`${line}\n`),
-        random: Math.random,
-      }).catch((error: unknown) => {
-        throw new WorkerError('IO', `could not listen on ${flags.host}:${flags.port}: ${error instanceof Error ? error.message : String(error)}`, { hint: 'choose another --port, or --port 0 for any free one' });
-      });
-      print(`reference API listening at ${api.url} (Ctrl-C to stop)\n`);
-      const stopped = untilStopped();
-      await new Promise((resolve) => stopped.addEventListener('abort', resolve, { once: true }));
-      await api.close();
-      print(`stopped after ${api.calls()} calls\n`);
+    .action(async (flags: ServeFlags) => {
+      const { serve } = await import('./commands/serve.js');
+      await serve(flags, print, untilStopped());
     });
 
   program

@@ -2,6 +2,7 @@ import { WorkerError } from '../errors.js';
 import { describeError, formatSpan, reasonFor, type ReasonContext } from '../core/reasons.js';
 import { QueueState, type TaskRecord } from '../core/queueState.js';
 import { ExecutionLogReader } from '../queue/executionLog.js';
+import { repeatUntil } from '../core/repeatUntil.js';
 import type { QueueEvent } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
 import { inspectQueue, statusOf, type InspectOptions, type TaskStatus } from './status.js';
@@ -171,17 +172,13 @@ export async function followLog(store: QueueStore, id: string | undefined, write
   const reader = new ExecutionLogReader(store.paths.logFile);
   const fold = new QueueState({ keepDetails: false });
   try {
-    while (!signal.aborted) {
+    await repeatUntil(signal, pollMs, () => {
       fold.addDefinitions(store.readDefinitions());
       for (const event of reader.readNew()) {
         const result = fold.apply(event);
         if (id === undefined || event.task === id) write(`${describeEvent(event, result === 'accepted')}\n`);
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, pollMs);
-        signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-      });
-    }
+    });
   } finally {
     reader.close();
   }
