@@ -17,6 +17,8 @@ export interface Heartbeat {
 }
 
 export const HEARTBEAT_MS = 1000;
+/** Heartbeats of workers gone this long are removed when a worker starts, so `worker workers` stays readable. */
+export const HEARTBEAT_KEPT_MS = 7 * 86_400_000;
 /** A heartbeat older than this many intervals means its worker is dead or frozen. */
 const MISSED_BEATS = 5;
 
@@ -37,6 +39,7 @@ export class HeartbeatWriter {
   }
 
   start(): void {
+    this.pruneOld();
     this.write();
     this.timer = setInterval(() => this.write(), HEARTBEAT_MS);
     this.timer.unref();
@@ -47,6 +50,25 @@ export class HeartbeatWriter {
     this.beat.state = 'stopped';
     this.beat.current_task = null;
     this.write();
+  }
+
+  private pruneOld(): void {
+    const dir = dirname(this.file);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir).filter((name) => name.endsWith('.json'));
+    } catch {
+      return;
+    }
+    const cutoff = this.now() - HEARTBEAT_KEPT_MS;
+    for (const name of names) {
+      try {
+        const beat = JSON.parse(fs.readFileSync(join(dir, name), 'utf8')) as Heartbeat;
+        if (Date.parse(beat.beat_at) < cutoff) fs.unlinkSync(join(dir, name));
+      } catch {
+        // unreadable or already gone: leave it
+      }
+    }
   }
 
   private write(): void {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
@@ -186,6 +186,19 @@ describe('inspection: show, logs, graph, workers', () => {
       await follower.waitForOutput(/a {2}attempt 1 completed/);
       follower.process.kill('SIGINT');
       expect((await follower.exited).code).toBe(0);
+    });
+  });
+
+  it('forgets heartbeats of workers gone for more than 7 days when a worker starts', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      await mkdir(join(dir, 'locks', 'workers'), { recursive: true });
+      const old = { worker: 'w-old', pid: 1, host: 'elsewhere', started_at: '2020-01-01T00:00:00.000Z', beat_at: '2020-01-01T00:00:00.000Z', state: 'stopped', current_task: null, tasks_done: 3 };
+      await writeFile(join(dir, 'locks', 'workers', 'w-old.json'), JSON.stringify(old));
+      expect(JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout)).toHaveLength(1);
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--worker-id', 'w-new'])).code).toBe(0);
+      const workers = JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout) as Array<{ worker: string }>;
+      expect(workers.map((worker) => worker.worker)).toEqual(['w-new']);
     });
   });
 
