@@ -374,15 +374,12 @@ export class Worker {
     if (outcome.error) event.error = outcome.error;
     if (outcome.retryAt !== undefined) event.retry_at = new Date(outcome.retryAt).toISOString();
     if (outcome.result !== undefined) event.result = outcome.result;
+    if (this.claimWasLost(claim, outcome.outcome)) {
+      this.releaseInBackground(claim);
+      return;
+    }
     for (let wait = 100; ; wait = Math.min(wait * 2, 5000)) {
       try {
-        store.refresh();
-        if (store.state.get(id)?.claim?.token !== claim.event.token) {
-          this.summary.lostClaims += 1;
-          const holder = store.state.get(id)?.claim?.worker;
-          logger.warn(`lost the claim on ${id}${holder ? ` to ${holder}` : ''}: not recording this attempt's outcome (${outcome.outcome})`);
-          break;
-        }
         store.append([event]);
         break;
       } catch (error) {
@@ -391,6 +388,30 @@ export class Worker {
         await new Promise((resolve) => setTimeout(resolve, wait));
       }
     }
+    this.releaseInBackground(claim);
+  }
+
+  /**
+   * Whether another claim superseded this one (this worker froze, or its lock was taken). If the queue
+   * cannot be read just now, the outcome is recorded anyway: the fold ignores it if the claim was lost.
+   */
+  private claimWasLost(claim: Claim, outcome: Outcome): boolean {
+    const { store, logger } = this.deps;
+    const id = claim.task.def.id;
+    try {
+      store.refresh();
+    } catch (error) {
+      logger.warn(`could not read the queue before recording ${id}; recording anyway (a lost claim's outcome does not count): ${asWorkerError(error).message}`);
+      return false;
+    }
+    const current = store.state.get(id)?.claim;
+    if (current?.token === claim.event.token) return false;
+    this.summary.lostClaims += 1;
+    logger.warn(`lost the claim on ${id}${current ? ` to ${current.worker}` : ''}: not recording this attempt's outcome (${outcome})`);
+    return true;
+  }
+
+  private releaseInBackground(claim: Claim): void {
     // The outcome is in the log: the lock may go in the background while the next task starts.
     const released = claim.lock.release().finally(() => this.releasing.delete(released));
     this.releasing.add(released);
