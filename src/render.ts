@@ -6,6 +6,11 @@ import type { StatusReport } from './commands/status.js';
 
 /** Text for people. Pure: the CLI decides where it goes. */
 
+/** Control characters (but tab) shown as \u escapes, so a task's text cannot ring, move or clear a terminal. */
+export function visible(line: string): string {
+  return line.replace(/[\u0000-\u0008\u000a-\u001f\u007f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 function clip(text: string, width: number): string {
   const flat = text.replace(/[\u0000-\u001f\u007f]+/g, ' ');
   return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;

@@ -1,11 +1,11 @@
-import { WorkerError } from '../errors.js';
 import { describeError, formatSpan, reasonFor, type ReasonContext } from '../core/reasons.js';
-import { QueueState, type TaskRecord } from '../core/queueState.js';
+import { findTask, QueueState, type TaskRecord } from '../core/queueState.js';
 import { ExecutionLogReader } from '../queue/executionLog.js';
 import { repeatUntil } from '../core/repeatUntil.js';
+import { visible } from '../render.js';
 import type { QueueEvent } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
-import { inspectQueue, statusOf, type InspectOptions, type TaskStatus } from './status.js';
+import { inspectQueue, taskStatus, type InspectOptions, type TaskStatus } from './status.js';
 
 /** One attempt as the log tells it: a claim that counted, and its outcome if one was recorded. */
 export interface AttemptRecord {
@@ -30,18 +30,12 @@ export interface TaskDetail {
   result?: unknown;
 }
 
-function findTask(state: QueueState, id: string): TaskRecord {
-  const task = state.get(id);
-  if (!task) throw new WorkerError('NOT_FOUND', `no task "${id}"`, { hint: 'see `worker status` for the task ids' });
-  return task;
-}
-
 /** `worker show`: everything about one task. */
 export async function showTask(options: InspectOptions, id: string): Promise<TaskDetail> {
   const { store, context } = await inspectQueue(options);
   try {
     const task = findTask(context.state, id);
-    const status = statusOf(context, undefined).tasks.find((candidate) => candidate.id === id)!;
+    const status = taskStatus(task, context);
     const attempts: AttemptRecord[] = [];
     const history: string[] = [];
     store.replay((event, result) => {
@@ -110,7 +104,7 @@ export function renderDetail(detail: TaskDetail, now: number): string {
     `budget     min ${task.min_budget}, max ${task.max_budget}, intensity ${task.intensity}`,
     `added      ${task.added_at} (${formatSpan(now - Date.parse(task.added_at))} ago)`,
     `instruction`,
-    ...task.instruction.split('\n').map((line) => `  ${line}`),
+    ...task.instruction.split('\n').map((line) => `  ${visible(line)}`),
     `dependencies (${detail.dependencies.length})`,
     ...detail.dependencies.map((dep) => `  ${dep.id}  ${dep.reason}`),
     `dependents (${detail.dependents.length})`,

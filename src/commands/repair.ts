@@ -1,7 +1,7 @@
 import { WorkerError } from '../errors.js';
 import { formatSpan } from '../core/reasons.js';
-import type { QueueState, TaskRecord } from '../core/queueState.js';
-import { processIsAlive, TaskLocks } from '../lock/taskLock.js';
+import { findTask, type TaskRecord } from '../core/queueState.js';
+import { goneFromThisHost, TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
 import type { CancelEvent, RetryEvent } from '../queue/schema.js';
 import { QueueStore } from '../queue/store.js';
@@ -20,12 +20,6 @@ async function underQueueLock<T>(dir: string, change: (store: QueueStore) => Pro
   } finally {
     store.close();
   }
-}
-
-function findTask(state: QueueState, id: string): TaskRecord {
-  const task = state.get(id);
-  if (!task) throw new WorkerError('NOT_FOUND', `no task "${id}"`, { hint: 'see `worker status` for the task ids' });
-  return task;
 }
 
 function refuse(message: string, hint: string): never {
@@ -81,7 +75,7 @@ export async function unlockTask(dir: string, id: string, lockStaleMs: number, h
     if (!lock.held) refuse(`task "${id}" has no lock`, 'there is nothing to unlock');
     const owner = lock.owner ?? (task.claim ? { worker: task.claim.worker, pid: task.claim.pid, host: task.claim.host } : null);
     const who = owner ? `${owner.worker} (pid ${owner.pid} on ${owner.host})` : 'an unknown worker';
-    const ownerGone = owner !== null && owner.host === host && !processIsAlive(owner.pid);
+    const ownerGone = owner !== null && goneFromThisHost(owner, host);
     if (!ownerGone && !locks.isStale(lock)) {
       refuse(`the lock of "${id}" is held by ${who}, which is alive (refreshed ${formatSpan(lock.ageMs ?? 0)} ago)`, 'stop that worker first, or wait: a lock that is not refreshed goes stale by itself');
     }

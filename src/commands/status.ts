@@ -1,6 +1,7 @@
 import { TASK_STATES, type AttemptError, type TaskState } from '../types.js';
 import { QueueStore } from '../queue/store.js';
 import { reasonFor, stuckReason, type ReasonContext } from '../core/reasons.js';
+import type { TaskRecord } from '../core/queueState.js';
 import { TaskLocks } from '../lock/taskLock.js';
 import { livenessOfRunning } from '../lock/liveness.js';
 
@@ -53,9 +54,9 @@ export async function readStatus(options: InspectOptions, filter: TaskState | un
   const { store, context } = await inspectQueue(options);
   try {
     const report = statusOf(context, filter);
-    const health = store.logHealth();
-    if (health.tornRecords > 0) {
-      report.warnings.push(`${health.tornRecords} torn record(s) in the execution log were skipped: a worker died while writing; its task was run again`);
+    const torn = store.tornRecords();
+    if (torn > 0) {
+      report.warnings.push(`${torn} torn record(s) in the execution log were skipped: a worker died while writing; its task was run again`);
     }
     return report;
   } finally {
@@ -70,29 +71,33 @@ export function statusOf(context: ReasonContext, filter: TaskState | undefined):
   for (const task of state.tasks()) {
     const taskState = state.stateOf(task, blocked);
     counts[taskState] += 1;
-    if (filter !== undefined && taskState !== filter) continue;
-    const status: TaskStatus = {
-      id: task.def.id,
-      instruction: task.def.instruction,
-      deps: task.def.deps,
-      state: taskState,
-      attempts: task.attempts,
-      min_budget: task.def.min_budget,
-      max_budget: task.def.max_budget,
-      intensity: task.def.intensity,
-      added_at: task.def.added_at,
-      updated_at: task.updatedAt,
-      reason: reasonFor(task, context),
-    };
-    if (task.claim) status.worker = task.claim.worker;
-    const stuck = stuckReason(task, context.liveness.get(task.def.id), context.now);
-    if (stuck) status.stuck = stuck;
-    if (task.lastError) status.last_error = task.lastError;
-    if (task.retryAt !== null && task.state === 'pending') status.retry_at = new Date(task.retryAt).toISOString();
-    const root = blocked.get(task.def.id);
-    if (root) status.blocked_by = root.def.id;
-    if (task.result !== undefined) status.result = task.result;
-    tasks.push(status);
+    if (filter === undefined || taskState === filter) tasks.push(taskStatus(task, context));
   }
   return { tasks, counts, warnings: [] };
+}
+
+/** One task as status and show give it. */
+export function taskStatus(task: TaskRecord, context: ReasonContext): TaskStatus {
+  const status: TaskStatus = {
+    id: task.def.id,
+    instruction: task.def.instruction,
+    deps: task.def.deps,
+    state: context.state.stateOf(task, context.blocked),
+    attempts: task.attempts,
+    min_budget: task.def.min_budget,
+    max_budget: task.def.max_budget,
+    intensity: task.def.intensity,
+    added_at: task.def.added_at,
+    updated_at: task.updatedAt,
+    reason: reasonFor(task, context),
+  };
+  if (task.claim) status.worker = task.claim.worker;
+  const stuck = stuckReason(task, context.liveness.get(task.def.id), context.now);
+  if (stuck) status.stuck = stuck;
+  if (task.lastError) status.last_error = task.lastError;
+  if (task.retryAt !== null && task.state === 'pending') status.retry_at = new Date(task.retryAt).toISOString();
+  const root = context.blocked.get(task.def.id);
+  if (root) status.blocked_by = root.def.id;
+  if (task.result !== undefined) status.result = task.result;
+  return status;
 }

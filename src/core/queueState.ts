@@ -1,4 +1,5 @@
 import { MinHeap } from './heap.js';
+import { WorkerError } from '../errors.js';
 import type { AttemptError, TaskState } from '../types.js';
 import type { ClaimEvent, OutcomeEvent, QueueEvent, TaskDefinition } from '../queue/schema.js';
 import type { QueueContents } from '../queue/queueFile.js';
@@ -276,4 +277,16 @@ export class QueueState {
 
 function isReady(task: TaskRecord): boolean {
   return task.state === 'pending' && task.unmetDeps === 0;
+}
+
+/** Whether a task may be claimed at `now`: ready, and out of any backoff. */
+export function isClaimableAt(task: TaskRecord, now: number): boolean {
+  return isReady(task) && (task.retryAt === null || task.retryAt <= now);
+}
+
+/** The task with this id, or the error a person sees when there is none. */
+export function findTask(state: QueueState, id: string): TaskRecord {
+  const task = state.get(id);
+  if (!task) throw new WorkerError('NOT_FOUND', `no task "${id}"`, { hint: 'see `worker status` for the task ids' });
+  return task;
 }

@@ -1,12 +1,12 @@
 import type { ClaimLiveness } from '../core/reasons.js';
 import type { QueueState, TaskRecord } from '../core/queueState.js';
-import { processIsAlive, type TaskLocks } from './taskLock.js';
+import { goneFromThisHost, type TaskLocks } from './taskLock.js';
 
 /** Looks at a running task's claim from outside: its owner's process (on this host) and its lock. */
 export function claimLiveness(task: TaskRecord, locks: TaskLocks, host: string, now: number): ClaimLiveness {
   const claim = task.claim;
   const lock = locks.inspect(task.def.id, now);
-  const ownerAlive = claim === null || claim.host !== host ? undefined : claim.pid === process.pid || processIsAlive(claim.pid);
+  const ownerAlive = claim === null || claim.host !== host ? undefined : !goneFromThisHost(claim, host);
   return { ownerAlive, lockAgeMs: lock.ageMs, stale: locks.isStale(lock) };
 }
 

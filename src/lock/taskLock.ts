@@ -185,12 +185,16 @@ function syncBackedFs(onRefresh: (lockPath: string) => void): typeof fs {
   } as unknown as typeof fs;
 }
 
-/** Whether a process with this pid runs on this host. EPERM means it runs under another user. */
-export function processIsAlive(pid: number): boolean {
+/**
+ * Whether the process that wrote a claim, lock owner record or heartbeat ran on this host and is gone.
+ * False when it runs (EPERM: under another user) and when it ran elsewhere: that cannot be known from here.
+ */
+export function goneFromThisHost(owner: { host: string; pid: number }, host: string): boolean {
+  if (owner.host !== host) return false;
   try {
-    process.kill(pid, 0);
-    return true;
+    process.kill(owner.pid, 0);
+    return false;
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    return (error as NodeJS.ErrnoException).code !== 'EPERM';
   }
 }

@@ -105,9 +105,8 @@ export class ExecutionLogReader {
   private offset = 0;
   private lineNo = 1;
   private pending: Buffer = Buffer.alloc(0);
-  /** Torn records seen so far, and whether the end of the file is an unfinished line. */
+  /** Torn records seen so far. */
   tornRecords = 0;
-  unfinishedTail = false;
 
   constructor(readonly file: string) {}
 
@@ -163,7 +162,6 @@ export class ExecutionLogReader {
     this.tornRecords += chunk.torn;
     // Keep the unfinished last line for the next read: it is being written, or was torn.
     this.pending = Buffer.from(data.subarray(lastNewline + 1));
-    this.unfinishedTail = this.pending.length > 0;
     return chunk.events;
   }
 }

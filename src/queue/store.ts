@@ -53,9 +53,9 @@ export class QueueStore {
     return store;
   }
 
-  /** Torn records skipped so far and whether the log ends in an unfinished line (see executionLog.ts). */
-  logHealth(): { tornRecords: number; unfinishedTail: boolean } {
-    return { tornRecords: this.reader.tornRecords, unfinishedTail: this.reader.unfinishedTail };
+  /** Torn records skipped so far: writers that died mid-write (see executionLog.ts). */
+  tornRecords(): number {
+    return this.reader.tornRecords;
   }
 
   /** Brings the fold up to date with the files. On any error the fold is dropped and read again next time. */
@@ -88,12 +88,12 @@ export class QueueStore {
    * Reads the whole log again from the start through a fold of its own, telling for each event whether
    * it counted: for `show` and `logs`, which need the history, not just the states.
    */
-  replay(onEvent: (event: QueueEvent, result: ApplyResult, state: QueueState) => void): void {
+  replay(onEvent: (event: QueueEvent, result: ApplyResult) => void): void {
     const fold = new QueueState({ keepDetails: false });
     fold.addDefinitions(this.readDefinitions());
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
-      for (const event of reader.readNew()) onEvent(event, fold.apply(event), fold);
+      for (const event of reader.readNew()) onEvent(event, fold.apply(event));
     } finally {
       reader.close();
     }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import type { QueuePaths } from '../queue/paths.js';
-import { processIsAlive } from '../lock/taskLock.js';
+import { goneFromThisHost } from '../lock/taskLock.js';
 
 /** A worker's heartbeat: locks/workers/<worker-id>.json, rewritten every HEARTBEAT_MS while it runs. */
 export interface Heartbeat {
@@ -39,6 +39,11 @@ export class HeartbeatWriter {
   }
 
   start(): void {
+    try {
+      fs.mkdirSync(dirname(this.file), { recursive: true });
+    } catch {
+      // a read-only queue: the worker reports that itself; heartbeats just stay unwritten
+    }
     this.pruneOld();
     this.write();
     this.timer = setInterval(() => this.write(), HEARTBEAT_MS);
@@ -74,7 +79,6 @@ export class HeartbeatWriter {
   private write(): void {
     this.beat.beat_at = new Date(this.now()).toISOString();
     try {
-      fs.mkdirSync(dirname(this.file), { recursive: true });
       writeFileAtomic.sync(this.file, `${JSON.stringify(this.beat)}\n`, { fsync: false });
     } catch {
       // A missed beat is not worth stopping work for; the next one tries again.
@@ -111,6 +115,6 @@ export function readWorkers(paths: QueuePaths, host: string, now: number): Worke
 
 function judge(beat: Heartbeat, host: string, now: number): WorkerLiveness {
   if (beat.state === 'stopped') return 'stopped';
-  if (beat.host === host && !processIsAlive(beat.pid)) return 'dead';
+  if (goneFromThisHost(beat, host)) return 'dead';
   return now - Date.parse(beat.beat_at) > HEARTBEAT_MS * MISSED_BEATS ? 'silent' : 'alive';
 }

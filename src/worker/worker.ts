@@ -3,10 +3,10 @@ import type { RunConfig } from '../config.js';
 import { WorkerError } from '../errors.js';
 import { formatDuration } from '../core/duration.js';
 import { retryDelayMs } from '../core/retryPolicy.js';
-import type { TaskRecord } from '../core/queueState.js';
+import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import type { CallRequest, } from '../http/executor.js';
 import type { CallResult } from '../http/classify.js';
-import { processIsAlive, type HeldLock, type TaskLocks } from '../lock/taskLock.js';
+import { goneFromThisHost, type HeldLock, type TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
 import type { ClaimEvent, Outcome, OutcomeEvent } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
@@ -167,6 +167,8 @@ export class Worker {
         if (claim) return claim;
       }
     }
+    if (store.state.running > 0 || this.lockedByOthers.length > 0) this.othersSeenAt = now();
+    this.lockedByOthers = [];
     for (const task of this.spread(store.state.readyTasks(now(), CANDIDATES_PER_CHECK))) {
       const claim = await this.claim(task, null, null);
       if (claim) return claim;
@@ -180,10 +182,7 @@ export class Worker {
    * order added, and collisions stay rare. A worker alone takes them strictly in order.
    */
   private spread(candidates: TaskRecord[]): TaskRecord[] {
-    const now = this.deps.now();
-    if (this.deps.store.state.running > 0 || this.lockedByOthers.length > 0) this.othersSeenAt = now;
-    this.lockedByOthers = [];
-    if (now - this.othersSeenAt > OTHERS_ACTIVE_MS || candidates.length < 2) return candidates;
+    if (this.deps.now() - this.othersSeenAt > OTHERS_ACTIVE_MS || candidates.length < 2) return candidates;
     const start = Math.floor(this.deps.random() * candidates.length);
     return [...candidates.slice(start), ...candidates.slice(0, start)];
   }
@@ -200,7 +199,7 @@ export class Worker {
       const lock = locks.inspect(id, now());
       if (!lock.held) return false;
       const owner = lock.owner;
-      const ownerDead = owner !== null && owner.host === this.deps.host && owner.pid !== this.deps.pid && !processIsAlive(owner.pid);
+      const ownerDead = owner !== null && goneFromThisHost(owner, this.deps.host);
       // A claim writes its owner record right after its lock: a lock without one for long has lost its maker.
       const ownerNeverWritten = owner === null && (lock.ageMs ?? 0) > OWNERLESS_LOCK_MS;
       return ownerDead || ownerNeverWritten || locks.isStale(lock);
@@ -242,7 +241,7 @@ export class Worker {
       if (lock.held) {
         // A dead owner's lock goes at once only if its record names the dead claim: a lock with any
         // other record, or none yet, may be another worker's claim in the making, and goes only when stale.
-        const heldByDeadClaim = lock.owner?.token === previous.token && previous.host === this.deps.host && !processIsAlive(previous.pid);
+        const heldByDeadClaim = lock.owner?.token === previous.token && goneFromThisHost(previous, this.deps.host);
         if (!heldByDeadClaim && !locks.isStale(lock)) return null;
         locks.forceRemove(task.def.id);
       }
@@ -275,9 +274,7 @@ export class Worker {
       // Re-check after locking: another worker may have claimed or finished it between our read and the lock.
       store.refresh();
       const fresh = store.state.get(id);
-      const claimable = prev === null
-        ? fresh?.state === 'pending' && fresh.unmetDeps === 0 && (fresh.retryAt === null || fresh.retryAt <= now())
-        : fresh?.state === 'running' && fresh.claim?.token === prev;
+      const claimable = prev === null ? fresh !== undefined && isClaimableAt(fresh, now()) : fresh?.state === 'running' && fresh.claim?.token === prev;
       if (!fresh || !claimable) {
         logger.debug(`lost the race for ${id}: it is ${fresh?.state ?? 'gone'} now`);
         await lock.release();

@@ -3,7 +3,7 @@ import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/pro
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
+import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
 import { addAll, lockFiles, statusById } from '../helpers/queue.js';
 import { checkGuarantees, type Kill } from './checker.mjs';
@@ -40,15 +40,15 @@ describe('kill storm', () => {
     await withTempDir(async (dir) => {
       const tasks = layeredGraph(FULL ? 3000 : 1000);
       await addAll(dir, tasks);
-      api.setBehaviour((call, res) => {
-        setTimeout(() => answerOk(call, res), Math.random() * 5);
-      });
+      api.setBehaviour(answerOkWithin(5));
       const kills: Kill[] = [];
       let incarnation = 0;
-      const start = (slot: number): RunningCli =>
-        startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', `w${slot}-${(incarnation += 1)}`]);
+      const ids: string[] = [];
+      const start = (slot: number): RunningCli => {
+        ids[slot] = `w${slot}-${(incarnation += 1)}`;
+        return startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', ids[slot]]);
+      };
       const workers = Array.from({ length: 8 }, (_, slot) => start(slot));
-      const ids = workers.map((worker) => /--worker-id,(\S+?)(,|$)/.exec(worker.process.spawnargs.join(','))![1]!);
       let storming = true;
       const storm = (async () => {
         while (storming) {
@@ -61,7 +61,6 @@ describe('kill storm', () => {
           victim.process.kill('SIGKILL');
           await victim.exited;
           workers[slot] = start(slot);
-          ids[slot] = /--worker-id,(\S+?)(,|$)/.exec(workers[slot]!.process.spawnargs.join(','))![1]!;
         }
       })();
       // Storm while the queue drains; then let the last workers finish.
@@ -85,9 +84,7 @@ describe('signals at random moments', () => {
     await withTempDir(async (dir) => {
       const tasks = layeredGraph(FULL ? 200 : 80);
       await addAll(dir, tasks);
-      api.setBehaviour((call, res) => {
-        setTimeout(() => answerOk(call, res), Math.random() * 30);
-      });
+      api.setBehaviour(answerOkWithin(30));
       const rounds = FULL ? 40 : 15;
       for (let round = 0; round < rounds; round += 1) {
         const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--max-idle', '0', '--poll-interval', '50ms', '--worker-id', `s${round}`]);
@@ -347,8 +344,9 @@ describe('hostile input', () => {
       expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
       expect(await readdir(outer)).toEqual([...before, 'data']);
       expect((await readdir(dir)).sort()).toEqual(['locks', 'queue']);
-      const table = await runCli(['--dir', dir, 'status']);
-      expect(table.stdout).not.toMatch(/\u0007/);
+      const shown = await runCli(['--dir', dir, 'show', 'unicode']);
+      expect(shown.stdout).toContain('  Résumé 日本語 🚀 \\u0007 bell and\n  newline\n');
+      expect(shown.stdout).not.toMatch(/\u0007/);
     });
   }, 120_000);
 });

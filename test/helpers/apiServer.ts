@@ -21,6 +21,13 @@ export const answerOk: Behaviour = (call, res) => {
   res.end(JSON.stringify({ status: 'completed', echo: call.task_id }));
 };
 
+/** Answers like answerOk after a random delay of up to `maxMs`. */
+export function answerOkWithin(maxMs: number): Behaviour {
+  return (call, res) => {
+    setTimeout(() => answerOk(call, res), Math.random() * maxMs);
+  };
+}
+
 /** A real HTTP API on 127.0.0.1 that records every call it receives: the test's ground truth. */
 export async function startApi(behaviour: Behaviour = answerOk) {
   const calls: ApiCall[] = [];

@@ -171,6 +171,19 @@ describe('worker run: failures are classified and recorded', () => {
     });
   });
 
+  it('a 2xx body over 32 MiB: failed as bad_response, not held in memory', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'huge' }]);
+      api.setBehaviour((_call, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(Buffer.alloc(33 * 1024 * 1024, 'x'));
+      });
+      const result = await runCli(runArgs(dir, '--drain'));
+      expect(result.code, result.stderr).toBe(0);
+      expect((await statusById(dir)).get('huge')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'bad_response' } });
+    });
+  });
+
   it('400: failed after one attempt; 200 with "status": "failed": failed, not retried', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'bad-request' }, { id: 'refused' }]);

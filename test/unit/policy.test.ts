@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatDuration, parseDuration } from '../../src/core/duration.js';
-import { backoffMs, MAX_BACKOFF_MS, parseRetryAfter, retryDelayMs } from '../../src/core/retryPolicy.js';
+import { backoffMs, MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, parseRetryAfter, retryDelayMs } from '../../src/core/retryPolicy.js';
 import { classifyResponse, classifyThrown, findErrorCode } from '../../src/http/classify.js';
 import { parseDependencyList } from '../../src/core/newTasks.js';
 import { parseHeaders, resolveRunConfig } from '../../src/config.js';
@@ -27,6 +27,7 @@ describe('retry policy', () => {
     expect(parseRetryAfter('5', now)).toBe(5000);
     expect(parseRetryAfter('Thu, 01 Jan 2026 00:00:10 GMT', now)).toBe(10_000);
     expect(parseRetryAfter('soon', now)).toBeUndefined();
+    expect(parseRetryAfter('86400', now)).toBe(MAX_RETRY_AFTER_MS);
     expect(retryDelayMs(1, 100, 0, 5000)).toBe(5000);
     expect(retryDelayMs(1, 100, 0, undefined)).toBe(50);
   });
