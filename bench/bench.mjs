@@ -165,7 +165,13 @@ async function bullmq(api, tasks) {
   try {
     await import('bullmq');
   } catch {
-    return 'bullmq is not installed (npm install --no-save bullmq@5): BullMQ comparison skipped';
+    // BullMQ is the benchmark's own dev dependency (bench/package.json), installed on first use.
+    try {
+      execFileSync('npm', ['install', '--prefix', import.meta.dirname, '--no-package-lock', '--no-audit', '--no-fund', '--silent'], { stdio: 'inherit' });
+      await import('bullmq');
+    } catch (error) {
+      return `bullmq could not be installed into bench/ (${error.message.split('\n')[0]}): BullMQ comparison skipped`;
+    }
   }
   const port = 6390;
   const redis = spawn(redisPath, ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });

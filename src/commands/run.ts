@@ -42,6 +42,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   );
   const watcher = new ChangeWatcher(store.paths.queueDir);
   const executor = new HttpExecutor({ url: config.apiUrl, headers: config.headers, timeoutMs: config.timeoutMs });
+  const locks = new TaskLocks(store.paths, config.lockStaleMs, (lockPath) => logger.debug(`refreshed ${lockPath}`));
   logger.info(
     `starting: pid ${process.pid} on ${HOST}, queue ${store.paths.root} (${store.state.size} tasks), api ${redactUrl(config.apiUrl.toString())}` +
       `${Object.keys(config.headers).length > 0 ? ` with headers ${Object.keys(config.headers).map((name) => `${name}: ***`).join(', ')}` : ''}` +
@@ -53,15 +54,14 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     config,
     {
       store,
-      locks: new TaskLocks(store.paths, config.lockStaleMs, (lockPath) => logger.debug(`refreshed ${lockPath}`)),
+      locks,
       executor,
       logger,
       now: Date.now,
       random: Math.random,
       host: HOST,
       pid: process.pid,
-      markLooked: () => watcher.markLooked(),
-      waitForChange: (ms, signal) => watcher.wait(ms, signal),
+      changes: watcher,
       heartbeat: heartbeat.beat,
     },
     options.signals,
@@ -78,6 +78,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     progress?.stop();
     heartbeat.stop();
     watcher.close();
+    locks.close();
     await executor.close();
     store.close();
   }

@@ -46,7 +46,17 @@ export class HttpExecutor {
   }
 
   private async send({ task, attempt, workerId, signal }: CallRequest): Promise<CallResult> {
-    const deadline = AbortSignal.timeout(this.options.timeoutMs);
+    // One controller and one timer per call: AbortSignal.timeout and AbortSignal.any cost ~50 µs a call on
+    // Node 20, a tenth of the queue's own work per task.
+    const call = new AbortController();
+    let timedOut = false;
+    const deadline = setTimeout(() => {
+      timedOut = true;
+      call.abort();
+    }, this.options.timeoutMs);
+    const giveUp = () => call.abort();
+    if (signal.aborted) call.abort();
+    else signal.addEventListener('abort', giveUp, { once: true });
     const body = JSON.stringify({
       task_id: task.id,
       instruction: task.instruction,
@@ -67,7 +77,7 @@ export class HttpExecutor {
           'x-worker-id': workerId,
         },
         body,
-        signal: AbortSignal.any([deadline, signal]),
+        signal: call.signal,
       });
       const text = await readLimited(response.body);
       if (text === undefined) {
@@ -76,7 +86,10 @@ export class HttpExecutor {
       const retryAfter = header(response.headers['retry-after']);
       return classifyResponse(response.statusCode, header(response.headers['content-type']), text, parseRetryAfter(retryAfter, Date.now()));
     } catch (error) {
-      return classifyThrown(error, { timedOut: deadline.aborted, aborted: signal.aborted, timeoutMs: this.options.timeoutMs });
+      return classifyThrown(error, { timedOut, aborted: signal.aborted, timeoutMs: this.options.timeoutMs });
+    } finally {
+      clearTimeout(deadline);
+      signal.removeEventListener('abort', giveUp);
     }
   }
 

@@ -1,24 +1,19 @@
 import * as fs from 'node:fs';
+import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { ioError } from '../errors.js';
 import { taskLockPaths, type QueuePaths } from '../queue/paths.js';
+import { HolderRegister, holdersDir, identityOf, readRegister, readRegisters, type LockIdentity, type LockOwner } from './holderRegister.js';
 
-/** Who holds a task's lock: written to locks/<task-id>.owner.json right after the lock is taken. */
-export interface LockOwner {
-  worker: string;
-  pid: number;
-  host: string;
-  /** The claim's token: the same as in the claim event of the execution log. */
-  token: string;
-  claimed_at: string;
-}
+export type { LockOwner } from './holderRegister.js';
 
 export interface LockInspection {
-  /** Whether locks/<task-id>.lock exists. */
+  /** Whether locks/<shard>/<task-id>.lock exists. */
   held: boolean;
   /** Milliseconds since its holder last refreshed it. */
   ageMs: number | null;
-  owner: LockOwner | null;
+  /** Which lock folder it is: a later one under the same name differs. */
+  identity: LockIdentity | null;
 }
 
 /** A lock this process holds. Released once; after a compromise, releasing is a no-op. */
@@ -34,6 +29,7 @@ export interface HeldLock {
 export class TaskLocks {
   private readonly lockFs: typeof fs;
   private readonly shardsMade = new Set<string>();
+  private register: HolderRegister | undefined;
 
   constructor(private readonly paths: QueuePaths, private readonly staleMs: number, onRefresh: (lockPath: string) => void = () => undefined) {
     this.lockFs = syncBackedFs(onRefresh);
@@ -73,36 +69,74 @@ export class TaskLocks {
       if ((error as NodeJS.ErrnoException).code === 'ELOCKED') return null;
       throw ioError('lock', files.lock, error);
     }
+    const register = (this.register ??= new HolderRegister(this.paths, { worker: owner.worker, pid: owner.pid, host: owner.host }));
     try {
-      // One small write, not write-file-atomic's temp file and rename: this is on every claim, and
-      // readers take an owner record they cannot parse for an absent one (see takeOver).
-      fs.writeFileSync(files.owner, `${JSON.stringify(owner)}\n`);
+      register.add(taskId, { token: owner.token, claimed_at: owner.claimed_at, lock: identityOf(fs.statSync(files.lock, { bigint: true })) });
     } catch (error) {
       await releaseLock().catch(() => undefined);
-      throw ioError('write', files.owner, error);
+      throw ioError('register', files.lock, error);
     }
     let released = false;
     return {
       release: async () => {
         if (released) return;
         released = true;
-        if (compromised) return;
-        // The owner record goes first: a lock folder without one is judged by its age alone.
-        removeQuietly(() => fs.unlinkSync(files.owner));
-        await releaseLock().catch(() => undefined);
+        // The entry goes only once the lock is gone: until then it tells others the lock is in use.
+        if (!compromised) await releaseLock().catch(() => undefined);
+        try {
+          register.remove(taskId);
+        } catch {
+          // An entry that outlives its lock names a folder that no longer exists: it vouches for nothing.
+        }
       },
     };
   }
 
+  /** This process holds no more locks: its register goes. */
+  close(): void {
+    this.register?.close();
+  }
+
   inspect(taskId: string, now: number): LockInspection {
     const files = taskLockPaths(this.paths, taskId);
-    let ageMs: number | null = null;
     try {
-      ageMs = now - fs.statSync(files.lock).mtimeMs;
+      const stats = fs.statSync(files.lock, { bigint: true });
+      return { held: true, ageMs: now - Number(stats.mtimeMs), identity: identityOf(stats) };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('inspect', files.lock, error);
+      return { held: false, ageMs: null, identity: null };
     }
-    return { held: ageMs !== null, ageMs, owner: readOwner(files.owner) };
+  }
+
+  /**
+   * Who made this lock, from the registers of the worker processes: null when no register names this very
+   * folder (its maker died before writing its entry, or the lock was made again since).
+   */
+  ownerOf(taskId: string, inspection: LockInspection): LockOwner | null {
+    if (!inspection.held) return null;
+    return readRegisters(this.paths).get(taskId)?.find((named) => named.lock === inspection.identity)?.owner ?? null;
+  }
+
+  /**
+   * Removes the registers of processes that are gone from this host and no longer vouch for any lock, and
+   * those not written to for `keptMs` (processes on other hosts, which cannot be checked from here).
+   */
+  pruneRegisters(host: string, now: number, keptMs: number): void {
+    const dir = holdersDir(this.paths);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const file = join(dir, name);
+      const modifiedAt = fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs;
+      if (file === this.register?.file || modifiedAt === undefined) continue;
+      const register = readRegister(file);
+      const goneAndDone = register !== null && goneFromThisHost(register, host) && register.locks.every((entry) => this.inspect(entry.task, now).identity !== entry.lock);
+      if (goneAndDone || now - modifiedAt > keptMs) removeQuietly(() => fs.unlinkSync(file));
+    }
   }
 
   /** Ids of the tasks that have a lock folder now. Reads every shard: for start-up and idle checks only. */
@@ -129,21 +163,11 @@ export class TaskLocks {
   /** Removes a dead or stale holder's lock. Callers hold the queue-wide lock, so removals never race. */
   forceRemove(taskId: string): void {
     const files = taskLockPaths(this.paths, taskId);
-    removeQuietly(() => fs.unlinkSync(files.owner));
     try {
       fs.rmdirSync(files.lock);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('remove', files.lock, error);
     }
-  }
-}
-
-function readOwner(file: string): LockOwner | null {
-  try {
-    const owner = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<LockOwner>;
-    return typeof owner.token === 'string' && typeof owner.pid === 'number' ? (owner as LockOwner) : null;
-  } catch {
-    return null;
   }
 }
 

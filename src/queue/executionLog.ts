@@ -27,7 +27,10 @@ export interface LogChunk {
 }
 
 export function serializeEvent(event: QueueEvent): string {
-  // `type` must come first: RECORD_MARK is how a torn line is split.
+  // `type` must come first: RECORD_MARK is how a torn line is split. Events are built with it first;
+  // one that is not is copied in that order.
+  const text = JSON.stringify(event);
+  if (text.startsWith(RECORD_MARK)) return `${text}\n`;
   const { type, ...rest } = event;
   return `${JSON.stringify({ type, ...rest })}\n`;
 }

@@ -13,7 +13,7 @@ import type { QueueEvent, TaskDefinition } from './schema.js';
  * The queue on disk: queue.json (definitions) and the execution log (events), folded into a QueueState.
  *
  * Costs, in file operations:
- * - refresh with nothing new: a stat of queue.json, an open/fstat/close of the log.
+ * - refresh with nothing new: a stat of queue.json and one of the log (the log's descriptor stays open).
  * - refresh after k new events: the same plus one read of their bytes; O(k) work.
  * - a state change (claim, outcome, retry): one append of one line. No lock on the whole queue.
  * - adding tasks: the queue-wide lock, one read and one atomic rewrite of queue.json.
@@ -58,10 +58,14 @@ export class QueueStore {
     return this.reader.tornRecords;
   }
 
-  /** Brings the fold up to date with the files. On any error the fold is dropped and read again next time. */
-  refresh(): void {
+  /**
+   * Brings the fold up to date with the files. With `definitions: false`, only the log is read: for a
+   * re-check of one task inside a claim, where newly added tasks do not matter (an event naming one still
+   * reads queue.json). On any error the fold is dropped and read again next time.
+   */
+  refresh({ definitions = true } = {}): void {
     try {
-      this.state.addDefinitions(this.queueFile.read());
+      if (definitions) this.state.addDefinitions(this.queueFile.read());
       for (const event of this.reader.readNew()) this.applyEvent(event);
     } catch (error) {
       this.reader.close();

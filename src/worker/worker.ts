@@ -17,13 +17,15 @@ import type { Logger } from './logger.js';
 import type { Heartbeat } from './heartbeat.js';
 
 /** Ready tasks looked at per check: enough to get past the few that other workers are claiming. */
-const CANDIDATES_PER_CHECK = 6;
+const CANDIDATES_PER_CHECK = 16;
 /** Other workers count as active this long after one was last seen: until then, claims are spread. */
 const OTHERS_ACTIVE_MS = 2000;
 /** A lock folder with no owner record for this long was left by a worker that died while claiming or releasing. */
 const OWNERLESS_LOCK_MS = 2000;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
+/** A lock register not written to for this long belongs to a process long gone (on another host). */
+const REGISTER_KEPT_MS = 7 * 86_400_000;
 
 export interface WorkerDeps {
   store: QueueStore;
@@ -34,10 +36,15 @@ export interface WorkerDeps {
   random: () => number;
   host: string;
   pid: number;
-  /** Clears the record of changes: called right before each look at the queue. */
-  markLooked: () => void;
-  /** Resolves after `ms`, when the queue folder changed since markLooked, or when `signal` aborts. */
-  waitForChange: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Changes to the queue folder: what wakes an idle worker. */
+  changes: {
+    /** Clears the record of changes: called right before each look at the queue. */
+    markLooked(): void;
+    /** Resolves after `ms`, when the queue folder changed since markLooked, or when `signal` aborts. */
+    wait(ms: number, signal: AbortSignal): Promise<void>;
+    /** The worker is busy with a task: changes do not matter until its next wait. */
+    pause(): void;
+  };
   /** What this worker's heartbeat says; kept current here, written out on a timer by its owner. */
   heartbeat: Pick<Heartbeat, 'state' | 'current_task' | 'tasks_done'>;
 }
@@ -69,8 +76,8 @@ interface Claim {
   task: TaskRecord;
   event: ClaimEvent;
   lock: HeldLock;
-  /** Aborted when the lock is compromised: the claim may already belong to another worker. */
-  lost: AbortController;
+  /** Aborted when the attempt must be abandoned: its lock was compromised (the claim may already belong to another worker), or a second signal came. */
+  abandon: AbortController;
 }
 
 /**
@@ -100,7 +107,7 @@ export class Worker {
       if (this.signals.stop.aborted) return await this.finish('stopped', started);
       if (this.config.maxIterations !== undefined && this.summary.executed >= this.config.maxIterations) return await this.finish('max-iterations', started);
       let claim: Claim | null = null;
-      this.deps.markLooked();
+      this.deps.changes.markLooked();
       try {
         this.deps.store.refresh();
         claim = await this.claimNext();
@@ -110,6 +117,7 @@ export class Worker {
         logger.error(`could not look at the queue: ${this.summary.lastError.message}`, stackOf(error));
       }
       if (claim !== null) {
+        this.deps.changes.pause();
         this.deps.heartbeat.state = 'running';
         this.deps.heartbeat.current_task = claim.task.def.id;
         await this.execute(claim);
@@ -138,7 +146,7 @@ export class Worker {
         nextIdleCheckAt = now() + this.config.pollIntervalMs;
       }
       const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;
-      await this.deps.waitForChange(Math.max(0, Math.min(nextIdleCheckAt, nextRetry) - now()), this.signals.stop);
+      await this.deps.changes.wait(Math.max(0, Math.min(nextIdleCheckAt, nextRetry) - now()), this.signals.stop);
     }
   }
 
@@ -194,24 +202,28 @@ export class Worker {
    */
   private async sweepLeftoverLocks(): Promise<void> {
     const { store, locks, logger, now } = this.deps;
-    const isLeftover = (id: string) => {
-      if (store.state.get(id)?.state === 'running') return false;
+    /** Why a lock is left over, or null while it may be in use. */
+    const leftoverReason = (id: string): string | null => {
+      if (store.state.get(id)?.state === 'running') return null;
       const lock = locks.inspect(id, now());
-      if (!lock.held) return false;
-      const owner = lock.owner;
-      const ownerDead = owner !== null && goneFromThisHost(owner, this.deps.host);
-      // A claim writes its owner record right after its lock: a lock without one for long has lost its maker.
-      const ownerNeverWritten = owner === null && (lock.ageMs ?? 0) > OWNERLESS_LOCK_MS;
-      return ownerDead || ownerNeverWritten || locks.isStale(lock);
+      if (!lock.held) return null;
+      const owner = locks.ownerOf(id, lock);
+      if (owner !== null && goneFromThisHost(owner, this.deps.host)) return `its owner ${owner.worker} (pid ${owner.pid}) is gone`;
+      // A worker registers a lock right after making it: a lock named by no register for long has lost its maker.
+      if (owner === null && (lock.ageMs ?? 0) > OWNERLESS_LOCK_MS) return 'no worker has registered it';
+      return locks.isStale(lock) ? `it was not refreshed for ${formatDuration(lock.ageMs ?? 0)}` : null;
     };
     try {
-      const leftovers = locks.heldTaskIds().filter(isLeftover);
+      locks.pruneRegisters(this.deps.host, now(), REGISTER_KEPT_MS);
+      const leftovers = locks.heldTaskIds().filter((id) => leftoverReason(id) !== null);
       if (leftovers.length === 0) return;
       await withQueueLock(store.paths.queueLock, async () => {
         store.refresh();
-        for (const id of leftovers.filter(isLeftover)) {
+        for (const id of leftovers) {
+          const reason = leftoverReason(id);
+          if (reason === null) continue;
           locks.forceRemove(id);
-          logger.info(`removed the leftover lock of ${id}: its owner is gone and it holds no claim in force`);
+          logger.info(`removed the leftover lock of ${id}: ${reason}, and the task holds no claim in force`);
         }
       });
     } catch (error) {
@@ -239,9 +251,9 @@ export class Worker {
       if (current?.state !== 'running' || current.claim?.token !== previous.token) return null;
       const lock = locks.inspect(task.def.id, now());
       if (lock.held) {
-        // A dead owner's lock goes at once only if its record names the dead claim: a lock with any
-        // other record, or none yet, may be another worker's claim in the making, and goes only when stale.
-        const heldByDeadClaim = lock.owner?.token === previous.token && goneFromThisHost(previous, this.deps.host);
+        // A dead owner's lock goes at once only if a register names it for the dead claim: a lock with any
+        // other owner, or none yet, may be another worker's claim in the making, and goes only when stale.
+        const heldByDeadClaim = locks.ownerOf(task.def.id, lock)?.token === previous.token && goneFromThisHost(previous, this.deps.host);
         if (!heldByDeadClaim && !locks.isStale(lock)) return null;
         locks.forceRemove(task.def.id);
       }
@@ -259,11 +271,11 @@ export class Worker {
     const id = task.def.id;
     const token = randomUUID();
     const claimedAt = new Date(now()).toISOString();
-    const lost = new AbortController();
+    const abandon = new AbortController();
     logger.debug(`trying to claim ${id}`);
     const lock = await locks.tryAcquire(id, { worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, token, claimed_at: claimedAt }, (error) => {
       logger.warn(`lost the lock of ${id}: ${error.message}; abandoning the attempt`);
-      lost.abort(error);
+      abandon.abort(error);
     });
     if (lock === null) {
       this.lockedByOthers.push(task);
@@ -272,7 +284,7 @@ export class Worker {
     }
     try {
       // Re-check after locking: another worker may have claimed or finished it between our read and the lock.
-      store.refresh();
+      store.refresh({ definitions: false });
       const fresh = store.state.get(id);
       const claimable = prev === null ? fresh !== undefined && isClaimableAt(fresh, now()) : fresh?.state === 'running' && fresh.claim?.token === prev;
       if (!fresh || !claimable) {
@@ -284,14 +296,14 @@ export class Worker {
         type: 'claim', task: id, token, prev, attempt: fresh.attempts + 1, worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, at: claimedAt,
       };
       store.append([event]);
-      store.refresh();
+      store.refresh({ definitions: false });
       if (fresh.claim?.token !== token) {
         logger.debug(`lost the race for ${id}: another claim came first in the log`);
         await lock.release();
         return null;
       }
       logger.info(`claimed ${id} (attempt ${event.attempt}/${this.config.maxAttempts})${takeoverReason ? ` after taking it over: ${takeoverReason}` : ''}`);
-      return { task: fresh, event, lock, lost };
+      return { task: fresh, event, lock, abandon };
     } catch (error) {
       await lock.release();
       throw error;
@@ -309,12 +321,10 @@ export class Worker {
       return;
     }
     this.summary.executed += 1;
-    const result = await this.deps.executor.call({
-      task: task.def,
-      attempt: event.attempt,
-      workerId: this.config.workerId,
-      signal: AbortSignal.any([this.signals.abort, claim.lost.signal]),
-    });
+    const abandonOnSignal = () => claim.abandon.abort();
+    this.signals.abort.addEventListener('abort', abandonOnSignal, { once: true });
+    const result = await this.deps.executor.call({ task: task.def, attempt: event.attempt, workerId: this.config.workerId, signal: claim.abandon.signal });
+    this.signals.abort.removeEventListener('abort', abandonOnSignal);
     const endedAt = now();
     const took = formatDuration(endedAt - startedAt);
     if (result.ok) {
@@ -396,7 +406,7 @@ export class Worker {
     const { store, logger } = this.deps;
     const id = claim.task.def.id;
     try {
-      store.refresh();
+      store.refresh({ definitions: false });
     } catch (error) {
       logger.warn(`could not read the queue before recording ${id}; recording anyway (a lost claim's outcome does not count): ${asWorkerError(error).message}`);
       return false;

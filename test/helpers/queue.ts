@@ -25,10 +25,10 @@ export async function logEvents(dir: string): Promise<Array<Record<string, any>>
   return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
 }
 
-/** Lock folders and owner records left anywhere below locks/ (shard folders and heartbeats may stay). */
+/** Lock folders left anywhere below locks/ (shard folders, heartbeats and registers may stay). */
 export async function lockFiles(dir: string): Promise<string[]> {
   const entries = await readdir(join(dir, 'locks'), { recursive: true });
-  return entries.filter((name) => /\.(lock|owner\.json)$/.test(name));
+  return entries.filter((name) => /\.lock$/.test(name));
 }
 
 /** Holds every call for `taskId` until the test answers it; other tasks are answered at once. */

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
@@ -365,16 +366,23 @@ describe('leftover locks', () => {
       await addAll(dir, [{ id: 'orphan' }]);
       const shardDirs = await readdir(join(dir, 'locks')).catch(() => []);
       expect(shardDirs.filter((name) => /^[0-9a-f]{2}$/.test(name))).toEqual([]);
-      // A lock folder and owner record exactly as a worker killed between locking and claiming leaves them.
-      const { lockShard } = await import('../../src/queue/paths.js');
-      const shard = join(dir, 'locks', lockShard('orphan'));
-      execFileSync('mkdir', ['-p', join(shard, 'orphan.lock')]);
-      const dead = execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
-      await writeFile(join(shard, 'orphan.owner.json'), JSON.stringify({ worker: 'w-gone', pid: Number(dead), host: (await import('node:os')).hostname(), token: 'x', claimed_at: new Date().toISOString() }));
+      // A lock folder and register exactly as a worker killed between locking and claiming leaves them.
+      const { lockShard, queuePaths } = await import('../../src/queue/paths.js');
+      const { holdersDir, identityOf } = await import('../../src/lock/holderRegister.js');
+      const lock = join(dir, 'locks', lockShard('orphan'), 'orphan.lock');
+      execFileSync('mkdir', ['-p', lock]);
+      const dead = Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
+      const host = (await import('node:os')).hostname();
+      const register = { worker: 'w-gone', pid: dead, host, locks: [{ task: 'orphan', token: 'x', claimed_at: new Date().toISOString(), lock: identityOf(statSync(lock, { bigint: true })) }] };
+      execFileSync('mkdir', ['-p', holdersDir(queuePaths(dir))]);
+      await writeFile(join(holdersDir(queuePaths(dir)), `${host}-${dead}.json`), JSON.stringify(register));
       const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
       expect(result.code, result.stderr).toBe(0);
-      expect(result.stderr).toMatch(/removed the leftover lock of orphan/);
+      // At once, from the dead worker's register: not after the lock had no owner for a while.
+      expect(result.stderr).toMatch(/removed the leftover lock of orphan: its owner w-gone \(pid \d+\) is gone/);
       expect((await statusById(dir)).get('orphan')).toMatchObject({ state: 'completed' });
+      // The dead worker's register vouches for no lock any more, and its own went when it stopped.
+      expect(await readdir(holdersDir(queuePaths(dir)))).toEqual([]);
     });
   });
 });

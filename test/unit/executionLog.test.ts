@@ -10,6 +10,8 @@ const line = (event: QueueEvent) => serializeEvent(event).trimEnd();
 describe('execution log lines', () => {
   it('writes one line per event, starting with its type', () => {
     expect(serializeEvent(retry)).toBe('{"type":"retry","task":"b","at":"2026-01-01T00:00:00.000Z"}\n');
+    const typeLast = { task: 'b', at: '2026-01-01T00:00:00.000Z', type: 'retry' } as QueueEvent;
+    expect(serializeEvent(typeLast)).toBe('{"type":"retry","task":"b","at":"2026-01-01T00:00:00.000Z"}\n');
   });
 
   it('keeps the record that follows a torn one on the same line, and counts the torn prefix', () => {

@@ -1,0 +1,149 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { ioError } from '../errors.js';
+import type { QueuePaths } from '../queue/paths.js';
+
+/** Which worker process made a lock, and for which claim. */
+export interface LockOwner {
+  worker: string;
+  pid: number;
+  host: string;
+  /** The claim's token: the same as in the claim event of the execution log. */
+  token: string;
+  claimed_at: string;
+}
+
+/** Tells one lock folder from another made later under the same name: inode number and birth time. */
+export type LockIdentity = string;
+
+interface RegisterEntry {
+  task: string;
+  token: string;
+  claimed_at: string;
+  lock: LockIdentity;
+}
+
+interface RegisterFile {
+  worker: string;
+  pid: number;
+  host: string;
+  locks: RegisterEntry[];
+}
+
+export function holdersDir(paths: QueuePaths): string {
+  return join(paths.locksDir, 'holders');
+}
+
+export function identityOf(stats: fs.BigIntStats): LockIdentity {
+  return `${stats.ino}:${stats.birthtimeNs}`;
+}
+
+/**
+ * The locks one worker process holds: locks/holders/<host>-<pid>.json, one file per process, rewritten in
+ * place (one pwrite, no new file) each time it takes or lets go of a lock. This is what tells a lock's
+ * owner to a worker sweeping leftovers or taking over a dead worker's task. A file per lock would cost
+ * an inode created and removed per claim: on ext4 that is as much as the lock itself.
+ *
+ * An entry is written right after its lock is made and removed only once the lock is gone, so a lock
+ * named here is its writer's for as long as the writer lives. A lock named nowhere (its maker died before
+ * writing, or a register cannot be read) is judged by its age alone. Entries carry the lock's identity, so
+ * an entry left by a dead process never vouches for a lock made later under the same name.
+ */
+export class HolderRegister {
+  private fd: number | undefined;
+  /** Bytes of the file: it never shrinks, so a shorter text is padded with spaces over the old one. */
+  private size = 0;
+  private readonly entries = new Map<string, RegisterEntry>();
+  readonly file: string;
+
+  constructor(private readonly paths: QueuePaths, private readonly self: { worker: string; pid: number; host: string }) {
+    this.file = join(holdersDir(paths), `${safeName(self.host)}-${self.pid}.json`);
+  }
+
+  add(taskId: string, entry: Omit<RegisterEntry, 'task'>): void {
+    this.entries.set(taskId, { task: taskId, ...entry });
+    this.write();
+  }
+
+  remove(taskId: string): void {
+    if (this.entries.delete(taskId)) this.write();
+  }
+
+  /** The process is done with locks: its register goes. */
+  close(): void {
+    if (this.fd === undefined) return;
+    fs.closeSync(this.fd);
+    this.fd = undefined;
+    try {
+      fs.unlinkSync(this.file);
+    } catch {
+      // gone already
+    }
+  }
+
+  private write(): void {
+    const contents: RegisterFile = { ...this.self, locks: [...this.entries.values()] };
+    const text = `${JSON.stringify(contents)}\n`;
+    const bytes = Buffer.from(text.padEnd(Math.max(text.length, this.size), ' '), 'utf8');
+    try {
+      this.fd ??= this.open();
+      fs.writeSync(this.fd, bytes, 0, bytes.length, 0);
+    } catch (error) {
+      throw ioError('write', this.file, error);
+    }
+    this.size = Math.max(this.size, bytes.length);
+  }
+
+  private open(): number {
+    try {
+      fs.mkdirSync(holdersDir(this.paths));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    return fs.openSync(this.file, 'w');
+  }
+}
+
+export interface RegisteredLock {
+  owner: LockOwner;
+  lock: LockIdentity;
+  /** The register file that names it. */
+  file: string;
+}
+
+/** Every lock named in every register, by task id. Registers that cannot be read name nothing. */
+export function readRegisters(paths: QueuePaths): Map<string, RegisteredLock[]> {
+  const byTask = new Map<string, RegisteredLock[]>();
+  let names: string[];
+  try {
+    names = fs.readdirSync(holdersDir(paths));
+  } catch {
+    return byTask;
+  }
+  for (const name of names) {
+    const file = join(holdersDir(paths), name);
+    const register = readRegister(file);
+    if (register === null) continue;
+    for (const entry of register.locks) {
+      const owner: LockOwner = { worker: register.worker, pid: register.pid, host: register.host, token: entry.token, claimed_at: entry.claimed_at };
+      const named = byTask.get(entry.task) ?? [];
+      named.push({ owner, lock: entry.lock, file });
+      byTask.set(entry.task, named);
+    }
+  }
+  return byTask;
+}
+
+/** A register, or null when it is gone or caught mid-write (its text does not parse). */
+export function readRegister(file: string): RegisterFile | null {
+  try {
+    const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<RegisterFile>;
+    return typeof parsed.pid === 'number' && typeof parsed.host === 'string' && Array.isArray(parsed.locks) ? (parsed as RegisterFile) : null;
+  } catch {
+    return null;
+  }
+}
+
+function safeName(text: string): string {
+  return text.replace(/[^A-Za-z0-9._-]/g, '_');
+}
