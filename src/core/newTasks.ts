@@ -1,7 +1,7 @@
 import { WorkerError } from '../errors.js';
 import { INTENSITIES, type Intensity } from '../types.js';
 import { MAX_INSTRUCTION_LENGTH, TASK_ID_PATTERN, TASK_ID_RULE, type TaskDefinition } from '../queue/schema.js';
-import type { QueueContents } from '../queue/queueFile.js';
+import type { QueueIds } from '../queue/queueFile.js';
 
 /** A task as a person writes it: on the command line or as one line of a bulk file. */
 export interface NewTask {
@@ -32,14 +32,14 @@ export function parseDependencyList(text: string | undefined): string[] {
  * definitions. `where(i)` names the i-th task in messages (e.g. "line 7 of tasks.jsonl").
  */
 export function defineNewTasks(
-  queue: QueueContents,
+  queue: Pick<QueueIds, 'ids' | 'removed'>,
   tasks: readonly NewTask[],
   defaults: TaskDefaults,
   now: Date,
   where: (index: number) => string,
 ): TaskDefinition[] {
-  const ids = new Set(queue.tasks.map((task) => task.id));
-  const foldedIds = new Map(queue.tasks.map((task) => [task.id.toLowerCase(), task.id]));
+  const ids = new Set(queue.ids);
+  const foldedIds = new Map(queue.ids.map((id) => [id.toLowerCase(), id]));
   const addedAt = now.toISOString();
   return tasks.map((task, index) => {
     const reject = (message: string, hint: string) => {

@@ -105,13 +105,23 @@ function describeBadLine(line: string, problem: string): string {
 export class ExecutionLogReader {
   private fd: number | undefined;
   private inode: number | undefined;
-  private offset = 0;
-  private lineNo = 1;
+  private offset: number;
+  private lineNo: number;
   private pending: Buffer = Buffer.alloc(0);
   /** Torn records seen so far. */
   tornRecords = 0;
 
-  constructor(readonly file: string) {}
+  /** `from`: where to start, a position an earlier reader of the same file reached. */
+  constructor(readonly file: string, from: LogPosition = { inode: undefined, offset: 0, line: 1 }) {
+    this.inode = from.inode;
+    this.offset = from.offset;
+    this.lineNo = from.line;
+  }
+
+  /** The end of the last complete line read, and the file it was read from. */
+  position(): LogPosition {
+    return { inode: this.inode, offset: this.offset - this.pending.length, line: this.lineNo };
+  }
 
   readNew(): QueueEvent[] {
     let size: number;
@@ -167,6 +177,14 @@ export class ExecutionLogReader {
     this.pending = Buffer.from(data.subarray(lastNewline + 1));
     return chunk.events;
   }
+}
+
+export interface LogPosition {
+  /** Undefined when the log did not exist yet. */
+  inode: number | undefined;
+  offset: number;
+  /** 1-based number of the line that starts at `offset`. */
+  line: number;
 }
 
 /** Appends whole events, each batch with one write(2) on a descriptor opened in append mode. */

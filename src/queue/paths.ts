@@ -8,6 +8,8 @@ export interface QueuePaths {
   queueFile: string;
   /** State events, appended only. */
   logFile: string;
+  /** Where `add` last found both files sound (a cache, see checkedRecord.ts). */
+  checkedFile: string;
   /** The queue-wide lock (a folder, proper-lockfile), held only while task definitions change. */
   queueLock: string;
   locksDir: string;
@@ -22,6 +24,7 @@ export function queuePaths(root: string): QueuePaths {
     queueDir,
     queueFile: join(queueDir, 'queue.json'),
     logFile: join(queueDir, 'execution-log.jsonl'),
+    checkedFile: join(queueDir, 'checked.json'),
     queueLock: join(queueDir, 'queue.lock'),
     locksDir,
   };

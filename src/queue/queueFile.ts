@@ -17,6 +17,23 @@ export interface QueueContents {
   removed: ReadonlySet<string>;
 }
 
+/** All that adding needs of the queue: the ids taken, and the file's text to extend. */
+export interface QueueIds {
+  ids: string[];
+  removed: ReadonlySet<string>;
+  text: string;
+}
+
+/**
+ * Which version of queue.json a reader saw. Every write makes a new file (write-file-atomic renames one
+ * into place), and anything else that touches it changes its ctime, which no one can set back.
+ */
+export interface QueueFileVersion {
+  ino: string;
+  size: number;
+  ctimeNs: string;
+}
+
 const EMPTY: QueueContents = { tasks: [], removed: new Set() };
 
 /**
@@ -51,16 +68,44 @@ export class QueueFile {
     return contents;
   }
 
+  /** The version of the file now, or null when there is none. */
+  version(): QueueFileVersion | null {
+    try {
+      const info = statSync(this.file, { bigint: true });
+      return { ino: String(info.ino), size: Number(info.size), ctimeNs: String(info.ctimeNs) };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw ioError('read', this.file, error);
+    }
+  }
+
   /**
-   * Adds tasks after the ones the file holds. Its text is extended rather than every task serialised
-   * again. Callers hold the queue-wide lock, so the file cannot change in between.
+   * The ids of a file known to be sound: `checked` is a version that was read in full and validated.
+   * Only its ids are picked out, without validating each task again. Null when the file is not that
+   * version any more, or not in the one-task-per-line layout: the caller reads it in full.
    */
-  async append(added: readonly TaskDefinition[]): Promise<void> {
+  readIdsIfUnchanged(checked: QueueFileVersion): QueueIds | null {
+    const text = this.readText();
+    const now = this.version();
+    if (now === null || now.ino !== checked.ino || now.size !== checked.size || now.ctimeNs !== checked.ctimeNs) return null;
+    const scanned = scanIds(text);
+    return scanned === undefined ? null : { ...scanned, text };
+  }
+
+  /** The ids of the file, each task validated. */
+  readIds(): QueueIds {
     const contents = this.read();
-    const previous = contents.tasks.length > 0 ? this.readText() : '';
+    return { ids: contents.tasks.map((task) => task.id), removed: contents.removed, text: contents.tasks.length > 0 ? this.readText() : '' };
+  }
+
+  /**
+   * Adds tasks after the ones `existing` holds, which callers read under the queue-wide lock, so the file
+   * cannot have changed since. Its text is extended rather than every task serialised again.
+   */
+  async append(existing: QueueIds, added: readonly TaskDefinition[]): Promise<void> {
     const lines = added.map((task) => JSON.stringify(task)).join(',\n');
-    if (previous.endsWith(FILE_END)) await this.writeText(`${previous.slice(0, -FILE_END.length)},\n${lines}${FILE_END}`);
-    else await this.write({ tasks: [...contents.tasks, ...added], removed: contents.removed });
+    if (existing.text.endsWith(FILE_END)) await this.writeText(`${existing.text.slice(0, -FILE_END.length)},\n${lines}${FILE_END}`);
+    else await this.write({ tasks: [...this.read().tasks, ...added], removed: existing.removed });
   }
 
   async write(contents: QueueContents): Promise<void> {
@@ -93,6 +138,30 @@ function formatQueueFile(contents: QueueContents): string {
   const start = `${JSON.stringify(header).slice(0, -1)},"tasks":[\n`;
   return `${start}${contents.tasks.map((task) => JSON.stringify(task)).join(',\n')}${FILE_END}`;
 }
+
+/** Ids and removed ids of a file in the layout this tool writes, or undefined for any other layout. */
+function scanIds(text: string): { ids: string[]; removed: ReadonlySet<string> } | undefined {
+  const lines = text.split('\n');
+  let header: { removed?: string[] };
+  try {
+    header = JSON.parse(`${lines[0]}]}`) as { removed?: string[] };
+  } catch {
+    return undefined;
+  }
+  if (lines.at(-1) !== '' || lines.at(-2) !== ']}') return undefined;
+  const ids: string[] = [];
+  for (let i = 1; i < lines.length - 2; i += 1) {
+    const line = lines[i]!;
+    if (line === '' && lines.length === 4) continue; // a queue with no tasks yet
+    // Ids hold no quotes or backslashes (schema.ts), so the first closing quote ends one.
+    const id = line.startsWith(ID_START) ? line.slice(ID_START.length, line.indexOf('"', ID_START.length)) : undefined;
+    if (!id) return undefined;
+    ids.push(id);
+  }
+  return { ids, removed: new Set(header.removed ?? []) };
+}
+
+const ID_START = '{"id":"';
 
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;

@@ -1,11 +1,13 @@
+import { statSync } from 'node:fs';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { DamagedFileError, ioError } from '../errors.js';
 import { QueueState, type ApplyResult, type FoldOptions } from '../core/queueState.js';
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
-import { ExecutionLogReader, ExecutionLogWriter } from './executionLog.js';
+import { ExecutionLogReader, ExecutionLogWriter, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
-import { QueueFile, type QueueContents } from './queueFile.js';
+import { QueueFile, type QueueContents, type QueueIds } from './queueFile.js';
+import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { withQueueLock } from './queueLock.js';
 import type { QueueEvent, TaskDefinition } from './schema.js';
 
@@ -118,26 +120,41 @@ export class QueueStore {
 
   /**
    * Adds tasks, all or none, under the queue-wide lock. Both files are checked first, but no fold is
-   * built: adding needs only the ids. Returns the new definitions.
+   * built: adding needs only the ids. What an earlier add found sound (checked.json) is not checked again:
+   * an unchanged queue.json is only scanned for its ids, and the log is read from where that add stopped.
+   * Returns the new definitions.
    */
   async addTasks(tasks: readonly NewTask[], defaults: TaskDefaults, now: Date, where: (index: number) => string): Promise<TaskDefinition[]> {
     return withQueueLock(this.paths.queueLock, async (assertHeld) => {
       await this.sweepTempFiles();
-      const existing = this.queueFile.read();
-      this.checkLogAgainst(existing);
+      const checked = readCheckedRecord(this.paths.checkedFile);
+      const unchanged = checked && this.queueFile.readIdsIfUnchanged(checked.queue);
+      const existing = unchanged ?? this.queueFile.readIds();
+      const logChecked = this.checkLogAgainst(existing, unchanged ? checked!.log : undefined);
       const added = defineNewTasks(existing, tasks, defaults, now, where);
       assertHeld();
-      await this.queueFile.append(added);
+      await this.queueFile.append(existing, added);
+      const version = this.queueFile.version();
+      if (version !== null) writeCheckedRecord(this.paths.checkedFile, { queue: version, log: logChecked });
       return added;
     });
   }
 
-  /** Reads the whole log: it must parse, and name only defined tasks. */
-  private checkLogAgainst(queue: QueueContents): void {
-    const ids = new Set(queue.tasks.map((task) => task.id));
-    const reader = new ExecutionLogReader(this.paths.logFile);
+  /**
+   * Reads the log, from `from` when it is still the same file and has not shrunk: it must parse, and name
+   * only defined tasks. Returns where it stopped.
+   */
+  private checkLogAgainst(queue: QueueIds, from: LogPosition | undefined): LogPosition {
+    const info = statSync(this.paths.logFile, { throwIfNoEntry: false });
+    const resume = from !== undefined && info !== undefined && from.inode === info.ino && info.size >= from.offset;
+    const reader = new ExecutionLogReader(this.paths.logFile, resume ? from : undefined);
     try {
-      for (const event of reader.readNew()) if (!ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event, ids.size);
+      const events = reader.readNew();
+      if (events.length > 0) {
+        const ids = new Set(queue.ids);
+        for (const event of events) if (!ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event, ids.size);
+      }
+      return reader.position();
     } finally {
       reader.close();
     }

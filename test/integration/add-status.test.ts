@@ -155,6 +155,59 @@ describe('a damaged queue.json', () => {
   });
 });
 
+describe('worker add reads only what changed since the last add (queue/checked.json)', () => {
+  const logFile = (dir: string) => join(dir, 'queue', 'execution-log.jsonl');
+  const claimOf = (task: string) => `${JSON.stringify({ type: 'claim', task, token: `t-${task}`, prev: null, attempt: 1, worker: 'w', pid: 1, host: 'h', at: '2026-01-01T00:00:00.000Z' })}\n`;
+
+  it('still refuses a queue.json edited since, even when its size did not change', async () => {
+    await withTempDir(async (dir) => {
+      for (const id of ['a', 'b']) expect((await runCli(['--dir', dir, 'add', id, `Do ${id}`])).code).toBe(0);
+      const edited = (await readFile(queueFile(dir), 'utf8')).replace('"intensity":"medium"', '"intensity":"mediun"');
+      await writeFile(queueFile(dir), edited);
+      const result = await runCli(['--dir', dir, 'add', 'c', 'Do c']);
+      expect(result.code, result.stderr).toBe(4);
+      expect(result.stderr).toMatch(/queue\.json is damaged \(at tasks\[0\]/);
+      expect(await readFile(queueFile(dir), 'utf8')).toBe(edited);
+    });
+  });
+
+  it('still refuses events of undefined tasks appended to the log since, and an older copy of queue.json', async () => {
+    await withTempDir(async (dir) => {
+      expect((await runCli(['--dir', dir, 'add', 'a', 'Do a'])).code).toBe(0);
+      const older = await readFile(queueFile(dir));
+      await writeFile(logFile(dir), claimOf('a'));
+      // This add reads the log to its end; the next one reads only what comes after.
+      expect((await runCli(['--dir', dir, 'add', 'b', 'Do b'])).code).toBe(0);
+      await writeFile(logFile(dir), claimOf('ghost'), { flag: 'a' });
+      const afterGhost = await runCli(['--dir', dir, 'add', 'c', 'Do c']);
+      expect(afterGhost.code, afterGhost.stderr).toBe(4);
+      expect(afterGhost.stderr).toMatch(/records events of task "ghost"/);
+
+      await writeFile(logFile(dir), claimOf('a') + claimOf('b'));
+      expect((await runCli(['--dir', dir, 'add', 'c', 'Do c'])).code).toBe(0);
+      // A backup of queue.json from before b was added, while the log has b's claim: b must not be added again.
+      await writeFile(queueFile(dir), older);
+      const afterRestore = await runCli(['--dir', dir, 'add', 'b', 'Do b again']);
+      expect(afterRestore.code, afterRestore.stderr).toBe(4);
+      expect(afterRestore.stderr).toMatch(/records events of task "b"/);
+      expect(await readFile(queueFile(dir))).toEqual(older);
+    });
+  });
+
+  it('works as before without its record, or with a damaged one', async () => {
+    await withTempDir(async (dir) => {
+      const checked = join(dir, 'queue', 'checked.json');
+      expect((await runCli(['--dir', dir, 'add', 'a', 'Do a'])).code).toBe(0);
+      expect(JSON.parse(await readFile(checked, 'utf8'))).toMatchObject({ queue: { size: (await stat(queueFile(dir))).size } });
+      await writeFile(checked, '{"queue":');
+      expect((await runCli(['--dir', dir, 'add', 'b', 'Do b', 'a'])).code).toBe(0);
+      await writeFile(checked, '');
+      expect((await runCli(['--dir', dir, 'add', 'a', 'Do a again'])).stderr).toMatch(/task "a" already exists/);
+      expect((await statusJson(dir)).map((task) => task.id)).toEqual(['a', 'b']);
+    });
+  });
+});
+
 describe('worker status', () => {
   it('prints a table with a summary line, and JSON with the fields of add --file', async () => {
     await withTempDir(async (dir) => {
