@@ -2,6 +2,7 @@ import { TASK_STATES, type AttemptError, type TaskState } from '../types.js';
 import { QueueStore } from '../queue/store.js';
 import { reasonFor, stuckReason, type ReasonContext } from '../core/reasons.js';
 import type { TaskRecord } from '../core/queueState.js';
+import type { TaskDefinition } from '../queue/schema.js';
 import { TaskLocks } from '../lock/taskLock.js';
 import { livenessOfRunning } from '../lock/liveness.js';
 
@@ -43,7 +44,7 @@ export interface InspectOptions {
 }
 
 /** Opens the queue and looks at the claims in force from outside: what status, show and graph need. */
-export async function inspectQueue(options: InspectOptions): Promise<{ store: QueueStore; context: ReasonContext }> {
+export async function inspectQueue(options: InspectOptions): Promise<{ store: QueueStore<TaskDefinition>; context: ReasonContext<TaskDefinition> }> {
   const store = await QueueStore.open(options.dir);
   const state = store.state;
   const liveness = livenessOfRunning(state, new TaskLocks(store.paths, options.lockStaleMs), options.host, options.now);
@@ -64,7 +65,7 @@ export async function readStatus(options: InspectOptions, filter: TaskState | un
   }
 }
 
-export function statusOf(context: ReasonContext, filter: TaskState | undefined): StatusReport {
+export function statusOf(context: ReasonContext<TaskDefinition>, filter: TaskState | undefined): StatusReport {
   const { state, blocked } = context;
   const counts = Object.fromEntries(TASK_STATES.map((name) => [name, 0])) as Record<TaskState, number>;
   const tasks: TaskStatus[] = [];
@@ -77,7 +78,7 @@ export function statusOf(context: ReasonContext, filter: TaskState | undefined):
 }
 
 /** One task as status and show give it. */
-export function taskStatus(task: TaskRecord, context: ReasonContext): TaskStatus {
+export function taskStatus(task: TaskRecord<TaskDefinition>, context: ReasonContext<TaskDefinition>): TaskStatus {
   const status: TaskStatus = {
     id: task.def.id,
     instruction: task.def.instruction,

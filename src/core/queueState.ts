@@ -1,12 +1,13 @@
 import { MinHeap } from './heap.js';
 import { WorkerError } from '../errors.js';
 import type { AttemptError, TaskState } from '../types.js';
-import type { ClaimEvent, OutcomeEvent, QueueEvent, TaskDefinition } from '../queue/schema.js';
+import type { ClaimEvent, OutcomeEvent, QueueEvent, TaskHead } from '../queue/schema.js';
 import type { QueueContents } from '../queue/queueFile.js';
 
-/** A task's current state: its definition plus the fold of its events. */
-export interface TaskRecord {
-  readonly def: TaskDefinition;
+/** A task's current state: its definition (as much as the reader keeps of it) plus the fold of its events. */
+export interface TaskRecord<Def extends TaskHead = TaskHead> {
+  /** Replaced only by a newer read of the same task's definition. */
+  def: Def;
   /** Position in queue.json: the order tasks were added, which is also a topological order. */
   readonly index: number;
   /** `blocked` is never stored: it is derived from the dependencies (see blockedTasks). */
@@ -25,13 +26,13 @@ export interface TaskRecord {
   /** Dependencies not yet completed. The task is ready when this is 0 and it is pending. */
   unmetDeps: number;
   /** Tasks that depend on this one; most tasks have none, so it stays undefined until one is added. */
-  dependents: TaskRecord[] | undefined;
+  dependents: TaskRecord<Def>[] | undefined;
   /** Bumped each time the task is queued as ready: older heap entries are stale and skipped. */
   queueVersion: number;
 }
 
-interface QueueEntry {
-  task: TaskRecord;
+interface QueueEntry<Def extends TaskHead = TaskHead> {
+  task: TaskRecord<Def>;
   version: number;
 }
 
@@ -55,12 +56,13 @@ const byRetryTime = (a: QueueEntry, b: QueueEntry) => (a.task.retryAt ?? 0) < (b
  * - an outcome counts only if its token is the claim in force (fencing: a worker that lost its claim
  *   can never record a second outcome).
  */
-export class QueueState {
-  private readonly records: TaskRecord[] = [];
-  private readonly byId = new Map<string, TaskRecord>();
+export class QueueState<Def extends TaskHead = TaskHead> {
+  private readonly records: TaskRecord<Def>[] = [];
+  private readonly byId = new Map<string, TaskRecord<Def>>();
+  // Typed by TaskHead, not Def: a comparator would make QueueState<Def> invariant. Entries hold records of this fold only.
   private readonly ready = new MinHeap<QueueEntry>(byAddOrder);
   private readonly backoff = new MinHeap<QueueEntry>(byRetryTime);
-  private readonly runningSet = new Set<TaskRecord>();
+  private readonly runningSet = new Set<TaskRecord<Def>>();
   private removed: ReadonlySet<string> = new Set();
 
   constructor(private readonly options: FoldOptions = { keepDetails: true }) {}
@@ -73,26 +75,33 @@ export class QueueState {
     return this.runningSet.size;
   }
 
-  tasks(): readonly TaskRecord[] {
+  tasks(): readonly TaskRecord<Def>[] {
     return this.records;
   }
 
-  get(id: string): TaskRecord | undefined {
+  get(id: string): TaskRecord<Def> | undefined {
     return this.byId.get(id);
   }
 
   /**
    * Adds definitions not seen before. New tasks are only ever appended to queue.json (clean removes, never
    * inserts), so they are found from the end: O(new tasks). Dependencies always precede their dependents.
+   * `reread`: the file was read whole again, so known tasks take their definitions from `contents` too.
    */
-  addDefinitions(contents: QueueContents): void {
+  addDefinitions(contents: QueueContents<Def>, reread = false): void {
     this.removed = contents.removed;
     const defs = contents.tasks;
+    if (reread) {
+      for (const def of defs) {
+        const record = this.byId.get(def.id);
+        if (record) record.def = def;
+      }
+    }
     let first = defs.length;
     while (first > 0 && !this.byId.has(defs[first - 1]!.id)) first -= 1;
     for (let i = first; i < defs.length; i += 1) {
       const def = defs[i]!;
-      const record: TaskRecord = {
+      const record: TaskRecord<Def> = {
         def,
         index: this.records.length,
         state: 'pending',
@@ -144,7 +153,7 @@ export class QueueState {
     }
   }
 
-  private applyClaim(task: TaskRecord, claim: ClaimEvent): ApplyResult {
+  private applyClaim(task: TaskRecord<Def>, claim: ClaimEvent): ApplyResult {
     const fresh = claim.prev === null && task.state === 'pending' && task.unmetDeps === 0;
     const takeover = claim.prev !== null && task.state === 'running' && task.claim?.token === claim.prev;
     if (!fresh && !takeover) return 'ignored';
@@ -163,7 +172,7 @@ export class QueueState {
     return 'accepted';
   }
 
-  private applyOutcome(task: TaskRecord, outcome: OutcomeEvent): ApplyResult {
+  private applyOutcome(task: TaskRecord<Def>, outcome: OutcomeEvent): ApplyResult {
     if (task.state !== 'running' || task.claim?.token !== outcome.token) return 'ignored';
     this.runningSet.delete(task);
     task.claim = null;
@@ -197,7 +206,7 @@ export class QueueState {
     return 'accepted';
   }
 
-  private enqueue(task: TaskRecord): void {
+  private enqueue(task: TaskRecord<Def>): void {
     if (!isReady(task)) return;
     task.queueVersion += 1;
     const entry = { task, version: task.queueVersion };
@@ -209,7 +218,7 @@ export class QueueState {
    * Up to `limit` tasks that may be claimed now, in the order they were added. Cost: O(limit · log n),
    * never a scan of the queue.
    */
-  readyTasks(now: number, limit: number): TaskRecord[] {
+  readyTasks(now: number, limit: number): TaskRecord<Def>[] {
     for (let due = this.liveTop(this.backoff); due !== undefined && (due.task.retryAt ?? 0) <= now; due = this.liveTop(this.backoff)) {
       this.backoff.pop();
       due.task.retryAt = null;
@@ -222,7 +231,7 @@ export class QueueState {
       found.push(this.ready.pop()!);
     }
     for (const entry of found) this.ready.push(entry);
-    return found.map((entry) => entry.task);
+    return found.map((entry) => entry.task as TaskRecord<Def>);
   }
 
   /** The earliest time a task in backoff may be claimed, if any. */
@@ -240,7 +249,7 @@ export class QueueState {
   }
 
   /** Tasks that are running under a claim: few, at most one per live worker plus dead owners' claims. */
-  runningTasks(): TaskRecord[] {
+  runningTasks(): TaskRecord<Def>[] {
     return [...this.runningSet];
   }
 
@@ -248,8 +257,8 @@ export class QueueState {
    * Pending tasks that can never run as things stand: a dependency failed, or is itself blocked.
    * One pass in add order, which is topological. O(tasks + dependencies).
    */
-  blockedTasks(): Map<string, TaskRecord> {
-    const blockedBy = new Map<string, TaskRecord>();
+  blockedTasks(): Map<string, TaskRecord<Def>> {
+    const blockedBy = new Map<string, TaskRecord<Def>>();
     for (const task of this.records) {
       if (task.state !== 'pending' || task.unmetDeps === 0) continue;
       for (const depId of task.def.deps) {
@@ -270,7 +279,7 @@ export class QueueState {
   }
 
   /** The state a person sees: stored state, with `blocked` derived. */
-  stateOf(task: TaskRecord, blocked: ReadonlyMap<string, TaskRecord>): TaskState {
+  stateOf(task: TaskRecord<Def>, blocked: ReadonlyMap<string, TaskRecord<Def>>): TaskState {
     return blocked.has(task.def.id) ? 'blocked' : task.state;
   }
 }
@@ -285,7 +294,7 @@ export function isClaimableAt(task: TaskRecord, now: number): boolean {
 }
 
 /** The task with this id, or the error a person sees when there is none. */
-export function findTask(state: QueueState, id: string): TaskRecord {
+export function findTask<Def extends TaskHead>(state: QueueState<Def>, id: string): TaskRecord<Def> {
   const task = state.get(id);
   if (!task) throw new WorkerError('NOT_FOUND', `no task "${id}"`, { hint: 'see `worker status` for the task ids' });
   return task;

@@ -1,5 +1,6 @@
 import type { QueueState, TaskRecord } from './queueState.js';
 import type { AttemptError } from '../types.js';
+import type { TaskHead } from '../queue/schema.js';
 
 /** What can be learnt of a running task's claim from outside: is its worker alive, is its lock fresh? */
 export interface ClaimLiveness {
@@ -10,10 +11,10 @@ export interface ClaimLiveness {
   stale: boolean;
 }
 
-export interface ReasonContext {
-  state: QueueState;
+export interface ReasonContext<Def extends TaskHead = TaskHead> {
+  state: QueueState<Def>;
   now: number;
-  blocked: ReadonlyMap<string, TaskRecord>;
+  blocked: ReadonlyMap<string, TaskRecord<Def>>;
   liveness: ReadonlyMap<string, ClaimLiveness>;
 }
 

@@ -3,7 +3,7 @@ import { StringDecoder } from 'node:string_decoder';
 import writeFileAtomic from 'write-file-atomic';
 import * as z from 'zod';
 import { DamagedFileError, ioError } from '../errors.js';
-import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema, type TaskDefinition } from './schema.js';
+import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema, type TaskDefinition, type TaskHead } from './schema.js';
 
 interface FileIdentity {
   ino: number;
@@ -12,8 +12,8 @@ interface FileIdentity {
 }
 
 /** What queue.json holds: the tasks in the order they were added, and the ids `worker clean` removed. */
-export interface QueueContents {
-  tasks: TaskDefinition[];
+export interface QueueContents<T extends TaskHead = TaskDefinition> {
+  tasks: T[];
   removed: ReadonlySet<string>;
 }
 
@@ -54,16 +54,12 @@ export class QueueFile {
 
   /** The definitions, validated. A missing file is an empty queue; a damaged one is an error, never empty. */
   read(): QueueContents {
-    let identity: FileIdentity;
-    try {
-      const info = statSync(this.file);
-      identity = { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY;
-      throw ioError('read', this.file, error);
-    }
+    const identity = statIdentity(this.file);
+    if (identity === null) return EMPTY;
     if (this.cached && sameIdentity(this.cached.identity, identity)) return this.cached.contents;
-    const contents = checkDefinitions(this.file, parseLineByLine(this.file, readLines(this.file)) ?? parseWhole(this.file, this.readText()));
+    const addedTimes = new Map<string, string>();
+    const parsed = parseLineByLine(this.file, readLines(this.file), (task) => compact(task, addedTimes));
+    const contents = checkDefinitions(this.file, parsed ? { tasks: parsed.tasks, removed: parsed.removed } : parseWhole(this.file, readFileText(this.file)));
     this.cached = { identity, contents };
     return contents;
   }
@@ -113,12 +109,7 @@ export class QueueFile {
   }
 
   private readText(): string {
-    try {
-      return readFileSync(this.file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return '';
-      throw ioError('read', this.file, error);
-    }
+    return readFileText(this.file);
   }
 
   private async writeText(text: string): Promise<void> {
@@ -128,6 +119,120 @@ export class QueueFile {
       throw ioError('write', this.file, error);
     }
     this.cached = undefined;
+  }
+}
+
+/** A task as a worker keeps it: what the fold needs, and where the rest of its definition is (offset -1: not on a line of its own). */
+export interface IndexedTask extends TaskHead, LineSpan {}
+
+/**
+ * What a worker keeps of queue.json: each task's id, dependencies, time added, and where its line is.
+ * Instructions, however long, stay in the file: a definition is read (and validated again) when its task
+ * is claimed. `worker add` only ever extends the file, so when the header and the last known task are
+ * still where they were, only the lines after them are read: what an add costs a running worker is the
+ * size of what was added, not of the queue. Anything else (worker clean, an edit) is read whole again,
+ * and so is anything odd in the new lines, so that damage is reported as a whole read reports it.
+ */
+export class QueueIndex {
+  private known: { identity: FileIdentity; contents: QueueContents<IndexedTask>; header: string; last: NonNullable<ParsedLines<IndexedTask>['last']> } | undefined;
+  /** Whole definitions of a file not in the one-task-per-line layout (formatted by hand), which has no line positions. */
+  private whole = new Map<string, TaskDefinition>();
+  private readonly addedTimes = new Map<string, string>();
+
+  constructor(readonly file: string) {}
+
+  /**
+   * The tasks, validated. `isDefined` tells the ids known before, which tasks added since may depend on.
+   * `rebuilt` when the file was read whole: positions of known tasks may have moved.
+   */
+  read(isDefined: (id: string) => boolean): { contents: QueueContents<IndexedTask>; rebuilt: boolean } {
+    const identity = statIdentity(this.file);
+    if (identity === null) return { contents: { tasks: [], removed: new Set() }, rebuilt: false };
+    if (this.known && sameIdentity(this.known.identity, identity)) return { contents: this.known.contents, rebuilt: false };
+    if (this.known && this.readAppended(identity, isDefined)) return { contents: this.known.contents, rebuilt: false };
+    this.known = undefined;
+    this.whole = new Map();
+    const parsed = parseLineByLine(this.file, readLines(this.file), (task, span) => this.keep(task, span));
+    if (parsed === undefined) {
+      const whole = checkDefinitions(this.file, parseWhole(this.file, readFileText(this.file)));
+      for (const task of whole.tasks) this.whole.set(task.id, task);
+      return { contents: { tasks: whole.tasks.map((task) => this.keep(task, { offset: -1, length: 0 })), removed: whole.removed }, rebuilt: true };
+    }
+    const contents = checkDefinitions(this.file, { tasks: parsed.tasks, removed: parsed.removed });
+    if (parsed.last !== undefined) this.known = { identity, contents, header: parsed.header, last: parsed.last };
+    return { contents, rebuilt: true };
+  }
+
+  /** A task's whole definition, or null when its line is not there any more (the file was rewritten since). */
+  definitionOf(task: IndexedTask): TaskDefinition | null {
+    if (task.offset < 0) return this.whole.get(task.id) ?? null;
+    const text = readBytes(this.file, task.offset, task.length);
+    const parsed = text === null ? undefined : parseTaskLine(text);
+    return parsed?.success && parsed.data.id === task.id ? parsed.data : null;
+  }
+
+  private keep(task: TaskDefinition, span: LineSpan): IndexedTask {
+    const { id, deps, added_at } = compact(task, this.addedTimes);
+    // A literal, not a spread: every task then shares one shape with its fields in the object itself.
+    return { id, deps, added_at, offset: span.offset, length: span.length };
+  }
+
+  /** Reads the tasks after the last known one, if the file is the known one extended; false when it is not. */
+  private readAppended(identity: FileIdentity, isDefined: (id: string) => boolean): boolean {
+    const known = this.known!;
+    const { header, last } = known;
+    if (readBytes(this.file, 0, Buffer.byteLength(header) + 1) !== `${header}\n`) return false;
+    if (readBytes(this.file, last.span.offset, last.span.length + 2) !== `${last.text},\n`) return false;
+    const added: IndexedTask[] = [];
+    const addedIds = new Set<string>();
+    let newLast = last;
+    // The known last task now ends with a comma: more tasks follow, each but the last with a comma too.
+    let more = true;
+    let ended = false;
+    for (const { text: line, offset } of readLines(this.file, last.span.offset + last.span.length + 2)) {
+      if (ended) {
+        if (line !== '') return false;
+      } else if (line === ']}') {
+        if (more) return false;
+        ended = true;
+      } else {
+        if (!more) return false;
+        more = line.endsWith(',');
+        const text = more ? line.slice(0, -1) : line;
+        const task = parseTaskLine(text);
+        if (!task?.success) return false;
+        const { id, deps } = task.data;
+        const taken = isDefined(id) || addedIds.has(id) || known.contents.removed.has(id);
+        if (taken || deps.some((dep) => !isDefined(dep) && !addedIds.has(dep))) return false;
+        newLast = { text, span: { offset, length: Buffer.byteLength(text) } };
+        added.push(this.keep(task.data, newLast.span));
+        addedIds.add(id);
+      }
+    }
+    if (!ended || added.length === 0) return false;
+    for (const task of added) known.contents.tasks.push(task);
+    known.identity = identity;
+    known.last = newLast;
+    return true;
+  }
+}
+
+/** `length` bytes of a file from `offset`, as text; null when the file is shorter or gone. */
+function readBytes(file: string, offset: number, length: number): string | null {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const buffer = Buffer.allocUnsafe(length);
+    const read = readSync(fd, buffer, 0, length, offset);
+    return read === length ? buffer.toString('utf8') : null;
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -163,11 +268,30 @@ function scanIds(text: string): { ids: string[]; removed: ReadonlySet<string> } 
 
 const ID_START = '{"id":"';
 
+function statIdentity(file: string): FileIdentity | null {
+  try {
+    const info = statSync(file);
+    return { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError('read', file, error);
+  }
+}
+
+function readFileText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw ioError('read', file, error);
+  }
+}
+
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
 }
 
-function checkDefinitions(file: string, contents: QueueContents): QueueContents {
+function checkDefinitions<T extends TaskHead>(file: string, contents: QueueContents<T>): QueueContents<T> {
   const seen = new Set<string>();
   contents.tasks.forEach((task, i) => {
     if (seen.has(task.id)) throw new DamagedFileError(file, `at tasks[${i}].id`, `task id "${task.id}" appears twice`);
@@ -184,11 +308,17 @@ function checkDefinitions(file: string, contents: QueueContents): QueueContents 
 
 const CHUNK_BYTES = 1 << 20;
 
+/** One line of queue.json: its text, without the newline, and the byte offset where it starts. */
+interface Line {
+  text: string;
+  offset: number;
+}
+
 /**
- * The lines of a file, read a megabyte at a time: a large queue.json is never held whole in memory
- * beside its parsed tasks (100,000 tasks: ~30 MB less at a worker's start).
+ * The lines of a file from byte `from`, read a megabyte at a time: a large queue.json is never held whole
+ * in memory beside its parsed tasks (100,000 tasks: ~30 MB less at a worker's start).
  */
-function* readLines(file: string): Generator<string> {
+function* readLines(file: string, from = 0): Generator<Line> {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -199,36 +329,56 @@ function* readLines(file: string): Generator<string> {
     const decoder = new StringDecoder('utf8');
     const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
     let rest = '';
-    for (;;) {
+    let offset = from;
+    for (let position = from; ; ) {
       let bytes: number;
       try {
-        bytes = readSync(fd, chunk, 0, CHUNK_BYTES, null);
+        bytes = readSync(fd, chunk, 0, CHUNK_BYTES, position);
       } catch (error) {
         throw ioError('read', file, error);
       }
       if (bytes === 0) break;
+      position += bytes;
       const lines = (rest + decoder.write(chunk.subarray(0, bytes))).split('\n');
       rest = lines.pop()!;
-      yield* lines;
+      for (const text of lines) {
+        yield { text, offset };
+        offset += Buffer.byteLength(text) + 1;
+      }
     }
-    yield rest + decoder.end();
+    yield { text: rest + decoder.end(), offset };
   } finally {
     closeSync(fd);
   }
 }
 
+/** Where a task's definition is in queue.json: the bytes of its JSON object. */
+export interface LineSpan {
+  offset: number;
+  length: number;
+}
+
+interface ParsedLines<T extends TaskHead> extends QueueContents<T> {
+  /** The first line, which holds everything but the tasks. */
+  header: string;
+  /** The last task's line and where its object ends: tasks added later come after it. */
+  last: { text: string; span: LineSpan } | undefined;
+}
+
 /**
  * The layout this tool writes: a header line, one task per line, a footer. Parsing one line at a time
- * keeps a single raw object alive at once. Undefined for any other layout (a file reformatted by hand, or
- * cut short): the whole-file parse then decides, and names the place of any damage.
+ * keeps a single raw object alive at once; `keep` decides what of each task stays. Undefined for any
+ * other layout (a file reformatted by hand, or cut short): the whole-file parse then decides, and names
+ * the place of any damage.
  */
-function parseLineByLine(file: string, lines: Iterable<string>): QueueContents | undefined {
+function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>, keep: (task: TaskDefinition, span: LineSpan) => T): ParsedLines<T> | undefined {
   let removed: Set<string> | undefined;
-  const tasks: TaskDefinition[] = [];
-  const addedTimes = new Map<string, string>();
+  let header = '';
+  const tasks: T[] = [];
+  let last: ParsedLines<T>['last'];
   let lineNo = 0;
   let state: 'header' | 'tasks' | 'footer' | 'end' = 'header';
-  for (const line of lines) {
+  for (const { text: line, offset } of lines) {
     lineNo += 1;
     if (state === 'header') {
       if (!line.endsWith('"tasks":[')) return undefined;
@@ -238,9 +388,10 @@ function parseLineByLine(file: string, lines: Iterable<string>): QueueContents |
       } catch {
         return undefined;
       }
-      const header = queueHeaderSchema.safeParse(rawHeader);
-      if (!header.success) throw new DamagedFileError(file, 'line 1', describeZodError(header.error));
-      removed = new Set(header.data.removed ?? []);
+      const parsedHeader = queueHeaderSchema.safeParse(rawHeader);
+      if (!parsedHeader.success) throw new DamagedFileError(file, 'line 1', describeZodError(parsedHeader.error));
+      removed = new Set(parsedHeader.data.removed ?? []);
+      header = line;
       state = 'tasks';
     } else if (state === 'tasks' || state === 'footer') {
       if (line === ']}') {
@@ -250,19 +401,28 @@ function parseLineByLine(file: string, lines: Iterable<string>): QueueContents |
       if (state === 'footer') return undefined;
       if (line === '' && tasks.length === 0) continue; // a queue with no tasks yet
       const more = line.endsWith(',');
-      let raw: unknown;
-      try {
-        raw = JSON.parse(more ? line.slice(0, -1) : line);
-      } catch {
-        return undefined;
-      }
-      const parsed = taskDefinitionSchema.safeParse(raw);
-      if (!parsed.success) throw new DamagedFileError(file, `at tasks[${tasks.length}], line ${lineNo}`, describeZodError(parsed.error));
-      tasks.push(compact(parsed.data, addedTimes));
+      const text = more ? line.slice(0, -1) : line;
+      const task = parseTaskLine(text);
+      if (task === undefined) return undefined;
+      if (!task.success) throw new DamagedFileError(file, `at tasks[${tasks.length}], line ${lineNo}`, describeZodError(task.error));
+      const span = { offset, length: Buffer.byteLength(text) };
+      tasks.push(keep(task.data, span));
+      last = { text, span };
       if (!more) state = 'footer';
     } else if (line !== '') return undefined;
   }
-  return state === 'end' && removed !== undefined ? { tasks, removed } : undefined;
+  return state === 'end' && removed !== undefined ? { tasks, removed, header, last } : undefined;
+}
+
+/** One task's JSON object: undefined when it is not JSON at all, a failed parse when it is not a task. */
+function parseTaskLine(text: string): ReturnType<typeof taskDefinitionSchema.safeParse> | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  return taskDefinitionSchema.safeParse(raw);
 }
 
 const NO_DEPS: string[] = [];

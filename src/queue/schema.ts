@@ -27,6 +27,8 @@ export const taskDefinitionSchema = z.looseObject({
   added_at: isoTime,
 });
 export type TaskDefinition = z.infer<typeof taskDefinitionSchema>;
+/** What the fold needs of a task: a worker keeps only this in memory, and reads the rest when it claims one. */
+export type TaskHead = Pick<TaskDefinition, 'id' | 'deps' | 'added_at'>;
 
 export const QUEUE_FORMAT_VERSION = 1;
 

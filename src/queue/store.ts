@@ -2,57 +2,115 @@ import { statSync } from 'node:fs';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { DamagedFileError, ioError } from '../errors.js';
-import { QueueState, type ApplyResult, type FoldOptions } from '../core/queueState.js';
+import { QueueState, type ApplyResult, type FoldOptions, type TaskRecord } from '../core/queueState.js';
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { ExecutionLogReader, ExecutionLogWriter, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
-import { QueueFile, type QueueContents, type QueueIds } from './queueFile.js';
+import { QueueFile, QueueIndex, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { withQueueLock } from './queueLock.js';
-import type { QueueEvent, TaskDefinition } from './schema.js';
+import type { QueueEvent, TaskDefinition, TaskHead } from './schema.js';
+
+/** Where a store gets its task definitions, and what it keeps of them. */
+interface DefinitionSource<Def extends TaskHead> {
+  /** The definitions now; `rebuilt` when the file was read whole again. `isDefined` tells ids known before. */
+  read(isDefined: (id: string) => boolean): { contents: QueueContents<Def>; rebuilt: boolean };
+  /** A task's whole definition, or null when its definition moved since it was read. */
+  definitionOf(task: Def): TaskDefinition | null;
+}
+
+/** Whole definitions, all in memory: for commands that show them. */
+function wholeDefinitions(queueFile: QueueFile): DefinitionSource<TaskDefinition> {
+  let last: QueueContents | undefined;
+  return {
+    read() {
+      const contents = queueFile.read();
+      const rebuilt = last !== undefined && contents !== last;
+      last = contents;
+      return { contents, rebuilt };
+    },
+    definitionOf: (task) => task,
+  };
+}
 
 /**
  * The queue on disk: queue.json (definitions) and the execution log (events), folded into a QueueState.
+ * `Def` is what it keeps of each definition: all of it (`open`), or what a worker needs (`openForWorker`).
  *
  * Costs, in file operations:
  * - refresh with nothing new: a stat of queue.json and one of the log (the log's descriptor stays open).
  * - refresh after k new events: the same plus one read of their bytes; O(k) work.
+ * - refresh after `worker add` of k tasks, for a worker: two small reads that find the file only extended,
+ *   and a read of the k new lines.
  * - a state change (claim, outcome, retry): one append of one line. No lock on the whole queue.
+ * - a claim, for a worker: one read of the task's line in queue.json.
  * - adding tasks: the queue-wide lock, one read and one atomic rewrite of queue.json.
  */
-export class QueueStore {
+export class QueueStore<Def extends TaskHead = TaskHead> {
   readonly paths: QueuePaths;
-  state: QueueState;
+  state: QueueState<Def>;
   private readonly queueFile: QueueFile;
+  private definitions: DefinitionSource<Def>;
   private reader: ExecutionLogReader;
   private readonly writer: ExecutionLogWriter;
 
-  private constructor(root: string, private readonly foldOptions: FoldOptions) {
+  private constructor(root: string, private readonly foldOptions: FoldOptions, private readonly makeDefinitions: (queueFile: QueueFile) => DefinitionSource<Def>) {
     this.paths = queuePaths(root);
     this.queueFile = new QueueFile(this.paths.queueFile);
+    this.definitions = makeDefinitions(this.queueFile);
     this.reader = new ExecutionLogReader(this.paths.logFile);
     this.writer = new ExecutionLogWriter(this.paths.logFile);
-    this.state = new QueueState(foldOptions);
+    this.state = new QueueState<Def>(foldOptions);
   }
 
-  /** Opens the queue below `root`, creating its folders, and reads it. */
-  static async open(root: string, foldOptions: FoldOptions = { keepDetails: true }): Promise<QueueStore> {
-    const store = await QueueStore.create(root, foldOptions);
+  /** Opens the queue below `root`, creating its folders, and reads it, keeping whole definitions. */
+  static async open(root: string): Promise<QueueStore<TaskDefinition>> {
+    const store = await QueueStore.create(root);
+    store.refresh();
+    return store;
+  }
+
+  /**
+   * Opens the queue for a worker: it keeps of each task only what the fold needs (see QueueIndex), and
+   * neither results nor outcomes; `definitionOf` reads a task's definition when it is claimed.
+   */
+  static async openForWorker(root: string): Promise<QueueStore<IndexedTask>> {
+    const store = new QueueStore<IndexedTask>(root, { keepDetails: false }, (queueFile) => new QueueIndex(queueFile.file));
+    await store.makeFolders();
     store.refresh();
     return store;
   }
 
   /** Creates the folders and nothing more: for changes that read what they need under the queue-wide lock. */
-  static async create(root: string, foldOptions: FoldOptions = { keepDetails: true }): Promise<QueueStore> {
-    const store = new QueueStore(root, foldOptions);
-    for (const dir of [store.paths.queueDir, store.paths.locksDir]) {
+  static async create(root: string): Promise<QueueStore<TaskDefinition>> {
+    const store = new QueueStore<TaskDefinition>(root, { keepDetails: true }, wholeDefinitions);
+    await store.makeFolders();
+    return store;
+  }
+
+  private async makeFolders(): Promise<void> {
+    for (const dir of [this.paths.queueDir, this.paths.locksDir]) {
       try {
         await mkdir(dir, { recursive: true });
       } catch (error) {
         throw ioError('create the folder', dir, error);
       }
     }
-    return store;
+  }
+
+  /**
+   * A task's whole definition, validated: for a worker, read from its line in queue.json now. Throws
+   * DamagedFileError when the task is no longer defined there.
+   */
+  definitionOf(task: TaskRecord<Def>): TaskDefinition {
+    let definition = this.definitions.definitionOf(task.def);
+    if (definition === null) {
+      // queue.json was rewritten since it was read (worker clean, an edit): read it again, then look once more.
+      this.refresh();
+      definition = this.definitions.definitionOf(task.def);
+    }
+    if (definition === null) throw new DamagedFileError(this.paths.queueFile, 'whole file', `task "${task.def.id}" is no longer defined in it`);
+    return definition;
   }
 
   /** Torn records skipped so far: writers that died mid-write (see executionLog.ts). */
@@ -67,20 +125,26 @@ export class QueueStore {
    */
   refresh({ definitions = true } = {}): void {
     try {
-      if (definitions) this.state.addDefinitions(this.queueFile.read());
+      if (definitions) this.readDefinitionsIntoFold();
       for (const event of this.reader.readNew()) this.applyEvent(event);
     } catch (error) {
       this.reader.close();
-      this.state = new QueueState(this.foldOptions);
+      this.state = new QueueState<Def>(this.foldOptions);
+      this.definitions = this.makeDefinitions(this.queueFile);
       this.reader = new ExecutionLogReader(this.paths.logFile);
       throw error;
     }
   }
 
+  private readDefinitionsIntoFold(): void {
+    const { contents, rebuilt } = this.definitions.read((id) => this.state.get(id) !== undefined);
+    this.state.addDefinitions(contents, rebuilt);
+  }
+
   private applyEvent(event: QueueEvent): void {
     if (this.state.apply(event) !== 'unknown-task') return;
     // Written after the task was added, so a fresh read of queue.json must define it.
-    this.state.addDefinitions(this.queueFile.read());
+    this.readDefinitionsIntoFold();
     if (this.state.apply(event) !== 'unknown-task') return;
     this.throwUndefinedTask(event, this.state.size);
   }

@@ -8,7 +8,7 @@ import type { CallRequest, } from '../http/executor.js';
 import type { CallResult } from '../http/classify.js';
 import { goneFromThisHost, type HeldLock, type TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
-import type { ClaimEvent, Outcome, OutcomeEvent } from '../queue/schema.js';
+import type { ClaimEvent, Outcome, OutcomeEvent, TaskDefinition } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
 import { describeError, stuckReason } from '../core/reasons.js';
 import { claimLiveness } from '../lock/liveness.js';
@@ -74,6 +74,8 @@ export interface RunSummary {
 
 interface Claim {
   task: TaskRecord;
+  /** Its whole definition, read when it was claimed. */
+  definition: TaskDefinition;
   event: ClaimEvent;
   lock: HeldLock;
   /** Aborted when the attempt must be abandoned: its lock was compromised (the claim may already belong to another worker), or a second signal came. */
@@ -292,6 +294,8 @@ export class Worker {
         await lock.release();
         return null;
       }
+      // Before the claim: a definition that cannot be read (queue.json damaged since) leaves the task unclaimed.
+      const definition = store.definitionOf(fresh);
       const event: ClaimEvent = {
         type: 'claim', task: id, token, prev, attempt: fresh.attempts + 1, worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, at: claimedAt,
       };
@@ -303,7 +307,7 @@ export class Worker {
         return null;
       }
       logger.info(`claimed ${id} (attempt ${event.attempt}/${this.config.maxAttempts})${takeoverReason ? ` after taking it over: ${takeoverReason}` : ''}`);
-      return { task: fresh, event, lock, abandon };
+      return { task: fresh, definition, event, lock, abandon };
     } catch (error) {
       await lock.release();
       throw error;
@@ -323,7 +327,7 @@ export class Worker {
     this.summary.executed += 1;
     const abandonOnSignal = () => claim.abandon.abort();
     this.signals.abort.addEventListener('abort', abandonOnSignal, { once: true });
-    const result = await this.deps.executor.call({ task: task.def, attempt: event.attempt, workerId: this.config.workerId, signal: claim.abandon.signal });
+    const result = await this.deps.executor.call({ task: claim.definition, attempt: event.attempt, workerId: this.config.workerId, signal: claim.abandon.signal });
     this.signals.abort.removeEventListener('abort', abandonOnSignal);
     const endedAt = now();
     const took = formatDuration(endedAt - startedAt);

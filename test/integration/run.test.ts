@@ -53,6 +53,42 @@ describe('worker run: exactly once, in dependency order', () => {
     });
   });
 
+  it('a running worker reads each definition when it claims it: exact after adds, after clean rewrites queue.json, in any script', async () => {
+    await withTempDir(async (dir) => {
+      // Multi-byte text before later tasks: a worker finds a task's line by byte position, not character.
+      const first = [
+        { id: 'u1', instruction: 'Résumé of 章 1 — «quoted» 😀' },
+        { id: 'u2', instruction: 'tab\tand \\ backslash and \"quotes\"' },
+        { id: 'u3', instruction: 'x'.repeat(5000) },
+      ];
+      await addAll(dir, first);
+      const worker = startCli(runArgs(dir, '--max-idle', '0'));
+      await worker.waitForLog(/completed u3/);
+      // Added while it runs: read from where it stopped.
+      await runCli(['--dir', dir, 'add', 'later', 'Added later: ünïcödé', 'u1']);
+      await worker.waitForLog(/completed later/);
+      // clean rewrites queue.json: every line moves, also those of tasks the worker already knows and has yet to run.
+      const gate = holdCallsFor(api, 'gate');
+      await addAll(dir, [{ id: 'gate', instruction: 'Gate' }, { id: 'behind', instruction: 'Behind the gate', deps: ['gate'] }]);
+      await gate.arrived();
+      expect((await runCli(['--dir', dir, 'clean', 'u2'])).code).toBe(0);
+      answerOk(gate.held[0]!.call, gate.held[0]!.res);
+      await worker.waitForLog(/completed behind/);
+      await runCli(['--dir', dir, 'add', 'after-clean', 'After clean', 'u3']);
+      await worker.waitForLog(/completed after-clean/);
+      worker.process.kill('SIGTERM');
+      expect((await worker.exited).code).toBe(0);
+      const sent = new Map(api.calls.map((call) => [call.task_id, call.body.instruction]));
+      expect(sent).toEqual(new Map([
+        ...first.map((task) => [task.id, task.instruction] as const),
+        ['later', 'Added later: ünïcödé'],
+        ['gate', 'Gate'],
+        ['behind', 'Behind the gate'],
+        ['after-clean', 'After clean'],
+      ]));
+    });
+  });
+
   it('sends the task contract: JSON body, idempotency key, worker id and the given headers', async () => {
     await withTempDir(async (dir) => {
       await runCli(['--dir', dir, 'add', 'a', 'Summarize chapter 1', '--min-budget', '10', '--max-budget', '20', '--intensity', 'low']);
