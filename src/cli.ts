@@ -19,7 +19,7 @@ import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, readStatus, type InspectOptions } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, type GraphFormat } from './commands/inspect.js';
 import { cancelTask, cleanTasks, retryTasks, unlockTask } from './commands/repair.js';
-import { renderStatus, renderWorkers } from './render.js';
+import { idList, renderStatus, renderWorkers } from './render.js';
 import { QueueStore } from './queue/store.js';
 import { readWorkers } from './worker/heartbeat.js';
 import { TASK_STATES, type TaskState } from './types.js';
@@ -225,7 +225,7 @@ function buildProgram(): Command {
     .addHelpText('after', examples('worker retry fetch-7', 'worker retry --failed'))
     .action(async (ids: string[], flags: { failed?: boolean }, command: Command) => {
       const retried = await retryTasks(dirOf(command), ids, flags.failed ?? false, () => new Date());
-      print(retried.length === 0 ? 'no failed tasks\n' : `pending again: ${retried.join(', ')}\n`);
+      print(retried.length === 0 ? 'no failed tasks\n' : `pending again: ${idList(retried, 'see worker status --state pending')}\n`);
     });
 
   program
@@ -235,7 +235,7 @@ function buildProgram(): Command {
     .addHelpText('after', examples('worker cancel appendix'))
     .action(async (id: string, _flags, command: Command) => {
       const { blocked } = await cancelTask(dirOf(command), id, () => new Date());
-      print(`cancelled ${id}${blocked.length > 0 ? `; blocked now: ${blocked.join(', ')}` : ''}\n`);
+      print(`cancelled ${id}${blocked.length > 0 ? `; blocked now: ${idList(blocked, 'see worker status --state blocked')}` : ''}\n`);
     });
 
   program
@@ -258,7 +258,7 @@ function buildProgram(): Command {
     .action(async (ids: string[], flags: { completed?: boolean; olderThan?: string }, command: Command) => {
       const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting('--older-than', flags.olderThan, {}, '', '0s', 0);
       const { removed, kept } = await cleanTasks(dirOf(command), ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now });
-      print(`removed ${removed.length} completed task${removed.length === 1 ? '' : 's'}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${kept.slice(0, 10).join(', ')}${kept.length > 10 ? ', …' : ''}` : ''}\n`);
+      print(`removed ${removed.length} completed task${removed.length === 1 ? '' : 's'}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`);
     });
 
   program

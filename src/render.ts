@@ -11,6 +11,12 @@ export function visible(line: string): string {
   return line.replace(/[\u0000-\u0008\u000a-\u001f\u007f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/** Ids for a one-line message: the first `shown`, then how many more, so a long list never floods the terminal. */
+export function idList(ids: readonly string[], more: string, shown = 10): string {
+  if (ids.length <= shown) return ids.join(', ');
+  return `${ids.slice(0, shown).join(', ')} and ${(ids.length - shown).toLocaleString('en')} more (${more})`;
+}
+
 function clip(text: string, width: number): string {
   const flat = text.replace(/[\u0000-\u001f\u007f]+/g, ' ');
   return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;
