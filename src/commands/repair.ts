@@ -123,7 +123,7 @@ export async function cleanTasks(dir: string, ids: readonly string[], options: {
       else if (named.has(task.def.id)) refuse(`task "${task.def.id}" is needed by "${stays.def.id}", which would be left depending on a task that no longer exists`, `remove "${stays.def.id}" too, or leave "${task.def.id}"`);
       else kept.push(task.def.id);
     }
-    if (removed.size > 0) await store.removeTasks(removed);
+    if (removed.size > 0) store.removeTasks(removed);
     return { removed: tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id), kept: kept.reverse() };
   });
 }

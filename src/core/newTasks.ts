@@ -38,8 +38,10 @@ export function defineNewTasks(
   now: Date,
   where: (index: number) => string,
 ): TaskDefinition[] {
-  const ids = new Set(queue.ids);
-  const foldedIds = new Map(queue.ids.map((id) => [id.toLowerCase(), id]));
+  // Ids differ in more than case, so one map by lower case answers both "does it exist" and "does it clash".
+  const foldedIds = new Map<string, string>();
+  for (const id of queue.ids) foldedIds.set(id.toLowerCase(), id);
+  const exists = (id: string) => foldedIds.get(id.toLowerCase()) === id;
   const addedAt = now.toISOString();
   return tasks.map((task, index) => {
     const reject = (message: string, hint: string) => {
@@ -48,7 +50,7 @@ export function defineNewTasks(
     if (!TASK_ID_PATTERN.test(task.id)) {
       reject(`invalid task id ${quote(task.id)}`, `a task id is ${TASK_ID_RULE}`);
     }
-    if (ids.has(task.id)) reject(`task "${task.id}" already exists`, 'choose another id');
+    if (exists(task.id)) reject(`task "${task.id}" already exists`, 'choose another id');
     if (queue.removed.has(task.id)) reject(`task id "${task.id}" belonged to a task removed by \`worker clean\``, 'ids are never reused: choose another');
     const sameButCase = foldedIds.get(task.id.toLowerCase());
     if (sameButCase !== undefined) {
@@ -62,7 +64,7 @@ export function defineNewTasks(
     for (const dep of deps) {
       if (dep === task.id) reject(`task "${task.id}" depends on itself`, 'remove it from its own dependencies');
       if (queue.removed.has(dep)) reject(`task "${task.id}" depends on "${dep}", which was removed by \`worker clean\``, 'depend on tasks that are still in the queue');
-      if (!ids.has(dep)) {
+      if (!exists(dep)) {
         reject(`task "${task.id}" depends on ${quote(dep)}, which does not exist`, 'add the dependency first (in a bulk file: on an earlier line)');
       }
     }
@@ -78,7 +80,6 @@ export function defineNewTasks(
     if (definition.min_budget > definition.max_budget) {
       reject(`task "${task.id}" has min_budget ${definition.min_budget} above max_budget ${definition.max_budget}`, 'raise max_budget or lower min_budget');
     }
-    ids.add(task.id);
     foldedIds.set(task.id.toLowerCase(), task.id);
     return definition;
   });

@@ -17,11 +17,11 @@ export interface QueueContents<T extends TaskHead = TaskDefinition> {
   removed: ReadonlySet<string>;
 }
 
-/** All that adding needs of the queue: the ids taken, and the file's text to extend. */
+/** All that adding needs of the queue: the ids taken, and the file's bytes to extend. */
 export interface QueueIds {
   ids: string[];
   removed: ReadonlySet<string>;
-  text: string;
+  bytes: Buffer;
 }
 
 /**
@@ -81,46 +81,56 @@ export class QueueFile {
    * version any more, or not in the one-task-per-line layout: the caller reads it in full.
    */
   readIdsIfUnchanged(checked: QueueFileVersion): QueueIds | null {
-    const text = this.readText();
+    const bytes = this.readBytes();
     const now = this.version();
     if (now === null || now.ino !== checked.ino || now.size !== checked.size || now.ctimeNs !== checked.ctimeNs) return null;
-    const scanned = scanIds(text);
-    return scanned === undefined ? null : { ...scanned, text };
+    const scanned = scanIds(bytes);
+    return scanned === undefined ? null : { ...scanned, bytes };
   }
 
   /** The ids of the file, each task validated. */
   readIds(): QueueIds {
     const contents = this.read();
-    return { ids: contents.tasks.map((task) => task.id), removed: contents.removed, text: contents.tasks.length > 0 ? this.readText() : '' };
+    return { ids: contents.tasks.map((task) => task.id), removed: contents.removed, bytes: contents.tasks.length > 0 ? this.readBytes() : Buffer.alloc(0) };
   }
 
   /**
    * Adds tasks after the ones `existing` holds, which callers read under the queue-wide lock, so the file
-   * cannot have changed since. Its text is extended rather than every task serialised again.
+   * cannot have changed since. Its bytes are extended: the tasks already there are neither decoded nor
+   * serialised again.
    */
-  async append(existing: QueueIds, added: readonly TaskDefinition[]): Promise<void> {
+  append(existing: QueueIds, added: readonly TaskDefinition[]): void {
     const lines = added.map((task) => JSON.stringify(task)).join(',\n');
-    if (existing.text.endsWith(FILE_END)) await this.writeText(`${existing.text.slice(0, -FILE_END.length)},\n${lines}${FILE_END}`);
-    else await this.write({ tasks: [...this.read().tasks, ...added], removed: existing.removed });
+    const { bytes } = existing;
+    if (existing.ids.length > 0 && bytes.subarray(-FILE_END_BYTES.length).equals(FILE_END_BYTES)) {
+      this.writeBytes(Buffer.concat([bytes.subarray(0, -FILE_END_BYTES.length), Buffer.from(`,\n${lines}${FILE_END}`)]));
+    } else {
+      this.write({ tasks: [...this.read().tasks, ...added], removed: existing.removed });
+    }
   }
 
-  async write(contents: QueueContents): Promise<void> {
-    await this.writeText(formatQueueFile(contents));
+  write(contents: QueueContents): void {
+    this.writeBytes(Buffer.from(formatQueueFile(contents)));
   }
 
-  private readText(): string {
-    return readFileText(this.file);
-  }
-
-  private async writeText(text: string): Promise<void> {
+  private readBytes(): Buffer {
     try {
-      await writeFileAtomic(this.file, text, { encoding: 'utf8' });
+      return readFileSync(this.file);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return Buffer.alloc(0);
+      throw ioError('read', this.file, error);
+    }
+  }
+
+  /** Synchronous: callers hold the queue-wide lock and wait for nothing else, and each thread-pool step of the asynchronous form costs more than the step. */
+  private writeBytes(bytes: Buffer): void {
+    try {
+      writeFileAtomic.sync(this.file, bytes);
     } catch (error) {
       throw ioError('write', this.file, error);
     }
     this.cached = undefined;
-  }
-}
+  }}
 
 /** A task as a worker keeps it: what the fold needs, and where the rest of its definition is (offset -1: not on a line of its own). */
 export interface IndexedTask extends TaskHead, LineSpan {}
@@ -237,6 +247,7 @@ function readBytes(file: string, offset: number, length: number): string | null 
 }
 
 const FILE_END = '\n]}\n';
+const FILE_END_BYTES = Buffer.from(FILE_END);
 
 function formatQueueFile(contents: QueueContents): string {
   const header = contents.removed.size > 0 ? { version: QUEUE_FORMAT_VERSION, removed: [...contents.removed] } : { version: QUEUE_FORMAT_VERSION };
@@ -244,24 +255,31 @@ function formatQueueFile(contents: QueueContents): string {
   return `${start}${contents.tasks.map((task) => JSON.stringify(task)).join(',\n')}${FILE_END}`;
 }
 
-/** Ids and removed ids of a file in the layout this tool writes, or undefined for any other layout. */
-function scanIds(text: string): { ids: string[]; removed: ReadonlySet<string> } | undefined {
-  const lines = text.split('\n');
+/**
+ * Ids and removed ids of a file in the layout this tool writes, or undefined for any other layout. The
+ * bytes are read as Latin-1, one character each, without decoding UTF-8: ids and the header are ASCII
+ * (schema.ts), and nothing else is looked at.
+ */
+function scanIds(bytes: Buffer): { ids: string[]; removed: ReadonlySet<string> } | undefined {
+  const text = bytes.toString('latin1');
+  const headerEnd = text.indexOf('\n');
+  if (headerEnd === -1 || !text.endsWith(FILE_END)) return undefined;
   let header: { removed?: string[] };
   try {
-    header = JSON.parse(`${lines[0]}]}`) as { removed?: string[] };
+    header = JSON.parse(`${text.slice(0, headerEnd)}]}`) as { removed?: string[] };
   } catch {
     return undefined;
   }
-  if (lines.at(-1) !== '' || lines.at(-2) !== ']}') return undefined;
   const ids: string[] = [];
-  for (let i = 1; i < lines.length - 2; i += 1) {
-    const line = lines[i]!;
-    if (line === '' && lines.length === 4) continue; // a queue with no tasks yet
-    // Ids hold no quotes or backslashes (schema.ts), so the first closing quote ends one.
-    const id = line.startsWith(ID_START) ? line.slice(ID_START.length, line.indexOf('"', ID_START.length)) : undefined;
-    if (!id) return undefined;
-    ids.push(id);
+  const tasksEnd = text.length - FILE_END.length + 1; // where the footer line starts
+  for (let start = headerEnd + 1; start < tasksEnd; ) {
+    const end = text.indexOf('\n', start);
+    if (end === start && ids.length === 0 && end + 1 === tasksEnd) break; // a queue with no tasks yet
+    // Ids hold no quotes or backslashes (schema.ts), so the first quote after `{"id":"` ends one.
+    const idEnd = text.indexOf('"', start + ID_START.length);
+    if (!text.startsWith(ID_START, start) || idEnd === -1 || idEnd > end) return undefined;
+    ids.push(text.slice(start + ID_START.length, idEnd));
+    start = end + 1;
   }
   return { ids, removed: new Set(header.removed ?? []) };
 }

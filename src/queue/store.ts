@@ -170,9 +170,9 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   }
 
   /** Rewrites queue.json without `removed` tasks, recording their ids. Callers hold the queue-wide lock. */
-  async removeTasks(removed: ReadonlySet<string>): Promise<void> {
+  removeTasks(removed: ReadonlySet<string>): void {
     const contents = this.queueFile.read();
-    await this.queueFile.write({
+    this.queueFile.write({
       tasks: contents.tasks.filter((task) => !removed.has(task.id)),
       removed: new Set([...contents.removed, ...removed]),
     });
@@ -197,7 +197,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       const logChecked = this.checkLogAgainst(existing, unchanged ? checked!.log : undefined);
       const added = defineNewTasks(existing, tasks, defaults, now, where);
       assertHeld();
-      await this.queueFile.append(existing, added);
+      this.queueFile.append(existing, added);
       const version = this.queueFile.version();
       if (version !== null) writeCheckedRecord(this.paths.checkedFile, { queue: version, log: logChecked });
       return added;
