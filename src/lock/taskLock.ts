@@ -210,7 +210,7 @@ function syncBackedFs(onRefresh: (lockPath: string) => void): typeof fs {
 }
 
 /**
- * Whether the process that wrote a claim, lock owner record or heartbeat ran on this host and is gone.
+ * Whether the process that wrote a claim, lock register or heartbeat ran on this host and is gone.
  * False when it runs (EPERM: under another user) and when it ran elsewhere: that cannot be known from here.
  */
 export function goneFromThisHost(owner: { host: string; pid: number }, host: string): boolean {
