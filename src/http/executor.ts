@@ -2,7 +2,7 @@ import { Agent, request } from 'undici';
 import type { TaskDefinition } from '../queue/schema.js';
 import { parseRetryAfter } from '../core/retryPolicy.js';
 import { redactor } from '../core/redact.js';
-import { classifyResponse, classifyThrown, type CallResult } from './classify.js';
+import { classifyResponse, classifyThrown, findErrorCode, type CallResult } from './classify.js';
 
 /** A response body larger than this is refused (kind bad_response) rather than held in memory. */
 export const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
@@ -35,6 +35,8 @@ export class HttpExecutor {
       connect: { timeout: Math.min(MAX_CONNECT_TIMEOUT_MS, options.timeoutMs) },
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
+      // undici counts the body as it arrives and drops the connection past this size.
+      maxResponseSize: MAX_RESPONSE_BYTES,
     });
   }
 
@@ -79,8 +81,11 @@ export class HttpExecutor {
         body,
         signal: call.signal,
       });
-      const text = await readLimited(response.body);
-      if (text === undefined) {
+      let text: string;
+      try {
+        text = await response.body.text();
+      } catch (error) {
+        if (findErrorCode(error) !== 'UND_ERR_RES_EXCEEDED_MAX_SIZE') throw error;
         return { ok: false, error: { kind: 'bad_response', message: `the response body is larger than ${MAX_RESPONSE_BYTES} bytes`, http_status: response.statusCode }, retryable: false };
       }
       const retryAfter = header(response.headers['retry-after']);
@@ -100,18 +105,4 @@ export class HttpExecutor {
 
 function header(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
-}
-
-async function readLimited(body: AsyncIterable<Buffer> & { destroy(): unknown }): Promise<string | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    if (size > MAX_RESPONSE_BYTES) {
-      body.destroy();
-      return undefined;
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
