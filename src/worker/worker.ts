@@ -216,18 +216,20 @@ export class Worker {
       return locks.isStale(lock) ? `it was not refreshed for ${formatDuration(lock.ageMs ?? 0)}` : null;
     };
     try {
-      locks.pruneRegisters(this.deps.host, now(), REGISTER_KEPT_MS);
       const leftovers = locks.heldTaskIds().filter((id) => leftoverReason(id) !== null);
-      if (leftovers.length === 0) return;
-      await withQueueLock(store.paths.queueLock, async () => {
-        store.refresh();
-        for (const id of leftovers) {
-          const reason = leftoverReason(id);
-          if (reason === null) continue;
-          locks.forceRemove(id);
-          logger.info(`removed the leftover lock of ${id}: ${reason}, and the task holds no claim in force`);
-        }
-      });
+      if (leftovers.length > 0) {
+        await withQueueLock(store.paths.queueLock, async () => {
+          store.refresh();
+          for (const id of leftovers) {
+            const reason = leftoverReason(id);
+            if (reason === null) continue;
+            locks.forceRemove(id);
+            logger.info(`removed the leftover lock of ${id}: ${reason}, and the task holds no claim in force`);
+          }
+        });
+      }
+      // After the leftovers: a dead worker's register goes once none of the locks it names is left.
+      locks.pruneRegisters(this.deps.host, now(), REGISTER_KEPT_MS);
     } catch (error) {
       logger.warn(`could not sweep leftover locks: ${asWorkerError(error).message}`);
     }

@@ -25,6 +25,11 @@ export async function logEvents(dir: string): Promise<Array<Record<string, any>>
   return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
 }
 
+/** Registers of held locks (locks/holders/) still on disk: a worker removes its own when it exits, and dead workers' ones go at the next sweep. */
+export async function lockRegisters(dir: string): Promise<string[]> {
+  return readdir(join(dir, 'locks', 'holders')).catch(() => []);
+}
+
 /** Lock folders left anywhere below locks/ (shard folders, heartbeats and registers may stay). */
 export async function lockFiles(dir: string): Promise<string[]> {
   const entries = await readdir(join(dir, 'locks'), { recursive: true });
