@@ -148,6 +148,7 @@ export class QueueIndex {
   /** Whole definitions of a file not in the one-task-per-line layout (formatted by hand), which has no line positions. */
   private whole = new Map<string, TaskDefinition>();
   private readonly addedTimes = new Map<string, string>();
+  private definitionsFd: number | undefined;
 
   constructor(readonly file: string) {}
 
@@ -157,8 +158,10 @@ export class QueueIndex {
    */
   read(isDefined: (id: string) => boolean): { contents: QueueContents<IndexedTask>; rebuilt: boolean } {
     const identity = statIdentity(this.file);
+    if (this.known && identity && sameIdentity(this.known.identity, identity)) return { contents: this.known.contents, rebuilt: false };
+    // Another version: definitions are read from it from now on (an edit by hand shows at once).
+    this.closeDefinitions();
     if (identity === null) return { contents: { tasks: [], removed: new Set() }, rebuilt: false };
-    if (this.known && sameIdentity(this.known.identity, identity)) return { contents: this.known.contents, rebuilt: false };
     if (this.known && this.readAppended(identity, isDefined)) return { contents: this.known.contents, rebuilt: false };
     this.known = undefined;
     this.whole = new Map();
@@ -173,12 +176,35 @@ export class QueueIndex {
     return { contents, rebuilt: true };
   }
 
-  /** A task's whole definition, or null when its line is not there any more (the file was rewritten since). */
+  /**
+   * A task's whole definition, or null when its line is not there any more (the file was rewritten since).
+   * Read through a descriptor kept open: an older version of the file, still open, holds the same line for
+   * every task it had (add only appends, clean only removes); tasks added since are read after reopening.
+   */
   definitionOf(task: IndexedTask): TaskDefinition | null {
     if (task.offset < 0) return this.whole.get(task.id) ?? null;
-    const text = readBytes(this.file, task.offset, task.length);
+    return this.definitionAt(task) ?? (this.closeDefinitions(), this.definitionAt(task));
+  }
+
+  /** Lets go of the file (a worker that stops). */
+  close(): void {
+    this.closeDefinitions();
+  }
+
+  private definitionAt(task: IndexedTask): TaskDefinition | null {
+    try {
+      this.definitionsFd ??= openSync(this.file, 'r');
+    } catch {
+      return null;
+    }
+    const text = readBytesAt(this.definitionsFd, task.offset, task.length);
     const parsed = text === null ? undefined : parseTaskLine(text);
     return parsed?.success && parsed.data.id === task.id ? parsed.data : null;
+  }
+
+  private closeDefinitions(): void {
+    if (this.definitionsFd !== undefined) closeSync(this.definitionsFd);
+    this.definitionsFd = undefined;
   }
 
   private keep(task: TaskDefinition, span: LineSpan): IndexedTask {
@@ -236,13 +262,19 @@ function readBytes(file: string, offset: number, length: number): string | null 
     return null;
   }
   try {
+    return readBytesAt(fd, offset, length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readBytesAt(fd: number, offset: number, length: number): string | null {
+  try {
     const buffer = Buffer.allocUnsafe(length);
     const read = readSync(fd, buffer, 0, length, offset);
     return read === length ? buffer.toString('utf8') : null;
   } catch {
     return null;
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -17,6 +17,7 @@ interface DefinitionSource<Def extends TaskHead> {
   read(isDefined: (id: string) => boolean): { contents: QueueContents<Def>; rebuilt: boolean };
   /** A task's whole definition, or null when its definition moved since it was read. */
   definitionOf(task: Def): TaskDefinition | null;
+  close(): void;
 }
 
 /** Whole definitions, all in memory: for commands that show them. */
@@ -30,6 +31,7 @@ function wholeDefinitions(queueFile: QueueFile): DefinitionSource<TaskDefinition
       return { contents, rebuilt };
     },
     definitionOf: (task) => task,
+    close: () => undefined,
   };
 }
 
@@ -130,6 +132,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     } catch (error) {
       this.reader.close();
       this.state = new QueueState<Def>(this.foldOptions);
+      this.definitions.close();
       this.definitions = this.makeDefinitions(this.queueFile);
       this.reader = new ExecutionLogReader(this.paths.logFile);
       throw error;
@@ -250,5 +253,6 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   close(): void {
     this.writer.close();
     this.reader.close();
+    this.definitions.close();
   }
 }
