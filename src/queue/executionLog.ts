@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { DamagedFileError, ioError } from '../errors.js';
 import { eventSchema, type QueueEvent } from './schema.js';
-import * as z from 'zod';
+import * as z from 'zod/mini';
 
 /**
  * The execution log: JSON Lines, one event per line, only ever appended to.

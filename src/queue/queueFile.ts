@@ -1,7 +1,7 @@
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
 import writeFileAtomic from 'write-file-atomic';
-import * as z from 'zod';
+import * as z from 'zod/mini';
 import { DamagedFileError, ioError } from '../errors.js';
 import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema, type TaskDefinition, type TaskHead } from './schema.js';
 
@@ -502,7 +502,7 @@ function parseWhole(file: string, text: string): QueueContents {
   return { tasks: parsed.data.tasks, removed: new Set(parsed.data.removed ?? []) };
 }
 
-function describeZodError(error: z.ZodError): string {
+function describeZodError(error: Parameters<typeof z.prettifyError>[0]): string {
   return z.prettifyError(error).split('\n').slice(0, 4).join(' ').replace(/\s+/g, ' ');
 }
 
