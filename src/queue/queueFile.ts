@@ -100,17 +100,18 @@ export class QueueFile {
    * serialised again.
    */
   append(existing: QueueIds, added: readonly TaskDefinition[]): void {
-    const lines = added.map((task) => JSON.stringify(task)).join(',\n');
     const { bytes } = existing;
     if (existing.ids.length > 0 && bytes.subarray(-FILE_END_BYTES.length).equals(FILE_END_BYTES)) {
-      this.writeBytes(Buffer.concat([bytes.subarray(0, -FILE_END_BYTES.length), Buffer.from(`,\n${lines}${FILE_END}`)]));
+      // One buffer per line, not one string of them all: a bulk add of long instructions holds them once less.
+      const lines = added.map((task) => Buffer.from(`,\n${JSON.stringify(task)}`));
+      this.writeBytes(Buffer.concat([bytes.subarray(0, -FILE_END_BYTES.length), ...lines, FILE_END_BYTES]));
     } else {
       this.write({ tasks: [...this.read().tasks, ...added], removed: existing.removed });
     }
   }
 
   write(contents: QueueContents): void {
-    this.writeBytes(Buffer.from(formatQueueFile(contents)));
+    this.writeBytes(formatQueueFile(contents));
   }
 
   private readBytes(): Buffer {
@@ -281,10 +282,11 @@ function readBytesAt(fd: number, offset: number, length: number): string | null 
 const FILE_END = '\n]}\n';
 const FILE_END_BYTES = Buffer.from(FILE_END);
 
-function formatQueueFile(contents: QueueContents): string {
+/** The whole file, built line by line as bytes (see append). */
+function formatQueueFile(contents: QueueContents): Buffer {
   const header = contents.removed.size > 0 ? { version: QUEUE_FORMAT_VERSION, removed: [...contents.removed] } : { version: QUEUE_FORMAT_VERSION };
-  const start = `${JSON.stringify(header).slice(0, -1)},"tasks":[\n`;
-  return `${start}${contents.tasks.map((task) => JSON.stringify(task)).join(',\n')}${FILE_END}`;
+  const lines = contents.tasks.map((task, i) => Buffer.from(`${i === 0 ? '' : ',\n'}${JSON.stringify(task)}`));
+  return Buffer.concat([Buffer.from(`${JSON.stringify(header).slice(0, -1)},"tasks":[\n`), ...lines, FILE_END_BYTES]);
 }
 
 /**
