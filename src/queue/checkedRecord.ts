@@ -17,8 +17,9 @@ export function readCheckedRecord(file: string): CheckedRecord | null {
   try {
     const record = JSON.parse(readFileSync(file, 'utf8')) as Partial<CheckedRecord>;
     const { queue, log } = record;
-    const sound = typeof queue?.ino === 'string' && typeof queue.size === 'number' && typeof queue.ctimeNs === 'string'
-      && (log?.inode === undefined || typeof log.inode === 'number') && Number.isSafeInteger(log?.offset) && Number.isSafeInteger(log?.line);
+    const count = (value: unknown, least: number) => Number.isSafeInteger(value) && (value as number) >= least;
+    const sound = typeof queue?.ino === 'string' && count(queue.size, 0) && typeof queue.ctimeNs === 'string'
+      && (log?.inode === undefined || count(log.inode, 0)) && count(log?.offset, 0) && count(log?.line, 1);
     return sound ? (record as CheckedRecord) : null;
   } catch {
     return null;

@@ -203,7 +203,13 @@ describe('worker add reads only what changed since the last add (queue/checked.j
       expect((await runCli(['--dir', dir, 'add', 'b', 'Do b', 'a'])).code).toBe(0);
       await writeFile(checked, '');
       expect((await runCli(['--dir', dir, 'add', 'a', 'Do a again'])).stderr).toMatch(/task "a" already exists/);
-      expect((await statusJson(dir)).map((task) => task.id)).toEqual(['a', 'b']);
+      await writeFile(logFile(dir), claimOf('a'));
+      expect((await runCli(['--dir', dir, 'add', 'c', 'Do c'])).code).toBe(0);
+      // A record whose numbers make no sense is no record.
+      const record = JSON.parse(await readFile(checked, 'utf8'));
+      await writeFile(checked, JSON.stringify({ ...record, log: { ...record.log, offset: -5 } }));
+      expect((await runCli(['--dir', dir, 'add', 'd', 'Do d'])).code).toBe(0);
+      expect((await statusJson(dir)).map((task) => task.id)).toEqual(['a', 'b', 'c', 'd']);
     });
   });
 });
