@@ -133,6 +133,20 @@ export class QueueFile {
     this.cached = undefined;
   }}
 
+/** The header and the last task's line of a file in the layout that add extends: where new tasks start. */
+interface AppendPoint {
+  header: string;
+  last: { text: string; span: LineSpan };
+}
+
+/** The version of queue.json a QueueIndex last read. */
+interface KnownVersion {
+  identity: FileIdentity;
+  contents: QueueContents<IndexedTask>;
+  /** Undefined for a file in another layout (formatted by hand) or with no tasks: it is read whole when it changes. */
+  end: AppendPoint | undefined;
+}
+
 /** A task as a worker keeps it: what the fold needs, and where the rest of its definition is (offset -1: not on a line of its own). */
 export interface IndexedTask extends TaskHead, LineSpan {}
 
@@ -145,7 +159,7 @@ export interface IndexedTask extends TaskHead, LineSpan {}
  * and so is anything odd in the new lines, so that damage is reported as a whole read reports it.
  */
 export class QueueIndex {
-  private known: { identity: FileIdentity; contents: QueueContents<IndexedTask>; header: string; last: NonNullable<ParsedLines<IndexedTask>['last']> } | undefined;
+  private known: KnownVersion | undefined;
   /** Whole definitions of a file not in the one-task-per-line layout (formatted by hand), which has no line positions. */
   private whole = new Map<string, TaskDefinition>();
   private readonly addedTimes = new Map<string, string>();
@@ -162,18 +176,24 @@ export class QueueIndex {
     if (this.known && identity && sameIdentity(this.known.identity, identity)) return { contents: this.known.contents, rebuilt: false };
     // Another version: definitions are read from it from now on (an edit by hand shows at once).
     this.closeDefinitions();
-    if (identity === null) return { contents: { tasks: [], removed: new Set() }, rebuilt: false };
-    if (this.known && this.readAppended(identity, isDefined)) return { contents: this.known.contents, rebuilt: false };
+    const known = this.known;
     this.known = undefined;
+    if (identity === null) return { contents: { tasks: [], removed: new Set() }, rebuilt: false };
+    if (known?.end && this.readAppended(known, known.end, identity, isDefined)) {
+      this.known = known;
+      return { contents: known.contents, rebuilt: false };
+    }
     this.whole = new Map();
     const parsed = parseLineByLine(this.file, readLines(this.file), (task, span) => this.keep(task, span));
     if (parsed === undefined) {
       const whole = checkDefinitions(this.file, parseWhole(this.file, readFileText(this.file)));
       for (const task of whole.tasks) this.whole.set(task.id, task);
-      return { contents: { tasks: whole.tasks.map((task) => this.keep(task, { offset: -1, length: 0 })), removed: whole.removed }, rebuilt: true };
+      const contents = { tasks: whole.tasks.map((task) => this.keep(task, { offset: -1, length: 0 })), removed: whole.removed };
+      this.known = { identity, contents, end: undefined };
+      return { contents, rebuilt: true };
     }
     const contents = checkDefinitions(this.file, { tasks: parsed.tasks, removed: parsed.removed });
-    if (parsed.last !== undefined) this.known = { identity, contents, header: parsed.header, last: parsed.last };
+    this.known = { identity, contents, end: parsed.last && { header: parsed.header, last: parsed.last } };
     return { contents, rebuilt: true };
   }
 
@@ -215,9 +235,8 @@ export class QueueIndex {
   }
 
   /** Reads the tasks after the last known one, if the file is the known one extended; false when it is not. */
-  private readAppended(identity: FileIdentity, isDefined: (id: string) => boolean): boolean {
-    const known = this.known!;
-    const { header, last } = known;
+  private readAppended(known: KnownVersion, end: AppendPoint, identity: FileIdentity, isDefined: (id: string) => boolean): boolean {
+    const { header, last } = end;
     if (readBytes(this.file, 0, Buffer.byteLength(header) + 1) !== `${header}\n`) return false;
     if (readBytes(this.file, last.span.offset, last.span.length + 2) !== `${last.text},\n`) return false;
     const added: IndexedTask[] = [];
@@ -249,7 +268,7 @@ export class QueueIndex {
     if (!ended || added.length === 0) return false;
     for (const task of added) known.contents.tasks.push(task);
     known.identity = identity;
-    known.last = newLast;
+    end.last = newLast;
     return true;
   }
 }
@@ -414,7 +433,7 @@ interface ParsedLines<T extends TaskHead> extends QueueContents<T> {
   /** The first line, which holds everything but the tasks. */
   header: string;
   /** The last task's line and where its object ends: tasks added later come after it. */
-  last: { text: string; span: LineSpan } | undefined;
+  last: AppendPoint['last'] | undefined;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
@@ -86,6 +86,17 @@ describe('worker run: exactly once, in dependency order', () => {
         ['behind', 'Behind the gate'],
         ['after-clean', 'After clean'],
       ]));
+    });
+  });
+
+  it('runs a queue.json formatted by hand (no line per task) with the right definitions', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a', instruction: 'First' }, { id: 'b', instruction: 'Second', deps: ['a'] }]);
+      const file = join(dir, 'queue', 'queue.json');
+      await writeFile(file, JSON.stringify(JSON.parse(await readFile(file, 'utf8')), null, 2));
+      const result = await runCli(runArgs(dir, '--drain'));
+      expect(result.code, result.stderr).toBe(0);
+      expect(new Map(api.calls.map((call) => [call.task_id, call.body.instruction]))).toEqual(new Map([['a', 'First'], ['b', 'Second']]));
     });
   });
 
