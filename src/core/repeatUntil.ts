@@ -3,15 +3,14 @@ export async function repeatUntil(stopped: AbortSignal, everyMs: number, step: (
   while (!stopped.aborted) {
     await step();
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, everyMs);
-      stopped.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        { once: true },
-      );
+      const done = () => {
+        clearTimeout(timer);
+        stopped.removeEventListener('abort', done);
+        resolve();
+      };
+      // The listener goes with each wait: one left per round piles up on the signal (Node warns at 11).
+      const timer = setTimeout(done, everyMs);
+      stopped.addEventListener('abort', done, { once: true });
     });
   }
 }

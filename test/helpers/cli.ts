@@ -30,6 +30,8 @@ export function runCli(args: string[], options: { env?: Record<string, string>; 
 export interface RunningCli {
   process: ChildProcess;
   exited: Promise<CliResult>;
+  /** stdout so far */
+  stdout: () => string;
   /** stderr so far */
   stderr: () => string;
   /** Resolves when stderr has a line matching `pattern`. */
@@ -73,6 +75,7 @@ export function startCli(args: string[], options: { env?: Record<string, string>
   return {
     process: child,
     exited,
+    stdout: () => stdout,
     stderr: () => stderr,
     waitForLog: (pattern, timeoutMs) => waitFor(() => stderr, pattern, timeoutMs),
     waitForOutput: (pattern, timeoutMs) => waitFor(() => stdout, pattern, timeoutMs),
