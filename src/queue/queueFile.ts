@@ -5,12 +5,6 @@ import * as z from 'zod/mini';
 import { DamagedFileError, ioError } from '../errors.js';
 import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema, type TaskDefinition, type TaskHead } from './schema.js';
 
-interface FileIdentity {
-  ino: number;
-  size: number;
-  mtimeMs: number;
-}
-
 /** What queue.json holds: the tasks in the order they were added, and the ids `worker clean` removed. */
 export interface QueueContents<T extends TaskHead = TaskDefinition> {
   tasks: T[];
@@ -34,11 +28,24 @@ export interface QueueFileVersion {
   ctimeNs: string;
 }
 
-const EMPTY: QueueContents = { tasks: [], removed: new Set() };
+/** The version of a file now, or null when there is none. */
+function versionOf(file: string): QueueFileVersion | null {
+  try {
+    const info = statSync(file, { bigint: true });
+    return { ino: String(info.ino), size: Number(info.size), ctimeNs: String(info.ctimeNs) };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError('read', file, error);
+  }
+}
+
+function sameVersion(a: QueueFileVersion, b: QueueFileVersion): boolean {
+  return a.ino === b.ino && a.size === b.size && a.ctimeNs === b.ctimeNs;
+}
 
 /**
- * queue/queue.json: the task definitions. Read often (cached by file identity, so an unchanged file costs
- * one stat), written rarely (add, clean), always whole and atomically (write-file-atomic), and only by the
+ * queue/queue.json: the task definitions. Read often (cached by version, so an unchanged file costs one
+ * stat), written rarely (add, clean), always whole and atomically (write-file-atomic), and only by the
  * holder of the queue-wide lock.
  *
  * Layout, one task per line (readable, and a diff shows what was added):
@@ -48,31 +55,22 @@ const EMPTY: QueueContents = { tasks: [], removed: new Set() };
  *   ]}
  */
 export class QueueFile {
-  private cached: { identity: FileIdentity; contents: QueueContents } | undefined;
+  private cached: { version: QueueFileVersion; contents: QueueContents } | undefined;
 
   constructor(readonly file: string) {}
 
   /** The definitions, validated. A missing file is an empty queue; a damaged one is an error, never empty. */
   read(): QueueContents {
-    const identity = statIdentity(this.file);
-    if (identity === null) return EMPTY;
-    if (this.cached && sameIdentity(this.cached.identity, identity)) return this.cached.contents;
-    const addedTimes = new Map<string, string>();
-    const parsed = parseLineByLine(this.file, readLines(this.file), (task) => compact(task, addedTimes));
-    const contents = checkDefinitions(this.file, parsed ? { tasks: parsed.tasks, removed: parsed.removed } : parseWhole(this.file, readFileText(this.file)));
-    this.cached = { identity, contents };
+    const version = versionOf(this.file);
+    if (version === null) return { tasks: [], removed: new Set() };
+    if (this.cached && sameVersion(this.cached.version, version)) return this.cached.contents;
+    const contents = parseQueue(this.file, fileChunks(this.file), () => readFileText(this.file), wholeDefinition());
+    this.cached = { version, contents };
     return contents;
   }
 
-  /** The version of the file now, or null when there is none. */
   version(): QueueFileVersion | null {
-    try {
-      const info = statSync(this.file, { bigint: true });
-      return { ino: String(info.ino), size: Number(info.size), ctimeNs: String(info.ctimeNs) };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw ioError('read', this.file, error);
-    }
+    return versionOf(this.file);
   }
 
   /**
@@ -82,16 +80,18 @@ export class QueueFile {
    */
   readIdsIfUnchanged(checked: QueueFileVersion): QueueIds | null {
     const bytes = this.readBytes();
-    const now = this.version();
-    if (now === null || now.ino !== checked.ino || now.size !== checked.size || now.ctimeNs !== checked.ctimeNs) return null;
+    const now = versionOf(this.file);
+    if (bytes === null || now === null || !sameVersion(now, checked)) return null;
     const scanned = scanIds(bytes);
     return scanned === undefined ? null : { ...scanned, bytes };
   }
 
-  /** The ids of the file, each task validated. */
+  /** The ids of the file, each task validated: one read of its bytes, which the add then extends. */
   readIds(): QueueIds {
-    const contents = this.read();
-    return { ids: contents.tasks.map((task) => task.id), removed: contents.removed, bytes: contents.tasks.length > 0 ? this.readBytes() : Buffer.alloc(0) };
+    const bytes = this.readBytes();
+    if (bytes === null) return { ids: [], removed: new Set(), bytes: Buffer.alloc(0) };
+    const contents = parseQueue(this.file, [bytes], () => bytes.toString('utf8'), wholeDefinition());
+    return { ids: contents.tasks.map((task) => task.id), removed: contents.removed, bytes };
   }
 
   /**
@@ -114,11 +114,12 @@ export class QueueFile {
     this.writeBytes(formatQueueFile(contents));
   }
 
-  private readBytes(): Buffer {
+  /** The file's bytes, or null when there is no file (an empty one is damage, found by parsing). */
+  private readBytes(): Buffer | null {
     try {
       return readFileSync(this.file);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return Buffer.alloc(0);
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw ioError('read', this.file, error);
     }
   }
@@ -131,7 +132,8 @@ export class QueueFile {
       throw ioError('write', this.file, error);
     }
     this.cached = undefined;
-  }}
+  }
+}
 
 /** The header and the last task's line of a file in the layout that add extends: where new tasks start. */
 interface AppendPoint {
@@ -141,7 +143,7 @@ interface AppendPoint {
 
 /** The version of queue.json a QueueIndex last read. */
 interface KnownVersion {
-  identity: FileIdentity;
+  version: QueueFileVersion;
   contents: QueueContents<IndexedTask>;
   /** Undefined for a file in another layout (formatted by hand) or with no tasks: it is read whole when it changes. */
   end: AppendPoint | undefined;
@@ -154,9 +156,9 @@ export interface IndexedTask extends TaskHead, LineSpan {}
  * What a worker keeps of queue.json: each task's id, dependencies, time added, and where its line is.
  * Instructions, however long, stay in the file: a definition is read (and validated again) when its task
  * is claimed. `worker add` only ever extends the file, so when the header and the last known task are
- * still where they were, only the lines after them are read: what an add costs a running worker is the
- * size of what was added, not of the queue. Anything else (worker clean, an edit) is read whole again,
- * and so is anything odd in the new lines, so that damage is reported as a whole read reports it.
+ * still where they were, only the lines after them are read, by the same parser and checks as a whole
+ * read: what an add costs a running worker is the size of what was added, not of the queue. Anything
+ * else (worker clean, an edit, a new line that fails the checks) is read whole again.
  */
 export class QueueIndex {
   private known: KnownVersion | undefined;
@@ -172,29 +174,21 @@ export class QueueIndex {
    * `rebuilt` when the file was read whole: positions of known tasks may have moved.
    */
   read(isDefined: (id: string) => boolean): { contents: QueueContents<IndexedTask>; rebuilt: boolean } {
-    const identity = statIdentity(this.file);
-    if (this.known && identity && sameIdentity(this.known.identity, identity)) return { contents: this.known.contents, rebuilt: false };
+    const version = versionOf(this.file);
+    if (this.known && version && sameVersion(this.known.version, version)) return { contents: this.known.contents, rebuilt: false };
     // Another version: definitions are read from it from now on (an edit by hand shows at once).
     this.closeDefinitions();
     const known = this.known;
     this.known = undefined;
-    if (identity === null) return { contents: { tasks: [], removed: new Set() }, rebuilt: false };
-    if (known?.end && this.readAppended(known, known.end, identity, isDefined)) {
-      this.known = known;
+    if (version === null) return { contents: { tasks: [], removed: new Set() }, rebuilt: false };
+    if (known?.end && this.readAppended(known, known.end, isDefined)) {
+      this.known = { ...known, version };
       return { contents: known.contents, rebuilt: false };
     }
     this.whole = new Map();
-    const parsed = parseLineByLine(this.file, readLines(this.file), (task, span) => this.keep(task, span));
-    if (parsed === undefined) {
-      const whole = checkDefinitions(this.file, parseWhole(this.file, readFileText(this.file)));
-      for (const task of whole.tasks) this.whole.set(task.id, task);
-      const contents = { tasks: whole.tasks.map((task) => this.keep(task, { offset: -1, length: 0 })), removed: whole.removed };
-      this.known = { identity, contents, end: undefined };
-      return { contents, rebuilt: true };
-    }
-    const contents = checkDefinitions(this.file, { tasks: parsed.tasks, removed: parsed.removed });
-    this.known = { identity, contents, end: parsed.last && { header: parsed.header, last: parsed.last } };
-    return { contents, rebuilt: true };
+    const parsed = parseQueue(this.file, fileChunks(this.file), () => readFileText(this.file), (task, span) => this.keep(task, span));
+    this.known = { version, contents: parsed, end: parsed.end };
+    return { contents: parsed, rebuilt: true };
   }
 
   /**
@@ -228,47 +222,36 @@ export class QueueIndex {
     this.definitionsFd = undefined;
   }
 
-  private keep(task: TaskDefinition, span: LineSpan): IndexedTask {
+  /** What is kept of a task: its line's place, or, in a file without one line per task, its whole definition. */
+  private keep(task: TaskDefinition, span: LineSpan | undefined): IndexedTask {
     const { id, deps, added_at } = compact(task, this.addedTimes);
+    if (span === undefined) this.whole.set(id, task);
     // A literal, not a spread: every task then shares one shape with its fields in the object itself.
-    return { id, deps, added_at, offset: span.offset, length: span.length };
+    return { id, deps, added_at, offset: span?.offset ?? -1, length: span?.length ?? 0 };
   }
 
-  /** Reads the tasks after the last known one, if the file is the known one extended; false when it is not. */
-  private readAppended(known: KnownVersion, end: AppendPoint, identity: FileIdentity, isDefined: (id: string) => boolean): boolean {
+  /**
+   * Reads the tasks after the last known one, if the file is the known one extended; false when it is not.
+   * The new lines go through the whole read's parser and checks.
+   */
+  private readAppended(known: KnownVersion, end: AppendPoint, isDefined: (id: string) => boolean): boolean {
     const { header, last } = end;
     if (readBytes(this.file, 0, Buffer.byteLength(header) + 1) !== `${header}\n`) return false;
     if (readBytes(this.file, last.span.offset, last.span.length + 2) !== `${last.text},\n`) return false;
-    const added: IndexedTask[] = [];
-    const addedIds = new Set<string>();
-    let newLast = last;
-    // The known last task now ends with a comma: more tasks follow, each but the last with a comma too.
-    let more = true;
-    let ended = false;
-    for (const { text: line, offset } of readLines(this.file, last.span.offset + last.span.length + 2)) {
-      if (ended) {
-        if (line !== '') return false;
-      } else if (line === ']}') {
-        if (more) return false;
-        ended = true;
-      } else {
-        if (!more) return false;
-        more = line.endsWith(',');
-        const text = more ? line.slice(0, -1) : line;
-        const task = parseTaskLine(text);
-        if (!task?.success) return false;
-        const { id, deps } = task.data;
-        const taken = isDefined(id) || addedIds.has(id) || known.contents.removed.has(id);
-        if (taken || deps.some((dep) => !isDefined(dep) && !addedIds.has(dep))) return false;
-        newLast = { text, span: { offset, length: Buffer.byteLength(text) } };
-        added.push(this.keep(task.data, newLast.span));
-        addedIds.add(id);
-      }
+    const before = known.contents.tasks.length;
+    const from = last.span.offset + last.span.length + 2;
+    const start = { header, removed: known.contents.removed, lines: before + 1, tasks: before };
+    const added = parseLineByLine(this.file, linesOf(fileChunks(this.file, from), from), (task, span) => this.keep(task, span), start);
+    if (added === undefined || added.end === undefined) return false;
+    try {
+      checkDefinitions(this.file, added, isDefined, before);
+    } catch (error) {
+      // Read whole, the file says where it is damaged, whatever this worker knew before.
+      if (error instanceof DamagedFileError) return false;
+      throw error;
     }
-    if (!ended || added.length === 0) return false;
-    for (const task of added) known.contents.tasks.push(task);
-    known.identity = identity;
-    end.last = newLast;
+    for (const task of added.tasks) known.contents.tasks.push(task);
+    end.last = added.end.last;
     return true;
   }
 }
@@ -339,16 +322,6 @@ function scanIds(bytes: Buffer): { ids: string[]; removed: ReadonlySet<string> }
 
 const ID_START = '{"id":"';
 
-function statIdentity(file: string): FileIdentity | null {
-  try {
-    const info = statSync(file);
-    return { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw ioError('read', file, error);
-  }
-}
-
 function readFileText(file: string): string {
   try {
     return readFileSync(file, 'utf8');
@@ -358,18 +331,20 @@ function readFileText(file: string): string {
   }
 }
 
-function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
-  return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
-}
-
-function checkDefinitions<T extends TaskHead>(file: string, contents: QueueContents<T>): QueueContents<T> {
+/**
+ * Checks ids and dependencies: each id once, not a removed one, each dependency defined before it. For
+ * tasks read after others, `isDefined` tells the ids before them and `firstIndex` their place in the file.
+ */
+function checkDefinitions<C extends QueueContents<TaskHead>>(file: string, contents: C, isDefined: (id: string) => boolean = () => false, firstIndex = 0): C {
   const seen = new Set<string>();
+  const defined = (id: string) => seen.has(id) || isDefined(id);
   contents.tasks.forEach((task, i) => {
-    if (seen.has(task.id)) throw new DamagedFileError(file, `at tasks[${i}].id`, `task id "${task.id}" appears twice`);
-    if (contents.removed.has(task.id)) throw new DamagedFileError(file, `at tasks[${i}].id`, `task id "${task.id}" is also listed as removed`);
+    const at = `at tasks[${firstIndex + i}]`;
+    if (defined(task.id)) throw new DamagedFileError(file, `${at}.id`, `task id "${task.id}" appears twice`);
+    if (contents.removed.has(task.id)) throw new DamagedFileError(file, `${at}.id`, `task id "${task.id}" is also listed as removed`);
     for (const dep of task.deps) {
-      if (!seen.has(dep)) {
-        throw new DamagedFileError(file, `at tasks[${i}].deps`, `task "${task.id}" depends on "${dep}", which is not defined before it`);
+      if (!defined(dep)) {
+        throw new DamagedFileError(file, `${at}.deps`, `task "${task.id}" depends on "${dep}", which is not defined before it`);
       }
     }
     seen.add(task.id);
@@ -386,10 +361,10 @@ interface Line {
 }
 
 /**
- * The lines of a file from byte `from`, read a megabyte at a time: a large queue.json is never held whole
- * in memory beside its parsed tasks (100,000 tasks: ~30 MB less at a worker's start).
+ * A file from byte `from`, a megabyte at a time: a large queue.json is never held whole in memory beside
+ * its parsed tasks (100,000 tasks: ~30 MB less at a worker's start). Each chunk is used before the next.
  */
-function* readLines(file: string, from = 0): Generator<Line> {
+function* fileChunks(file: string, from = 0): Generator<Buffer> {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -397,10 +372,7 @@ function* readLines(file: string, from = 0): Generator<Line> {
     throw ioError('read', file, error);
   }
   try {
-    const decoder = new StringDecoder('utf8');
     const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
-    let rest = '';
-    let offset = from;
     for (let position = from; ; ) {
       let bytes: number;
       try {
@@ -408,19 +380,29 @@ function* readLines(file: string, from = 0): Generator<Line> {
       } catch (error) {
         throw ioError('read', file, error);
       }
-      if (bytes === 0) break;
+      if (bytes === 0) return;
       position += bytes;
-      const lines = (rest + decoder.write(chunk.subarray(0, bytes))).split('\n');
-      rest = lines.pop()!;
-      for (const text of lines) {
-        yield { text, offset };
-        offset += Buffer.byteLength(text) + 1;
-      }
+      yield chunk.subarray(0, bytes);
     }
-    yield { text: rest + decoder.end(), offset };
   } finally {
     closeSync(fd);
   }
+}
+
+/** The lines of UTF-8 bytes that start at byte `from` of their file, with the offset of each. */
+function* linesOf(chunks: Iterable<Buffer>, from = 0): Generator<Line> {
+  const decoder = new StringDecoder('utf8');
+  let rest = '';
+  let offset = from;
+  for (const chunk of chunks) {
+    const lines = (rest + decoder.write(chunk)).split('\n');
+    rest = lines.pop()!;
+    for (const text of lines) {
+      yield { text, offset };
+      offset += Buffer.byteLength(text) + 1;
+    }
+  }
+  yield { text: rest + decoder.end(), offset };
 }
 
 /** Where a task's definition is in queue.json: the bytes of its JSON object. */
@@ -430,25 +412,53 @@ export interface LineSpan {
 }
 
 interface ParsedLines<T extends TaskHead> extends QueueContents<T> {
-  /** The first line, which holds everything but the tasks. */
-  header: string;
-  /** The last task's line and where its object ends: tasks added later come after it. */
-  last: AppendPoint['last'] | undefined;
+  /** Where tasks added later start; undefined when there are no tasks, or no line per task. */
+  end: AppendPoint | undefined;
 }
 
 /**
- * The layout this tool writes: a header line, one task per line, a footer. Parsing one line at a time
- * keeps a single raw object alive at once; `keep` decides what of each task stays. Undefined for any
- * other layout (a file reformatted by hand, or cut short): the whole-file parse then decides, and names
- * the place of any damage.
+ * A whole queue.json, validated: line by line in the layout this tool writes, else parsed whole (a file
+ * formatted by hand), which also names the place of any damage. `keep` decides what of each task stays;
+ * it is given the task's line, or undefined in the whole parse.
  */
-function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>, keep: (task: TaskDefinition, span: LineSpan) => T): ParsedLines<T> | undefined {
-  let removed: Set<string> | undefined;
-  let header = '';
+function parseQueue<T extends TaskHead>(file: string, chunks: Iterable<Buffer>, wholeText: () => string, keep: (task: TaskDefinition, span: LineSpan | undefined) => T): ParsedLines<T> {
+  const byLine = parseLineByLine(file, linesOf(chunks), keep);
+  if (byLine !== undefined) return checkDefinitions(file, byLine);
+  const whole = checkDefinitions(file, parseWhole(file, wholeText()));
+  return { tasks: whole.tasks.map((task) => keep(task, undefined)), removed: whole.removed, end: undefined };
+}
+
+/** Keeps whole definitions: for commands that show them. Tasks added together share strings (see compact). */
+function wholeDefinition(): (task: TaskDefinition) => TaskDefinition {
+  const addedTimes = new Map<string, string>();
+  return (task) => compact(task, addedTimes);
+}
+
+/** Where parsing starts when it starts after tasks already read: their header, removed ids, and counts. */
+interface ParseStart {
+  header: string;
+  removed: ReadonlySet<string>;
+  /** Lines and tasks before the first line given. */
+  lines: number;
+  tasks: number;
+}
+
+/**
+ * The layout this tool writes: a header line, one task per line, each but the last ending with a comma,
+ * and a footer. Parsing one line at a time keeps a single raw object alive at once. With `start`, the
+ * lines given follow a task line that ends with a comma. Undefined for any other layout (a file formatted
+ * by hand, or cut short): the whole-file parse then decides.
+ */
+function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>, keep: (task: TaskDefinition, span: LineSpan) => T, start?: ParseStart): ParsedLines<T> | undefined {
+  let header = start?.header;
+  let removed = start?.removed;
   const tasks: T[] = [];
-  let last: ParsedLines<T>['last'];
-  let lineNo = 0;
-  let state: 'header' | 'tasks' | 'footer' | 'end' = 'header';
+  let last: AppendPoint['last'] | undefined;
+  let lineNo = start?.lines ?? 0;
+  let state: 'header' | 'tasks' | 'end' = start ? 'tasks' : 'header';
+  // Whether the line before ended with a comma, so that a task must follow; and whether one may.
+  let commaBefore = start !== undefined;
+  let open = true;
   for (const { text: line, offset } of lines) {
     lineNo += 1;
     if (state === 'header') {
@@ -464,25 +474,27 @@ function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>
       removed = new Set(parsedHeader.data.removed ?? []);
       header = line;
       state = 'tasks';
-    } else if (state === 'tasks' || state === 'footer') {
-      if (line === ']}') {
-        state = 'end';
-        continue;
-      }
-      if (state === 'footer') return undefined;
-      if (line === '' && tasks.length === 0) continue; // a queue with no tasks yet
-      const more = line.endsWith(',');
-      const text = more ? line.slice(0, -1) : line;
+    } else if (state === 'end') {
+      if (line !== '') return undefined;
+    } else if (line === ']}') {
+      if (commaBefore) return undefined;
+      state = 'end';
+    } else if (line === '' && tasks.length === 0 && !start) {
+      // a queue with no tasks yet
+    } else {
+      if (!open) return undefined;
+      commaBefore = open = line.endsWith(',');
+      const text = commaBefore ? line.slice(0, -1) : line;
       const task = parseTaskLine(text);
       if (task === undefined) return undefined;
-      if (!task.success) throw new DamagedFileError(file, `at tasks[${tasks.length}], line ${lineNo}`, describeZodError(task.error));
+      if (!task.success) throw new DamagedFileError(file, `at tasks[${(start?.tasks ?? 0) + tasks.length}], line ${lineNo}`, describeZodError(task.error));
       const span = { offset, length: Buffer.byteLength(text) };
       tasks.push(keep(task.data, span));
       last = { text, span };
-      if (!more) state = 'footer';
-    } else if (line !== '') return undefined;
+    }
   }
-  return state === 'end' && removed !== undefined ? { tasks, removed, header, last } : undefined;
+  if (state !== 'end' || header === undefined || removed === undefined) return undefined;
+  return { tasks, removed, end: last && { header, last } };
 }
 
 /** One task's JSON object: undefined when it is not JSON at all, a failed parse when it is not a task. */

@@ -142,6 +142,22 @@ describe('a damaged queue.json', () => {
     });
   });
 
+  it('refuses an empty file and a comma left before the end (an edit by hand), and adds nothing to either', async () => {
+    await withTempDir(async (dir) => {
+      for (const id of ['a', 'b']) await runCli(['--dir', dir, 'add', id, `Do ${id}`]);
+      const lines = (await readFile(queueFile(dir), 'utf8')).split('\n');
+      const trailingComma = [...lines.slice(0, 2), `${lines[2]},`, ...lines.slice(3)].join('\n');
+      for (const damaged of ['', trailingComma]) {
+        await writeFile(queueFile(dir), damaged);
+        for (const command of [['status'], ['add', 'c', 'Do c']]) {
+          const result = await runCli(['--dir', dir, ...command]);
+          expect(result.code, `${command.join(' ')} on ${JSON.stringify(damaged.slice(0, 40))}: ${result.stderr}`).toBe(4);
+          expect(await readFile(queueFile(dir), 'utf8')).toBe(damaged);
+        }
+      }
+    });
+  });
+
   it('refuses valid JSON of the wrong shape, naming the place', async () => {
     await withTempDir(async (dir) => {
       await runCli(['--dir', dir, 'add', 'a', 'Do a']);
