@@ -34,8 +34,8 @@ export function holdersDir(paths: QueuePaths): string {
   return join(paths.locksDir, 'holders');
 }
 
-export function identityOf(stats: fs.BigIntStats): LockIdentity {
-  return `${stats.ino}:${stats.birthtimeNs}`;
+export function identityOf(stats: fs.Stats): LockIdentity {
+  return `${stats.ino}:${stats.birthtimeMs}`;
 }
 
 /**
@@ -107,8 +107,6 @@ export class HolderRegister {
 export interface RegisteredLock {
   owner: LockOwner;
   lock: LockIdentity;
-  /** The register file that names it. */
-  file: string;
 }
 
 /** Every lock named in every register, by task id. Registers that cannot be read name nothing. */
@@ -127,7 +125,7 @@ export function readRegisters(paths: QueuePaths): Map<string, RegisteredLock[]> 
     for (const entry of register.locks) {
       const owner: LockOwner = { worker: register.worker, pid: register.pid, host: register.host, token: entry.token, claimed_at: entry.claimed_at };
       const named = byTask.get(entry.task) ?? [];
-      named.push({ owner, lock: entry.lock, file });
+      named.push({ owner, lock: entry.lock });
       byTask.set(entry.task, named);
     }
   }

@@ -16,6 +16,9 @@ export interface LockInspection {
   identity: LockIdentity | null;
 }
 
+/** Who made a lock (see TaskLocks.owners). */
+export type OwnerLookup = (taskId: string, inspection: LockInspection) => LockOwner | null;
+
 /** A lock this process holds. Released once; after a compromise, releasing is a no-op. */
 export interface HeldLock {
   release(): Promise<void>;
@@ -30,9 +33,13 @@ export class TaskLocks {
   private readonly lockFs: typeof fs;
   private readonly shardsMade = new Set<string>();
   private register: HolderRegister | undefined;
+  /** The last look proper-lockfile took at a lock folder. */
+  private lastStat: { path: string; stats: fs.Stats } | undefined;
 
   constructor(private readonly paths: QueuePaths, private readonly staleMs: number, onRefresh: (lockPath: string) => void = () => undefined) {
-    this.lockFs = syncBackedFs(onRefresh);
+    this.lockFs = syncBackedFs(onRefresh, (path, stats) => {
+      this.lastStat = { path, stats };
+    });
   }
 
   /**
@@ -71,7 +78,9 @@ export class TaskLocks {
     }
     const register = (this.register ??= new HolderRegister(this.paths, { worker: owner.worker, pid: owner.pid, host: owner.host }));
     try {
-      register.add(taskId, { token: owner.token, claimed_at: owner.claimed_at, lock: identityOf(fs.statSync(files.lock, { bigint: true })) });
+      // proper-lockfile stats the folder right after making it: that look serves, instead of another stat.
+      const made = this.lastStat?.path === files.lock ? this.lastStat.stats : fs.statSync(files.lock);
+      register.add(taskId, { token: owner.token, claimed_at: owner.claimed_at, lock: identityOf(made) });
     } catch (error) {
       await releaseLock().catch(() => undefined);
       throw ioError('register', files.lock, error);
@@ -100,8 +109,8 @@ export class TaskLocks {
   inspect(taskId: string, now: number): LockInspection {
     const files = taskLockPaths(this.paths, taskId);
     try {
-      const stats = fs.statSync(files.lock, { bigint: true });
-      return { held: true, ageMs: now - Number(stats.mtimeMs), identity: identityOf(stats) };
+      const stats = fs.statSync(files.lock);
+      return { held: true, ageMs: now - stats.mtimeMs, identity: identityOf(stats) };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('inspect', files.lock, error);
       return { held: false, ageMs: null, identity: null };
@@ -109,12 +118,13 @@ export class TaskLocks {
   }
 
   /**
-   * Who made this lock, from the registers of the worker processes: null when no register names this very
-   * folder (its maker died before writing its entry, or the lock was made again since).
+   * Who made a lock, from the registers of the worker processes as they are now: null when no register
+   * names that very folder (its maker died before writing its entry, or the lock was made again since).
+   * The registers are read once per call of owners(), for any number of locks looked at then.
    */
-  ownerOf(taskId: string, inspection: LockInspection): LockOwner | null {
-    if (!inspection.held) return null;
-    return readRegisters(this.paths).get(taskId)?.find((named) => named.lock === inspection.identity)?.owner ?? null;
+  owners(): OwnerLookup {
+    const registered = readRegisters(this.paths);
+    return (taskId, inspection) => (inspection.held ? registered.get(taskId)?.find((named) => named.lock === inspection.identity)?.owner ?? null : null);
   }
 
   /**
@@ -184,7 +194,7 @@ function removeQuietly(remove: () => void): void {
  * metadata operations, and a thread-pool round trip for each costs more than the call itself.
  * Refreshes (utimes) are reported, for --verbose.
  */
-function syncBackedFs(onRefresh: (lockPath: string) => void): typeof fs {
+function syncBackedFs(onRefresh: (lockPath: string) => void, onStat: (path: string, stats: fs.Stats) => void): typeof fs {
   const callbackStyle = <A extends unknown[], R>(call: (...args: A) => R) => (...args: [...A, (error: Error | null, result?: R) => void]) => {
     const callback = args.pop() as (error: Error | null, result?: R) => void;
     let result: R;
@@ -199,7 +209,11 @@ function syncBackedFs(onRefresh: (lockPath: string) => void): typeof fs {
   return {
     ...fs,
     mkdir: callbackStyle((path: fs.PathLike) => fs.mkdirSync(path)),
-    stat: callbackStyle((path: fs.PathLike) => fs.statSync(path)),
+    stat: callbackStyle((path: fs.PathLike) => {
+      const stats = fs.statSync(path);
+      onStat(String(path), stats);
+      return stats;
+    }),
     // rmdir stays asynchronous: removing a folder can wait on the disk (ext4 with discard: ~1 ms), and
     // nothing waits for a release to finish but the next claim of the same task.
     utimes: callbackStyle((path: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike) => {

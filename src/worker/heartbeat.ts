@@ -17,8 +17,11 @@ export interface Heartbeat {
 }
 
 export const HEARTBEAT_MS = 1000;
-/** Heartbeats of workers gone this long are removed when a worker starts, so `worker workers` stays readable. */
-export const HEARTBEAT_KEPT_MS = 7 * 86_400_000;
+/**
+ * Files of workers gone this long are removed by the workers that come after: heartbeats (so that `worker
+ * workers` stays readable) and lock registers of processes on other hosts (which cannot be checked from here).
+ */
+export const GONE_WORKER_FILES_KEPT_MS = 7 * 86_400_000;
 /** A heartbeat older than this many intervals means its worker is dead or frozen. */
 const MISSED_BEATS = 5;
 
@@ -65,7 +68,7 @@ export class HeartbeatWriter {
     } catch {
       return;
     }
-    const cutoff = this.now() - HEARTBEAT_KEPT_MS;
+    const cutoff = this.now() - GONE_WORKER_FILES_KEPT_MS;
     for (const name of names) {
       try {
         const beat = JSON.parse(fs.readFileSync(join(dir, name), 'utf8')) as Heartbeat;

@@ -6,7 +6,7 @@ import { retryDelayMs } from '../core/retryPolicy.js';
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import type { CallRequest, } from '../http/executor.js';
 import type { CallResult } from '../http/classify.js';
-import { goneFromThisHost, type HeldLock, type TaskLocks } from '../lock/taskLock.js';
+import { goneFromThisHost, type HeldLock, type OwnerLookup, type TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
 import type { ClaimEvent, Outcome, OutcomeEvent, TaskDefinition } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
@@ -14,7 +14,7 @@ import { describeError, stuckReason } from '../core/reasons.js';
 import { claimLiveness } from '../lock/liveness.js';
 import { describeIdle } from './idleReport.js';
 import type { Logger } from './logger.js';
-import type { Heartbeat } from './heartbeat.js';
+import { GONE_WORKER_FILES_KEPT_MS, type Heartbeat } from './heartbeat.js';
 
 /** Ready tasks looked at per check: enough to get past the few that other workers are claiming. */
 const CANDIDATES_PER_CHECK = 16;
@@ -24,8 +24,6 @@ const OTHERS_ACTIVE_MS = 2000;
 const OWNERLESS_LOCK_MS = 2000;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
-/** A lock register not written to for this long belongs to a process long gone (on another host). */
-const REGISTER_KEPT_MS = 7 * 86_400_000;
 
 export interface WorkerDeps {
   store: QueueStore;
@@ -205,23 +203,25 @@ export class Worker {
   private async sweepLeftoverLocks(): Promise<void> {
     const { store, locks, logger, now } = this.deps;
     /** Why a lock is left over, or null while it may be in use. */
-    const leftoverReason = (id: string): string | null => {
+    const leftoverReason = (id: string, ownerOf: OwnerLookup): string | null => {
       if (store.state.get(id)?.state === 'running') return null;
       const lock = locks.inspect(id, now());
       if (!lock.held) return null;
-      const owner = locks.ownerOf(id, lock);
+      const owner = ownerOf(id, lock);
       if (owner !== null && goneFromThisHost(owner, this.deps.host)) return `its owner ${owner.worker} (pid ${owner.pid}) is gone`;
       // A worker registers a lock right after making it: a lock named by no register for long has lost its maker.
       if (owner === null && (lock.ageMs ?? 0) > OWNERLESS_LOCK_MS) return 'no worker has registered it';
       return locks.isStale(lock) ? `it was not refreshed for ${formatDuration(lock.ageMs ?? 0)}` : null;
     };
     try {
-      const leftovers = locks.heldTaskIds().filter((id) => leftoverReason(id) !== null);
+      const ownersBefore = locks.owners();
+      const leftovers = locks.heldTaskIds().filter((id) => leftoverReason(id, ownersBefore) !== null);
       if (leftovers.length > 0) {
         await withQueueLock(store.paths.queueLock, async () => {
           store.refresh();
+          const ownersNow = locks.owners();
           for (const id of leftovers) {
-            const reason = leftoverReason(id);
+            const reason = leftoverReason(id, ownersNow);
             if (reason === null) continue;
             locks.forceRemove(id);
             logger.info(`removed the leftover lock of ${id}: ${reason}, and the task holds no claim in force`);
@@ -229,7 +229,7 @@ export class Worker {
         });
       }
       // After the leftovers: a dead worker's register goes once none of the locks it names is left.
-      locks.pruneRegisters(this.deps.host, now(), REGISTER_KEPT_MS);
+      locks.pruneRegisters(this.deps.host, now(), GONE_WORKER_FILES_KEPT_MS);
     } catch (error) {
       logger.warn(`could not sweep leftover locks: ${asWorkerError(error).message}`);
     }
@@ -257,7 +257,7 @@ export class Worker {
       if (lock.held) {
         // A dead owner's lock goes at once only if a register names it for the dead claim: a lock with any
         // other owner, or none yet, may be another worker's claim in the making, and goes only when stale.
-        const heldByDeadClaim = locks.ownerOf(task.def.id, lock)?.token === previous.token && goneFromThisHost(previous, this.deps.host);
+        const heldByDeadClaim = locks.owners()(task.def.id, lock)?.token === previous.token && goneFromThisHost(previous, this.deps.host);
         if (!heldByDeadClaim && !locks.isStale(lock)) return null;
         locks.forceRemove(task.def.id);
       }
