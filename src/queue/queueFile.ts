@@ -64,7 +64,7 @@ export class QueueFile {
     const version = versionOf(this.file);
     if (version === null) return { tasks: [], removed: new Set() };
     if (this.cached && sameVersion(this.cached.version, version)) return this.cached.contents;
-    const contents = parseQueue(this.file, fileChunks(this.file), () => readFileText(this.file), wholeDefinition());
+    const contents = parseQueue(this.file, fileChunks(this.file), () => readFileText(this.file), keepWholeDefinitions());
     this.cached = { version, contents };
     return contents;
   }
@@ -90,7 +90,7 @@ export class QueueFile {
   readIds(): QueueIds {
     const bytes = this.readBytes();
     if (bytes === null) return { ids: [], removed: new Set(), bytes: Buffer.alloc(0) };
-    const contents = parseQueue(this.file, [bytes], () => bytes.toString('utf8'), wholeDefinition());
+    const contents = parseQueue(this.file, [bytes], () => bytes.toString('utf8'), keepWholeDefinitions());
     return { ids: contents.tasks.map((task) => task.id), removed: contents.removed, bytes };
   }
 
@@ -429,7 +429,7 @@ function parseQueue<T extends TaskHead>(file: string, chunks: Iterable<Buffer>, 
 }
 
 /** Keeps whole definitions: for commands that show them. Tasks added together share strings (see compact). */
-function wholeDefinition(): (task: TaskDefinition) => TaskDefinition {
+function keepWholeDefinitions(): (task: TaskDefinition) => TaskDefinition {
   const addedTimes = new Map<string, string>();
   return (task) => compact(task, addedTimes);
 }
