@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A/B of the drain: `node bench/ab.mjs TASKS WORKERS ROUNDS BIN...` runs the same drain with each
-// bin/worker.js given (e.g. a copy of an older build), interleaved round by round, and prints each one's
+// bin/worker.cjs given (e.g. a copy of an older build), interleaved round by round, and prints each one's
 // rates and median CPU per task of its worker processes. This machine's speed drifts too much for two
 // separate bench runs to compare a change; interleaving keeps both on the same ground.
 import { execFileSync, spawn } from 'node:child_process';
@@ -11,7 +11,7 @@ import { startBenchApi } from './api.mjs';
 
 const [tasks, workers, rounds, ...bins] = process.argv.slice(2);
 if (bins.length === 0) {
-  console.error('usage: node bench/ab.mjs TASKS WORKERS ROUNDS BIN [BIN...]   (BIN: a bin/worker.js)');
+  console.error('usage: node bench/ab.mjs TASKS WORKERS ROUNDS BIN [BIN...]   (BIN: a bin/worker.cjs)');
   process.exit(2);
 }
 

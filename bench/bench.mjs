@@ -8,7 +8,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startBenchApi } from './api.mjs';
 
-const BIN = resolve(import.meta.dirname, '../bin/worker.js');
+const BIN = resolve(import.meta.dirname, '../bin/worker.cjs');
 const quick = process.argv.includes('--quick');
 const RUNS = quick ? 1 : 3;
 const WORKERS = 4;
@@ -17,11 +17,14 @@ const rows = [];
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const tempDir = () => mkdtempSync(join(tmpdir(), 'worker-bench-'));
 
-function cli(dir, ...args) {
+/** Wall time of one process, start-up included. */
+function timed(args, env = process.env) {
   const started = performance.now();
-  execFileSync(process.execPath, [BIN, '--dir', dir, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env });
   return performance.now() - started;
 }
+
+const cli = (dir, ...args) => timed([BIN, '--dir', dir, ...args]);
 
 function seedQueue(dir, count, makeDeps = () => []) {
   const file = join(dir, 'tasks.jsonl');
@@ -143,16 +146,24 @@ async function latency(api, adds, chain) {
   return { meanClaimMs: delays.reduce((a, b) => a + b, 0) / delays.length, chainSeconds };
 }
 
+// Node reads NODE_EXTRA_CA_CERTS at start-up, before any of our code, and OpenSSL 3 parses it slowly
+// (nodejs/node#40524): tens of ms per process. Where it is set, start-up is timed both ways.
+const { NODE_EXTRA_CA_CERTS: extraCaCerts, ...envWithoutExtraCaCerts } = process.env;
+
 function cliTimes(bigQueue) {
   const dir = tempDir();
   const bulk = seedQueue(dir, 10_000);
-  const addOne = median(Array.from({ length: 5 }, (_, i) => cli(dir, 'add', `one-${i}`, 'One more task', 't5')));
+  const samples = 9;
+  const nodeAlone = (env) => median(Array.from({ length: samples }, () => timed(['-e', '0'], env)));
+  const addOne = (env, prefix) => median(Array.from({ length: samples }, (_, i) => timed([BIN, '--dir', dir, 'add', `${prefix}-${i}`, 'One more task', 't5'], env)));
+  const startup = { nodeMs: nodeAlone(process.env), addOneMs: addOne(process.env, 'one') };
+  const withoutCerts = extraCaCerts === undefined ? undefined : { nodeMs: nodeAlone(envWithoutExtraCaCerts), addOneMs: addOne(envWithoutExtraCaCerts, 'bare') };
   const big = tempDir();
   seedQueue(big, bigQueue);
   const status = median(Array.from({ length: RUNS }, () => cli(big, 'status', '--json')));
   rmSync(dir, { recursive: true, force: true });
   rmSync(big, { recursive: true, force: true });
-  return { bulkMs: bulk.ms, addOneMs: addOne, statusMs: status };
+  return { bulkMs: bulk.ms, startup, withoutCerts, statusMs: status };
 }
 
 async function bullmq(api, tasks) {
@@ -220,7 +231,13 @@ async function main() {
     row('claim of a new task by idle workers', 1, WORKERS, late.meanClaimMs / 1000, { note: `mean ${fmt(late.meanClaimMs)} ms` });
     row(`chain of ${quick ? 20 : 50} dependent tasks`, quick ? 20 : 50, WORKERS, late.chainSeconds);
     const times = cliTimes(bigQueue);
-    row('worker add (one task, 10,000 in queue)', 1, 0, times.addOneMs / 1000);
+    row('node -e 0 (Node start-up alone)', 1, 0, times.startup.nodeMs / 1000);
+    row('worker add (one task, 10,000 in queue)', 1, 0, times.startup.addOneMs / 1000);
+    if (times.withoutCerts) {
+      row('node -e 0, NODE_EXTRA_CA_CERTS unset', 1, 0, times.withoutCerts.nodeMs / 1000);
+      row('worker add, NODE_EXTRA_CA_CERTS unset', 1, 0, times.withoutCerts.addOneMs / 1000);
+      notes.push(`NODE_EXTRA_CA_CERTS is set here: Node parses it at every start-up (nodejs/node#40524), ${fmt(times.startup.nodeMs - times.withoutCerts.nodeMs)} ms of each process start above`);
+    }
     row('worker add --file (10,000 tasks)', 10_000, 0, times.bulkMs / 1000);
     row(`worker status --json (${bigQueue.toLocaleString('en')} tasks)`, bigQueue, 0, times.statusMs / 1000);
   } finally {

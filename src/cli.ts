@@ -1,6 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
 import { text as readStream } from 'node:stream/consumers';
-import { fileURLToPath } from 'node:url';
 import { EXIT_BUG, EXIT_CODES, WorkerError } from './errors.js';
 import {
   colorsEnabled,
@@ -27,7 +26,6 @@ import { TASK_STATES, type TaskState } from './types.js';
 /** Commander wiring only: argv → options objects → commands. Exit codes are chosen in main(), nowhere else. */
 
 const env: Env = process.env;
-const BIN = fileURLToPath(new URL('../bin/worker.js', import.meta.url));
 
 function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((line) => `  $ ${line}`).join('\n')}\n`;
@@ -52,7 +50,8 @@ function untilStopped(): AbortSignal {
   return controller.signal;
 }
 
-function buildProgram(): Command {
+/** `bin`: the path of bin/worker.cjs, which `demo` starts its workers with. */
+function buildProgram(bin: string): Command {
   const program = new Command('worker')
     .description('A crash-safe task queue in one folder of files, drained by many `worker run` processes that call an HTTP API.')
     .option('--dir <path>', 'folder that holds queue/ and locks/ (env WORKER_DIR; default: the current folder)')
@@ -282,20 +281,21 @@ function buildProgram(): Command {
     .action(async (_flags, command: Command) => {
       const { runDemo } = await import('./commands/demo.js');
       const dir = command.optsWithGlobals<{ dir?: string }>().dir ?? env.WORKER_DIR;
-      await runDemo({ dir, bin: BIN, write: print, progress: process.stdout.isTTY === true, colors: colorsEnabled(process.stdout, env) });
+      await runDemo({ dir, bin, write: print, progress: process.stdout.isTTY === true, colors: colorsEnabled(process.stdout, env) });
     });
 
   return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** Runs one command line; resolves to the process's exit code. Called by bin/worker.cjs. */
+export async function main(argv: string[], bin: string): Promise<number> {
   // `worker status | head` closes the pipe early: that is not an error.
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'EPIPE') process.exit(0);
     throw error;
   });
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram(bin).parseAsync(argv);
     return 0;
   } catch (error) {
     if (error instanceof CommanderError) {
@@ -311,4 +311,3 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv);

@@ -18,7 +18,7 @@ import { readStatus, type StatusReport } from './status.js';
 export interface DemoOptions {
   /** Where to put the queue; a new temporary folder when undefined. */
   dir: string | undefined;
-  /** The CLI to start workers with (bin/worker.js). */
+  /** The CLI to start workers with (bin/worker.cjs). */
   bin: string;
   write: (text: string) => void;
   progress: boolean;

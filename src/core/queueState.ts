@@ -215,7 +215,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
   }
 
   /**
-   * Up to `limit` tasks that may be claimed now, in the order they were added. Cost: O(limit · log n),
+   * Up to `limit` tasks that may be claimed now, in the order they were added. Cost: O(limit * log n),
    * never a scan of the queue.
    */
   readyTasks(now: number, limit: number): TaskRecord<Def>[] {

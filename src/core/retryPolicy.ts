@@ -4,7 +4,7 @@ export const MAX_BACKOFF_MS = 5 * 60_000;
 export const MAX_RETRY_AFTER_MS = 60 * 60_000;
 
 /**
- * Exponential backoff with jitter: base · 2^(attempt-1), capped, then scaled by a random factor in
+ * Exponential backoff with jitter: base * 2^(attempt-1), capped, then scaled by a random factor in
  * [0.5, 1) so that workers that failed together do not retry together.
  */
 export function backoffMs(attempt: number, baseMs: number, random: number): number {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkGuarantees } from './checker.mjs';
 
-const BIN = resolve(import.meta.dirname, '../../bin/worker.js');
+const BIN = resolve(import.meta.dirname, '../../bin/worker.cjs');
 const minutesArg = process.argv.indexOf('--minutes');
 const minutes = minutesArg === -1 ? 1 : Number(process.argv[minutesArg + 1]);
 if (!(minutes > 0)) {

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
-export const BIN = resolve(import.meta.dirname, '../../bin/worker.js');
+export const BIN = resolve(import.meta.dirname, '../../bin/worker.cjs');
 
 export interface CliResult {
   code: number | null;
