@@ -41,8 +41,7 @@ function loadCli() {
     process.exit(1);
   }
   const cachedData = readCodeCache(bytes);
-  // The bundle is ASCII (checked by the build), so Latin-1 decodes it exactly, and fastest.
-  const script = new Script(Module.wrap(bytes.latin1Slice(0, bytes.length)), { filename: BUNDLE, cachedData });
+  const script = new Script(Module.wrap(bytes.toString('utf8')), { filename: BUNDLE, cachedData });
   const bundle = { exports: {} };
   script.runInThisContext()(bundle.exports, Module.createRequire(BUNDLE), bundle, BUNDLE, dirname(BUNDLE));
   return {

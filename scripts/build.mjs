@@ -4,7 +4,7 @@
 // undici, needed by `worker run` only, is a bundle of its own that the CLI requires when it runs.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 async function bundle() {
   const dist = join(ROOT, 'dist');
   rmSync(dist, { recursive: true, force: true });
-  const common = { bundle: true, format: 'cjs', platform: 'node', target: 'node20.18', logLevel: 'warning', charset: 'ascii' };
+  const common = { bundle: true, format: 'cjs', platform: 'node', target: 'node20.18', logLevel: 'warning' };
   await build({ ...common, entryPoints: ['undici'], outfile: join(dist, 'undici.cjs') });
   await build({
     ...common,
@@ -25,12 +25,6 @@ async function bundle() {
     sourcemap: true,
     plugins: [{ name: 'undici-bundle', setup: (b) => b.onResolve({ filter: /^undici$/ }, () => ({ path: './undici.cjs', external: true })) }],
   });
-  // bin/loadCli.js decodes the bundle as Latin-1, which is exact only for ASCII (comments are not escaped).
-  const bytes = readFileSync(join(dist, 'cli.cjs'));
-  const offset = bytes.findIndex((byte) => byte > 0x7f);
-  if (offset !== -1) {
-    throw new Error(`dist/cli.cjs is not ASCII at byte ${offset} (${JSON.stringify(bytes.subarray(Math.max(0, offset - 40), offset + 10).toString('utf8'))}): write that source comment in ASCII`);
-  }
 }
 
 /** Runs typical commands on a scratch queue in this process, then writes what V8 compiled for them. */
