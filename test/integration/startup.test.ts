@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -54,6 +55,12 @@ describe('start-up through the code cache', () => {
       await writeFile(cli.cache, flipped);
       expect(loaderUsesCache(cli.bin)).toBe(false);
       expect(add(cli.bin, join(dir, 'queue-home'), 'a')).toMatchObject({ status: 0, stdout: 'added a\n', stderr: '' });
+      // A well-formed file whose V8 data is not a cache at all (as after a Node upgrade): V8 refuses it.
+      const foreign = Buffer.alloc(4096, 7);
+      const bundle = await readFile(cli.bundle);
+      await writeFile(cli.cache, Buffer.concat([createHash('sha1').update(bundle).update(foreign).digest(), foreign]));
+      expect(loaderUsesCache(cli.bin)).toBe(false);
+      expect(add(cli.bin, join(dir, 'queue-home'), 'a2')).toMatchObject({ status: 0, stdout: 'added a2\n', stderr: '' });
       await writeFile(cli.cache, cache.subarray(0, 10));
       expect(add(cli.bin, join(dir, 'queue-home'), 'b')).toMatchObject({ status: 0, stdout: 'added b\n', stderr: '' });
       await rm(cli.cache);
