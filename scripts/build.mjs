@@ -1,7 +1,7 @@
-// Bundles the CLI into dist/: Node 20 loads one CommonJS bundle far faster than hundreds of small ESM
-// files (worker add: ~150 ms instead of ~340 ms), and a CommonJS bundle can be run through V8's code
-// cache (bin/loadCli.js), which this script then writes by running a few commands once.
-// undici, needed by `worker run` only, is a bundle of its own that the CLI requires when it runs.
+// Bundles the CLI into dist/: Node 20 loads one bundle far faster than hundreds of small modules, and a
+// CommonJS bundle can be run through V8's code cache (bin/loadCli.cjs), which this script then writes
+// by running a few commands once. undici, needed by `worker run` only, is a bundle of its own that the
+// CLI requires when it runs.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
