@@ -73,7 +73,7 @@ export async function unlockTask(dir: string, id: string, lockStaleMs: number, h
     const locks = new TaskLocks(store.paths, lockStaleMs);
     const lock = locks.inspect(id, now());
     if (!lock.held) refuse(`task "${id}" has no lock`, 'there is nothing to unlock');
-    const owner = locks.owners()(id, lock) ?? (task.claim ? { worker: task.claim.worker, pid: task.claim.pid, host: task.claim.host } : null);
+    const owner = locks.ownerOf(id, lock, locks.registers()) ?? (task.claim ? { worker: task.claim.worker, pid: task.claim.pid, host: task.claim.host } : null);
     const who = owner ? `${owner.worker} (pid ${owner.pid} on ${owner.host})` : 'an unknown worker';
     const ownerGone = owner !== null && goneFromThisHost(owner, host);
     if (!ownerGone && !locks.isStale(lock)) {

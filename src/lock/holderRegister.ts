@@ -109,31 +109,57 @@ export interface RegisteredLock {
   lock: LockIdentity;
 }
 
-/** Every lock named in every register, by task id. Registers that cannot be read name nothing. */
-export function readRegisters(paths: QueuePaths): Map<string, RegisteredLock[]> {
-  const byTask = new Map<string, RegisteredLock[]>();
-  let names: string[];
-  try {
-    names = fs.readdirSync(holdersDir(paths));
-  } catch {
-    return byTask;
-  }
-  for (const name of names) {
-    const file = join(holdersDir(paths), name);
-    const register = readRegister(file);
-    if (register === null) continue;
-    for (const entry of register.locks) {
-      const owner: LockOwner = { worker: register.worker, pid: register.pid, host: register.host, token: entry.token, claimed_at: entry.claimed_at };
-      const named = byTask.get(entry.task) ?? [];
-      named.push({ owner, lock: entry.lock });
-      byTask.set(entry.task, named);
+/** One register file as it was read: `register` is null when it was caught mid-write or is not one. */
+export interface RegisterRead {
+  file: string;
+  register: RegisterFile | null;
+  modifiedAtMs: number;
+}
+
+/**
+ * The registers of every worker process now, each file read once: who made which lock (`ownersOf`), and
+ * which registers may go (TaskLocks.pruneRegisters).
+ */
+export class Registers {
+  private readonly byTask = new Map<string, RegisteredLock[]>();
+
+  constructor(readonly files: readonly RegisterRead[]) {
+    for (const { register } of files) {
+      if (register === null) continue;
+      for (const entry of register.locks) {
+        const owner: LockOwner = { worker: register.worker, pid: register.pid, host: register.host, token: entry.token, claimed_at: entry.claimed_at };
+        const named = this.byTask.get(entry.task) ?? [];
+        named.push({ owner, lock: entry.lock });
+        this.byTask.set(entry.task, named);
+      }
     }
   }
-  return byTask;
+
+  static read(paths: QueuePaths): Registers {
+    const dir = holdersDir(paths);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return new Registers([]);
+    }
+    const files: RegisterRead[] = [];
+    for (const name of names) {
+      const file = join(dir, name);
+      const modifiedAtMs = fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs;
+      if (modifiedAtMs !== undefined) files.push({ file, register: readRegister(file), modifiedAtMs });
+    }
+    return new Registers(files);
+  }
+
+  /** The locks registered for a task, with who registered each. */
+  ownersOf(taskId: string): readonly RegisteredLock[] {
+    return this.byTask.get(taskId) ?? [];
+  }
 }
 
 /** A register, or null when it is gone or caught mid-write (its text does not parse). */
-export function readRegister(file: string): RegisterFile | null {
+function readRegister(file: string): RegisterFile | null {
   try {
     const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<RegisterFile>;
     return typeof parsed.pid === 'number' && typeof parsed.host === 'string' && Array.isArray(parsed.locks) ? (parsed as RegisterFile) : null;

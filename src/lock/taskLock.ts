@@ -1,9 +1,8 @@
 import * as fs from 'node:fs';
-import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { ioError } from '../errors.js';
 import { taskLockPaths, type QueuePaths } from '../queue/paths.js';
-import { HolderRegister, holdersDir, identityOf, readRegister, readRegisters, type LockIdentity, type LockOwner } from './holderRegister.js';
+import { HolderRegister, identityOf, Registers, type LockIdentity, type LockOwner } from './holderRegister.js';
 
 export type { LockOwner } from './holderRegister.js';
 
@@ -16,8 +15,7 @@ export interface LockInspection {
   identity: LockIdentity | null;
 }
 
-/** Who made a lock (see TaskLocks.owners). */
-export type OwnerLookup = (taskId: string, inspection: LockInspection) => LockOwner | null;
+export { Registers } from './holderRegister.js';
 
 /** A lock this process holds. Released once; after a compromise, releasing is a no-op. */
 export interface HeldLock {
@@ -117,35 +115,30 @@ export class TaskLocks {
     }
   }
 
-  /**
-   * Who made a lock, from the registers of the worker processes as they are now: null when no register
-   * names that very folder (its maker died before writing its entry, or the lock was made again since).
-   * The registers are read once per call of owners(), for any number of locks looked at then.
-   */
-  owners(): OwnerLookup {
-    const registered = readRegisters(this.paths);
-    return (taskId, inspection) => (inspection.held ? registered.get(taskId)?.find((named) => named.lock === inspection.identity)?.owner ?? null : null);
+  /** The registers of the worker processes as they are now, read once for any number of looks. */
+  registers(): Registers {
+    return Registers.read(this.paths);
   }
 
   /**
-   * Removes the registers of processes that are gone from this host and no longer vouch for any lock, and
-   * those not written to for `keptMs` (processes on other hosts, which cannot be checked from here).
+   * Who made a lock, from `registers`: null when no register names that very folder (its maker died
+   * before writing its entry, or the lock was made again since).
    */
-  pruneRegisters(host: string, now: number, keptMs: number): void {
-    const dir = holdersDir(this.paths);
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      const file = join(dir, name);
-      const modifiedAt = fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs;
-      if (file === this.register?.file || modifiedAt === undefined) continue;
-      const register = readRegister(file);
+  ownerOf(taskId: string, inspection: LockInspection, registers: Registers): LockOwner | null {
+    if (!inspection.held) return null;
+    return registers.ownersOf(taskId).find((named) => named.lock === inspection.identity)?.owner ?? null;
+  }
+
+  /**
+   * Removes, of the `registers` read, those of processes that are gone from this host and no longer vouch
+   * for any lock, and those not written to for `keptMs` (processes on other hosts, which cannot be checked
+   * from here).
+   */
+  pruneRegisters(registers: Registers, host: string, now: number, keptMs: number): void {
+    for (const { file, register, modifiedAtMs } of registers.files) {
+      if (file === this.register?.file) continue;
       const goneAndDone = register !== null && goneFromThisHost(register, host) && register.locks.every((entry) => this.inspect(entry.task, now).identity !== entry.lock);
-      if (goneAndDone || now - modifiedAt > keptMs) removeQuietly(() => fs.unlinkSync(file));
+      if (goneAndDone || now - modifiedAtMs > keptMs) removeQuietly(() => fs.unlinkSync(file));
     }
   }
 

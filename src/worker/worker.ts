@@ -6,7 +6,7 @@ import { retryDelayMs } from '../core/retryPolicy.js';
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import type { CallRequest, } from '../http/executor.js';
 import type { CallResult } from '../http/classify.js';
-import { goneFromThisHost, type HeldLock, type OwnerLookup, type TaskLocks } from '../lock/taskLock.js';
+import { goneFromThisHost, type HeldLock, type Registers, type TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
 import type { ClaimEvent, Outcome, OutcomeEvent, TaskDefinition } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
@@ -203,33 +203,33 @@ export class Worker {
   private async sweepLeftoverLocks(): Promise<void> {
     const { store, locks, logger, now } = this.deps;
     /** Why a lock is left over, or null while it may be in use. */
-    const leftoverReason = (id: string, ownerOf: OwnerLookup): string | null => {
+    const leftoverReason = (id: string, registers: Registers): string | null => {
       if (store.state.get(id)?.state === 'running') return null;
       const lock = locks.inspect(id, now());
       if (!lock.held) return null;
-      const owner = ownerOf(id, lock);
+      const owner = locks.ownerOf(id, lock, registers);
       if (owner !== null && goneFromThisHost(owner, this.deps.host)) return `its owner ${owner.worker} (pid ${owner.pid}) is gone`;
       // A worker registers a lock right after making it: a lock named by no register for long has lost its maker.
       if (owner === null && (lock.ageMs ?? 0) > OWNERLESS_LOCK_MS) return 'no worker has registered it';
       return locks.isStale(lock) ? `it was not refreshed for ${formatDuration(lock.ageMs ?? 0)}` : null;
     };
     try {
-      const ownersBefore = locks.owners();
-      const leftovers = locks.heldTaskIds().filter((id) => leftoverReason(id, ownersBefore) !== null);
+      let registers = locks.registers();
+      const leftovers = locks.heldTaskIds().filter((id) => leftoverReason(id, registers) !== null);
       if (leftovers.length > 0) {
         await withQueueLock(store.paths.queueLock, async () => {
           store.refresh();
-          const ownersNow = locks.owners();
+          registers = locks.registers();
           for (const id of leftovers) {
-            const reason = leftoverReason(id, ownersNow);
+            const reason = leftoverReason(id, registers);
             if (reason === null) continue;
             locks.forceRemove(id);
             logger.info(`removed the leftover lock of ${id}: ${reason}, and the task holds no claim in force`);
           }
         });
       }
-      // After the leftovers: a dead worker's register goes once none of the locks it names is left.
-      locks.pruneRegisters(this.deps.host, now(), GONE_WORKER_FILES_KEPT_MS);
+      // After the leftovers, from the registers already read: a dead worker's register goes once none of the locks it names is left.
+      locks.pruneRegisters(registers, this.deps.host, now(), GONE_WORKER_FILES_KEPT_MS);
     } catch (error) {
       logger.warn(`could not sweep leftover locks: ${asWorkerError(error).message}`);
     }
@@ -257,7 +257,7 @@ export class Worker {
       if (lock.held) {
         // A dead owner's lock goes at once only if a register names it for the dead claim: a lock with any
         // other owner, or none yet, may be another worker's claim in the making, and goes only when stale.
-        const heldByDeadClaim = locks.owners()(task.def.id, lock)?.token === previous.token && goneFromThisHost(previous, this.deps.host);
+        const heldByDeadClaim = locks.ownerOf(task.def.id, lock, locks.registers())?.token === previous.token && goneFromThisHost(previous, this.deps.host);
         if (!heldByDeadClaim && !locks.isStale(lock)) return null;
         locks.forceRemove(task.def.id);
       }
