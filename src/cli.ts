@@ -12,7 +12,7 @@ import {
   type Env,
 } from './config.js';
 import { palette } from './colors.js';
-import { repeatUntil } from './core/repeatUntil.js';
+import { repeatUntil } from './core/sleep.js';
 import { addTasks } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, readStatus, type InspectOptions } from './commands/status.js';

@@ -1,7 +1,7 @@
 import { describeError, formatSpan, reasonFor, type ReasonContext } from '../core/reasons.js';
 import { findTask, QueueState, type TaskRecord } from '../core/queueState.js';
 import { ExecutionLogReader } from '../queue/executionLog.js';
-import { repeatUntil } from '../core/repeatUntil.js';
+import { repeatUntil } from '../core/sleep.js';
 import { visible } from '../render.js';
 import type { QueueEvent } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';

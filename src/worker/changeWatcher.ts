@@ -1,4 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs';
+import { sleep } from '../core/sleep.js';
 
 /**
  * Wakes an idle worker as soon as the queue folder changes (a task added, an outcome appended), so a
@@ -36,17 +37,10 @@ export class ChangeWatcher {
       if (this.watcher !== undefined) return Promise.resolve();
     }
     if (this.changed || signal.aborted || ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-      this.wake = done;
-    });
+    const waiting = sleep(ms, signal);
+    // Waking an ended wait does nothing, so the last one may stay here until the next.
+    this.wake = waiting.wake;
+    return waiting.done;
   }
 
   close(): void {
