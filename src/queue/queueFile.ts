@@ -235,42 +235,39 @@ export class QueueIndex {
    * The new lines go through the whole read's parser and checks.
    */
   private readAppended(known: KnownVersion, end: AppendPoint, isDefined: (id: string) => boolean): boolean {
-    const { header, last } = end;
-    if (readBytes(this.file, 0, Buffer.byteLength(header) + 1) !== `${header}\n`) return false;
-    if (readBytes(this.file, last.span.offset, last.span.length + 2) !== `${last.text},\n`) return false;
-    const before = known.contents.tasks.length;
-    const from = last.span.offset + last.span.length + 2;
-    const start = { header, removed: known.contents.removed, lines: before + 1, tasks: before };
-    const added = parseLineByLine(this.file, linesOf(fileChunks(this.file, from), from), (task, span) => this.keep(task, span), start);
-    if (added === undefined || added.end === undefined) return false;
+    let fd: number;
     try {
-      checkDefinitions(this.file, added, isDefined, before);
-    } catch (error) {
-      // Read whole, the file says where it is damaged, whatever this worker knew before.
-      if (error instanceof DamagedFileError) return false;
-      throw error;
+      fd = openSync(this.file, 'r');
+    } catch {
+      return false;
     }
-    for (const task of added.tasks) known.contents.tasks.push(task);
-    end.last = added.end.last;
-    return true;
+    // One descriptor for the checks and the read: all of them see the same file.
+    try {
+      const { header, last } = end;
+      if (readBytesAt(fd, 0, Buffer.byteLength(header) + 1) !== `${header}\n`) return false;
+      if (readBytesAt(fd, last.span.offset, last.span.length + 2) !== `${last.text},\n`) return false;
+      const before = known.contents.tasks.length;
+      const from = last.span.offset + last.span.length + 2;
+      const start = { header, removed: known.contents.removed, lines: before + 1, tasks: before };
+      const added = parseLineByLine(this.file, linesOf(chunksOf(fd, this.file, from), from), (task, span) => this.keep(task, span), start);
+      if (added === undefined || added.end === undefined) return false;
+      try {
+        checkDefinitions(this.file, added, isDefined, before);
+      } catch (error) {
+        // Read whole, the file says where it is damaged, whatever this worker knew before.
+        if (error instanceof DamagedFileError) return false;
+        throw error;
+      }
+      for (const task of added.tasks) known.contents.tasks.push(task);
+      end.last = added.end.last;
+      return true;
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 
-/** `length` bytes of a file from `offset`, as text; null when the file is shorter or gone. */
-function readBytes(file: string, offset: number, length: number): string | null {
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch {
-    return null;
-  }
-  try {
-    return readBytesAt(fd, offset, length);
-  } finally {
-    closeSync(fd);
-  }
-}
-
+/** `length` bytes of an open file from `offset`, as text; null when the file is shorter. */
 function readBytesAt(fd: number, offset: number, length: number): string | null {
   try {
     const buffer = Buffer.allocUnsafe(length);
@@ -361,10 +358,10 @@ interface Line {
 }
 
 /**
- * A file from byte `from`, a megabyte at a time: a large queue.json is never held whole in memory beside
+ * A file, a megabyte at a time: a large queue.json is never held whole in memory beside
  * its parsed tasks (100,000 tasks: ~30 MB less at a worker's start). Each chunk is used before the next.
  */
-function* fileChunks(file: string, from = 0): Generator<Buffer> {
+function* fileChunks(file: string): Generator<Buffer> {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -372,20 +369,25 @@ function* fileChunks(file: string, from = 0): Generator<Buffer> {
     throw ioError('read', file, error);
   }
   try {
-    const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
-    for (let position = from; ; ) {
-      let bytes: number;
-      try {
-        bytes = readSync(fd, chunk, 0, CHUNK_BYTES, position);
-      } catch (error) {
-        throw ioError('read', file, error);
-      }
-      if (bytes === 0) return;
-      position += bytes;
-      yield chunk.subarray(0, bytes);
-    }
+    yield* chunksOf(fd, file);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** The chunks of an open file from byte `from` (`file` names it in errors). */
+function* chunksOf(fd: number, file: string, from = 0): Generator<Buffer> {
+  const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  for (let position = from; ; ) {
+    let bytes: number;
+    try {
+      bytes = readSync(fd, chunk, 0, CHUNK_BYTES, position);
+    } catch (error) {
+      throw ioError('read', file, error);
+    }
+    if (bytes === 0) return;
+    position += bytes;
+    yield chunk.subarray(0, bytes);
   }
 }
 
