@@ -16,7 +16,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 async function bundle() {
   const dist = join(ROOT, 'dist');
   rmSync(dist, { recursive: true, force: true });
-  const common = { bundle: true, format: 'cjs', platform: 'node', target: 'node20.18', logLevel: 'warning' };
+  // absWorkingDir: `undici` resolves from the project's node_modules wherever the build is started from.
+  const common = { absWorkingDir: ROOT, bundle: true, format: 'cjs', platform: 'node', target: 'node20.18', logLevel: 'warning' };
   await build({ ...common, entryPoints: ['undici'], outfile: join(dist, 'undici.cjs') });
   await build({
     ...common,
