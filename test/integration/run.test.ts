@@ -337,6 +337,23 @@ describe('worker run: crashes, freezes and signals', () => {
     });
   });
 
+  it('an idle worker is woken by a change to the queue, not by its poll, also after a busy spell', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'first' }]);
+      const hold = holdCallsFor(api, 'first');
+      // A poll far longer than the test waits: only the change watcher can wake the worker in time.
+      const worker = startCli(runArgs(dir, '--poll-interval', '10m', '--max-idle', '0'));
+      await hold.arrived(1);
+      hold.held[0]!.res.end('done');
+      await worker.waitForLog(/idle 1\//);
+      expect((await runCli(['--dir', dir, 'add', 'second', 'Do it', 'first'])).code).toBe(0);
+      await worker.waitForLog(/claimed second/, 15_000);
+      await worker.waitForLog(/completed second/);
+      worker.process.kill('SIGINT');
+      expect((await worker.exited).code).toBe(0);
+    });
+  });
+
   it('SIGINT during a call: the task completes, the worker exits 0, its lock is gone', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'long' }, { id: 'next' }]);
