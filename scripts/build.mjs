@@ -4,7 +4,7 @@
 // CLI requires when it runs.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -12,13 +12,20 @@ import { fileURLToPath } from 'node:url';
 
 const BIN = fileURLToPath(new URL('../bin/worker.cjs', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/**
+ * What the CLI uses of undici, and the module of undici that defines each. Not undici's index: it loads
+ * fetch, WebSocket, cookies and mocks as well, and makes Node load its own internal copy of undici,
+ * ~40 ms of every worker's start. undici is pinned by the lockfile; a module that moves fails the build.
+ */
+const UNDICI_EXPORTS = { Agent: 'undici/lib/dispatcher/agent.js' };
 
 async function bundle() {
   const dist = join(ROOT, 'dist');
   rmSync(dist, { recursive: true, force: true });
   // absWorkingDir: `undici` resolves from the project's node_modules wherever the build is started from.
   const common = { absWorkingDir: ROOT, bundle: true, format: 'cjs', platform: 'node', target: 'node20.18', logLevel: 'warning' };
-  await build({ ...common, entryPoints: ['undici'], outfile: join(dist, 'undici.cjs') });
+  const undiciEntry = Object.entries(UNDICI_EXPORTS).map(([name, module]) => `exports.${name} = require(${JSON.stringify(module)});`).join('\n');
+  await build({ ...common, stdin: { contents: undiciEntry, resolveDir: ROOT, loader: 'js' }, outfile: join(dist, 'undici.cjs') });
   await build({
     ...common,
     entryPoints: [join(ROOT, 'src/cli.ts')],
@@ -26,6 +33,9 @@ async function bundle() {
     sourcemap: true,
     plugins: [{ name: 'undici-bundle', setup: (b) => b.onResolve({ filter: /^undici$/ }, () => ({ path: './undici.cjs', external: true })) }],
   });
+  const used = new Set([...readFileSync(join(dist, 'cli.cjs'), 'utf8').matchAll(/\bimport_undici\d*\.(\w+)/g)].map((match) => match[1]));
+  const missing = [...used].filter((name) => !(name in UNDICI_EXPORTS));
+  if (missing.length > 0) throw new Error(`src/ uses ${missing.join(', ')} of undici: add ${missing.length === 1 ? 'it' : 'them'} to UNDICI_EXPORTS in scripts/build.mjs`);
 }
 
 /** Runs typical commands on a scratch queue in this process, then writes what V8 compiled for them. */
