@@ -167,7 +167,8 @@ export class QueueIndex {
   private readonly addedTimes = new Map<string, string>();
   private definitionsFd: number | undefined;
 
-  constructor(readonly file: string) {}
+  /** `soundVersion`: the version of the file that `worker add` last validated whole (see checkedRecord.ts), if any. */
+  constructor(readonly file: string, private readonly soundVersion: () => QueueFileVersion | null = () => null) {}
 
   /**
    * The tasks, validated. `isDefined` tells the ids known before, which tasks added since may depend on.
@@ -185,10 +186,29 @@ export class QueueIndex {
       this.known = { ...known, version };
       return { contents: known.contents, rebuilt: false };
     }
-    this.whole = new Map();
-    const parsed = parseQueue(this.file, fileChunks(this.file), () => readFileText(this.file), (task, span) => this.keep(task, span));
+    const parsed = this.readWhole(version);
     this.known = { version, contents: parsed, end: parsed.end };
     return { contents: parsed, rebuilt: true };
+  }
+
+  /**
+   * The whole file. The version `worker add` validated is only parsed, not validated again (a tenth of a
+   * second per worker start at 10,000 tasks), and only if the file stayed that version while it was read;
+   * a definition is validated anyway when its task is claimed.
+   */
+  private readWhole(version: QueueFileVersion): ParsedLines<IndexedTask> {
+    const sound = this.soundVersion();
+    if (sound !== null && sameVersion(sound, version)) {
+      const parsed = this.parseWhole(true);
+      const after = versionOf(this.file);
+      if (after !== null && sameVersion(after, version)) return parsed;
+    }
+    return this.parseWhole(false);
+  }
+
+  private parseWhole(trusted: boolean): ParsedLines<IndexedTask> {
+    this.whole = new Map();
+    return parseQueue(this.file, fileChunks(this.file), () => readFileText(this.file), (task, span) => this.keep(task, span), trusted);
   }
 
   /**
@@ -423,8 +443,8 @@ interface ParsedLines<T extends TaskHead> extends QueueContents<T> {
  * formatted by hand), which also names the place of any damage. `keep` decides what of each task stays;
  * it is given the task's line, or undefined in the whole parse.
  */
-function parseQueue<T extends TaskHead>(file: string, chunks: Iterable<Buffer>, wholeText: () => string, keep: (task: TaskDefinition, span: LineSpan | undefined) => T): ParsedLines<T> {
-  const byLine = parseLineByLine(file, linesOf(chunks), keep);
+function parseQueue<T extends TaskHead>(file: string, chunks: Iterable<Buffer>, wholeText: () => string, keep: (task: TaskDefinition, span: LineSpan | undefined) => T, trusted = false): ParsedLines<T> {
+  const byLine = parseLineByLine(file, linesOf(chunks), keep, undefined, trusted);
   if (byLine !== undefined) return checkDefinitions(file, byLine);
   const whole = checkDefinitions(file, parseWhole(file, wholeText()));
   return { tasks: whole.tasks.map((task) => keep(task, undefined)), removed: whole.removed, end: undefined };
@@ -451,7 +471,7 @@ interface ParseStart {
  * lines given follow a task line that ends with a comma. Undefined for any other layout (a file formatted
  * by hand, or cut short): the whole-file parse then decides.
  */
-function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>, keep: (task: TaskDefinition, span: LineSpan) => T, start?: ParseStart): ParsedLines<T> | undefined {
+function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>, keep: (task: TaskDefinition, span: LineSpan) => T, start?: ParseStart, trusted = false): ParsedLines<T> | undefined {
   let header = start?.header;
   let removed = start?.removed;
   const tasks: T[] = [];
@@ -487,7 +507,7 @@ function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>
       if (!open) return undefined;
       commaBefore = open = line.endsWith(',');
       const text = commaBefore ? line.slice(0, -1) : line;
-      const task = parseTaskLine(text);
+      const task = parseTaskLine(text, trusted);
       if (task === undefined) return undefined;
       if (!task.success) throw new DamagedFileError(file, `at tasks[${(start?.tasks ?? 0) + tasks.length}], line ${lineNo}`, describeZodError(task.error));
       const span = { offset, length: Buffer.byteLength(text) };
@@ -499,15 +519,18 @@ function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>
   return { tasks, removed, end: last && { header, last } };
 }
 
-/** One task's JSON object: undefined when it is not JSON at all, a failed parse when it is not a task. */
-function parseTaskLine(text: string): ReturnType<typeof taskDefinitionSchema.safeParse> | undefined {
+/**
+ * One task's JSON object: undefined when it is not JSON at all, a failed parse when it is not a task.
+ * `trusted`: the line is in a version of the file that was validated whole, and is only parsed.
+ */
+function parseTaskLine(text: string, trusted = false): ReturnType<typeof taskDefinitionSchema.safeParse> | undefined {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch {
     return undefined;
   }
-  return taskDefinitionSchema.safeParse(raw);
+  return trusted ? { success: true, data: raw as TaskDefinition } : taskDefinitionSchema.safeParse(raw);
 }
 
 const NO_DEPS: string[] = [];

@@ -77,7 +77,8 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * neither results nor outcomes; `definitionOf` reads a task's definition when it is claimed.
    */
   static async openForWorker(root: string): Promise<QueueStore<IndexedTask>> {
-    const store = new QueueStore<IndexedTask>(root, { keepDetails: false }, (queueFile) => new QueueIndex(queueFile.file));
+    const checkedFile = queuePaths(root).checkedFile;
+    const store = new QueueStore<IndexedTask>(root, { keepDetails: false }, (queueFile) => new QueueIndex(queueFile.file, () => readCheckedRecord(checkedFile)?.queue ?? null));
     await store.makeFolders();
     store.refresh();
     return store;

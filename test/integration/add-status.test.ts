@@ -187,6 +187,20 @@ describe('worker add reads only what changed since the last add (queue/checked.j
     });
   });
 
+  it('a worker validates a queue.json edited since the last add, even when its size did not change', async () => {
+    await withTempDir(async (dir) => {
+      for (const id of ['a', 'b']) expect((await runCli(['--dir', dir, 'add', id, `Do ${id}`])).code).toBe(0);
+      const text = await readFile(queueFile(dir), 'utf8');
+      const edited = `${text.slice(0, text.lastIndexOf('"medium"'))}"mediun"${text.slice(text.lastIndexOf('"medium"') + '"medium"'.length)}`;
+      await writeFile(queueFile(dir), edited);
+      const result = await runCli(['--dir', dir, 'run', '--api-url', 'http://127.0.0.1:9/none', '--drain', '--max-idle', '1', '--poll-interval', '10ms']);
+      expect(result.code, result.stderr).toBe(4);
+      // Found when reading the file at start, not only when b is claimed.
+      expect(result.stderr).toMatch(/queue\.json is damaged \(at tasks\[1\], line 3\)/);
+      expect(await readFile(queueFile(dir), 'utf8')).toBe(edited);
+    });
+  });
+
   it('still refuses events of undefined tasks appended to the log since, and an older copy of queue.json', async () => {
     await withTempDir(async (dir) => {
       expect((await runCli(['--dir', dir, 'add', 'a', 'Do a'])).code).toBe(0);
