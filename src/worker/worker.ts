@@ -154,7 +154,7 @@ export class Worker {
     await Promise.all(this.releasing);
     if (reason === 'drained' || reason === 'idle') await this.sweepLeftoverLocks();
     this.summary.reason = reason;
-    this.summary.durationMs = this.deps.now() - started;
+    this.summary.durationMs = durationMs(started, this.deps.now());
     return this.summary;
   }
 
@@ -332,7 +332,7 @@ export class Worker {
     const result = await this.deps.executor.call({ task: claim.definition, attempt: event.attempt, workerId: this.config.workerId, signal: claim.abandon.signal });
     this.signals.abort.removeEventListener('abort', abandonOnSignal);
     const endedAt = now();
-    const took = formatDuration(endedAt - startedAt);
+    const took = formatDuration(durationMs(startedAt, endedAt));
     if (result.ok) {
       logger.info(`completed ${id} in ${took} (http ${result.httpStatus})`);
       this.summary.completed += 1;
@@ -379,7 +379,7 @@ export class Worker {
       called: outcome.called,
       started_at: new Date(outcome.startedAt).toISOString(),
       ended_at: new Date(outcome.endedAt).toISOString(),
-      duration_ms: outcome.endedAt - outcome.startedAt,
+      duration_ms: durationMs(outcome.startedAt, outcome.endedAt),
       max_attempts: this.config.maxAttempts,
     };
     const status = outcome.httpStatus ?? outcome.error?.http_status;
@@ -429,6 +429,14 @@ export class Worker {
     const released = claim.lock.release().finally(() => this.releasing.delete(released));
     this.releasing.add(released);
   }
+}
+
+/**
+ * The wall clock can step back during a call (an NTP correction): a duration is then 0, never negative,
+ * which the log's schema refuses, and with it every reader the whole log.
+ */
+function durationMs(startedAt: number, endedAt: number): number {
+  return Math.max(0, endedAt - startedAt);
 }
 
 export function asWorkerError(error: unknown): WorkerError {

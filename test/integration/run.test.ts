@@ -202,6 +202,20 @@ describe('worker run: failures are classified and recorded', () => {
     });
   });
 
+  it('a wall clock that goes back during a call: the outcome is recorded with duration 0, and the log stays readable', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }]);
+      // Each reading of the clock is a second earlier than the last, as after an NTP step back.
+      const clock = join(dir, 'clock-going-back.cjs');
+      await writeFile(clock, 'const wall = Date.now; let back = 0; Date.now = () => wall() - (back += 1000);\n');
+      const result = await runCli(runArgs(dir, '--drain'), { env: { NODE_OPTIONS: `--require ${clock}` } });
+      expect(result.code, result.stderr).toBe(0);
+      const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome');
+      expect(outcomes.map((event) => [event.task, event.outcome, event.duration_ms])).toEqual([['a', 'completed', 0], ['b', 'completed', 0]]);
+      expect((await runCli(['--dir', dir, 'status'])).code).toBe(0);
+    });
+  });
+
   it('429 honours Retry-After', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'limited' }]);
