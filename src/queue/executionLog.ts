@@ -26,7 +26,13 @@ export interface LogChunk {
   torn: number;
 }
 
+/**
+ * The line of an event. Throws, writing nothing, when the event is not one the log's schema accepts:
+ * a line that every reader would refuse must never reach the log.
+ */
 export function serializeEvent(event: QueueEvent): string {
+  const checked = eventSchema.safeParse(event);
+  if (!checked.success) throw new Error(`refusing to append an event the execution log's schema refuses (a bug): ${z.prettifyError(checked.error).replace(/\n/g, ' ')}`);
   // `type` must come first: RECORD_MARK is how a torn line is split. Events are built with it first;
   // one that is not is copied in that order.
   const text = JSON.stringify(event);

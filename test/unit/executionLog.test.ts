@@ -14,6 +14,11 @@ describe('execution log lines', () => {
     expect(serializeEvent(typeLast)).toBe('{"type":"retry","task":"b","at":"2026-01-01T00:00:00.000Z"}\n');
   });
 
+  it('refuses to write an event that readers would refuse', () => {
+    const outcome = { type: 'outcome', task: 'a', token: 't1', attempt: 1, worker: 'w', outcome: 'completed', called: true, started_at: '2026-01-01T00:00:01.000Z', ended_at: '2026-01-01T00:00:00.000Z', duration_ms: -1000 } as QueueEvent;
+    expect(() => serializeEvent(outcome)).toThrowError(/schema refuses.*duration_ms/);
+  });
+
   it('keeps the record that follows a torn one on the same line, and counts the torn prefix', () => {
     const whole = line(claim);
     for (let cut = 1; cut < whole.length; cut += 1) {
