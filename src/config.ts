@@ -97,6 +97,8 @@ export const HOST = hostname();
 /** Headers that the worker sets itself, or that HTTP manages: refused in --header. */
 const RESERVED_HEADERS = new Set(['content-type', 'content-length', 'idempotency-key', 'x-worker-id', 'host', 'transfer-encoding', 'connection']);
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What HTTP (and undici) allow in a header value: tab, visible ASCII, space, Latin-1 beyond ASCII; no line breaks. */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 export type Verbosity = 'quiet' | 'normal' | 'verbose';
 export type LogFormat = 'text' | 'json';
@@ -159,7 +161,14 @@ export function parseHeaders(lines: readonly string[]): Record<string, string> {
     if (RESERVED_HEADERS.has(name.toLowerCase())) {
       throw new WorkerError('CONFIG', `header "${name}" is set by the worker itself and cannot be given`, { hint: 'remove it from --header / WORKER_API_HEADERS' });
     }
-    headers[name.toLowerCase()] = line.slice(colon + 1).trim();
+    const value = line.slice(colon + 1).trim();
+    if (!HEADER_VALUE.test(value)) {
+      // Found here, not by undici at every call, where each task would burn an attempt on it.
+      throw new WorkerError('CONFIG', `the value of header "${name}" holds a character HTTP does not allow (a line break or another control character, or one beyond Latin-1)`, {
+        hint: 'check how the value was pasted or quoted in --header / WORKER_API_HEADERS',
+      });
+    }
+    headers[name.toLowerCase()] = value;
   });
   return headers;
 }

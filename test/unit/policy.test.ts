@@ -78,6 +78,11 @@ describe('settings', () => {
     }
     expect(() => parseHeaders(['Idempotency-Key: x'])).toThrowError(/set by the worker itself/);
     expect(parseHeaders(['Authorization: Bearer a:b'])).toEqual({ authorization: 'Bearer a:b' });
+    for (const bad of ['Bearer sec\rret-value', 'Bearer sec\u0001ret-value', 'Bearer sec€ret-value']) {
+      expect(() => parseHeaders([`Authorization: ${bad}`])).toThrowError(/value of header "Authorization" holds a character HTTP does not allow/);
+      expect(() => parseHeaders([`Authorization: ${bad}`])).not.toThrowError(/ret-value/);
+    }
+    expect(parseHeaders(['X-Note: tab\there, café'])).toEqual({ 'x-note': 'tab\there, café' });
   });
   it('takes flags over environment over defaults', () => {
     const env = { WORKER_API_URL: 'http://env/', WORKER_API_TIMEOUT: '5s', WORKER_MAX_IDLE: '4', WORKER_API_HEADERS: 'A: 1\nB: 2' };
