@@ -173,6 +173,30 @@ export function parseHeaders(lines: readonly string[]): Record<string, string> {
   return headers;
 }
 
+/**
+ * `http://user:password@host/` means HTTP Basic authentication, as with curl; undici would drop the
+ * credentials. They become an Authorization header (whose value, like every header's, is never logged)
+ * and leave the URL.
+ */
+function moveCredentialsToHeader(apiUrl: URL, headers: Record<string, string>): void {
+  if (headers.authorization !== undefined) {
+    throw new WorkerError('CONFIG', '--api-url holds a user and password, and an Authorization header is given too', {
+      hint: 'give the credentials once: in the URL (Basic authentication) or as --header \'Authorization: …\'',
+    });
+  }
+  const decoded = (text: string) => {
+    try {
+      return decodeURIComponent(text);
+    } catch {
+      return text; // a % that starts no escape stands for itself
+    }
+  };
+  const credentials = `${decoded(apiUrl.username)}:${decoded(apiUrl.password)}`;
+  headers.authorization = `Basic ${Buffer.from(credentials).toString('base64')}`;
+  apiUrl.username = '';
+  apiUrl.password = '';
+}
+
 export function resolveRunConfig(flags: RunFlags, maxIterations: string | undefined, env: Env): RunConfig {
   const urlText = pick(flags.apiUrl, env, 'WORKER_API_URL');
   if (urlText === undefined || urlText.trim() === '') {
@@ -197,9 +221,11 @@ export function resolveRunConfig(flags: RunFlags, maxIterations: string | undefi
   const logFormat = flags.logFormat ?? 'text';
   if (logFormat !== 'text' && logFormat !== 'json') throw configError('--log-format', 'text or json', logFormat);
   if (flags.verbose && flags.quiet) throw new WorkerError('USAGE', '--verbose and --quiet contradict each other', { hint: 'give one of them' });
+  const headers = parseHeaders(headerLines);
+  if (apiUrl.username || apiUrl.password) moveCredentialsToHeader(apiUrl, headers);
   return {
     apiUrl,
-    headers: parseHeaders(headerLines),
+    headers,
     timeoutMs: durationSetting('--timeout', flags.timeout, env, 'WORKER_API_TIMEOUT', DEFAULTS.timeout),
     pollIntervalMs: durationSetting('--poll-interval', flags.pollInterval, env, 'WORKER_POLL_INTERVAL', DEFAULTS.pollInterval, 10),
     maxIdle: integerSetting('--max-idle', flags.maxIdle, env, 'WORKER_MAX_IDLE', DEFAULTS.maxIdle, 0),

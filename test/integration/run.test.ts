@@ -122,6 +122,24 @@ describe('worker run: exactly once, in dependency order', () => {
     });
   });
 
+  it('sends a user and password given in --api-url as Basic authentication, and never shows them', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      const url = new URL(api.url);
+      url.username = 'us%40er';
+      url.password = 'pa%3Ass-w0rd';
+      const result = await runCli(['--dir', dir, 'run', '--api-url', url.toString(), ...FAST, '--drain']);
+      expect(result.code, result.stderr).toBe(0);
+      const basic = `Basic ${Buffer.from('us@er:pa:ss-w0rd').toString('base64')}`;
+      expect(api.calls[0]!.headers.authorization).toBe(basic);
+      expect(result.stderr).toContain('authorization: ***');
+      for (const secret of ['pa%3Ass-w0rd', 'pa:ss-w0rd', basic.slice(6)]) expect(result.stderr).not.toContain(secret);
+      const twice = await runCli(['--dir', dir, 'run', '--api-url', url.toString(), '--header', 'Authorization: Bearer x', '--drain']);
+      expect(twice.code).toBe(2);
+      expect(twice.stderr).toMatch(/holds a user and password, and an Authorization header is given too/);
+    });
+  });
+
   it('stops after max-iterations tasks and rejects a max-iterations that is not a positive integer', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
