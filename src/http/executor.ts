@@ -91,7 +91,6 @@ function header(value: string | string[] | undefined): string | undefined {
 class Exchange implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private settled = false;
-  private timedOut = false;
   private status = 0;
   private headers: Record<string, string | string[] | undefined> = {};
   private readonly chunks: Buffer[] = [];
@@ -130,13 +129,13 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.finish({ ok: false, error: { kind: 'bad_response', message: `the response body is larger than ${MAX_RESPONSE_BYTES} bytes`, http_status: this.status }, retryable: false });
       return;
     }
-    this.finish(classifyThrown(error, { timedOut: this.timedOut, aborted: this.signal.aborted, timeoutMs: this.timeoutMs }));
+    // Only an error before the call was stopped counts: undici reports its own timeouts by their codes.
+    this.finish(classifyThrown(error, { timedOut: false, aborted: this.signal.aborted, timeoutMs: this.timeoutMs }));
   }
 
   /** The deadline passed (`timedOut`) or the caller gave up: settles now, and aborts the request if it started. */
   private stop(timedOut: boolean): void {
     if (this.settled) return;
-    this.timedOut = timedOut;
     this.finish(classifyThrown(undefined, { timedOut, aborted: this.signal.aborted, timeoutMs: this.timeoutMs }));
     this.controller?.abort(new Error(timedOut ? 'the call timed out' : 'the call was abandoned'));
   }
