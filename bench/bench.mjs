@@ -74,37 +74,31 @@ function row(scenario, tasks, workers, seconds, extra = {}) {
   rows.push({ scenario, tasks, workers, seconds, ...extra });
 }
 
-async function throughput(api, tasks) {
-  const seconds = [];
-  let peak = 0;
-  for (let run = 0; run < RUNS; run += 1) {
-    const dir = tempDir();
-    seedQueue(dir, tasks);
-    api.reset();
-    const started = performance.now();
-    const workers = runWorkers(dir, api, WORKERS, ['--drain']);
-    const peaks = await Promise.all(workers.map((worker) => worker.exited));
-    seconds.push((performance.now() - started) / 1000);
-    peak = Math.max(peak, ...peaks);
-    assertExactlyOnce(api, tasks, 'drain');
-    rmSync(dir, { recursive: true, force: true });
-  }
-  return { seconds: median(seconds), peakMb: peak / 1024 };
+/** One drain of `tasks` independent tasks by the worker processes: its seconds and their peak RSS. */
+async function drainOnce(api, tasks) {
+  const dir = tempDir();
+  seedQueue(dir, tasks);
+  api.reset();
+  const started = performance.now();
+  const workers = runWorkers(dir, api, WORKERS, ['--drain']);
+  const peaks = await Promise.all(workers.map((worker) => worker.exited));
+  const seconds = (performance.now() - started) / 1000;
+  assertExactlyOnce(api, tasks, 'drain');
+  rmSync(dir, { recursive: true, force: true });
+  return { seconds, peakKb: Math.max(...peaks) };
 }
 
-async function ceiling(api, tasks) {
-  const seconds = [];
-  for (let run = 0; run < RUNS; run += 1) {
-    api.reset();
-    const started = performance.now();
-    const share = tasks / WORKERS;
-    await Promise.all(
-      Array.from({ length: WORKERS }, (_, i) => startTracked([resolve(import.meta.dirname, 'ceiling-client.mjs'), api.url, String(i * share), String(share)]).exited),
-    );
-    seconds.push((performance.now() - started) / 1000);
-    assertExactlyOnce(api, tasks, 'ceiling');
-  }
-  return median(seconds);
+/** The same calls with no queue: undici straight to the API, the tasks shared out between the processes. */
+async function ceilingOnce(api, tasks) {
+  api.reset();
+  const started = performance.now();
+  const share = tasks / WORKERS;
+  await Promise.all(
+    Array.from({ length: WORKERS }, (_, i) => startTracked([resolve(import.meta.dirname, 'ceiling-client.mjs'), api.url, String(i * share), String(share)]).exited),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  assertExactlyOnce(api, tasks, 'ceiling');
+  return seconds;
 }
 
 /** Steady-state cost per task, from the API's record: first to last call of `executed` tasks in a queue of `size`. */
@@ -166,7 +160,8 @@ function cliTimes(bigQueue) {
   return { bulkMs: bulk.ms, startup, withoutCerts, statusMs: status };
 }
 
-async function bullmq(api, tasks) {
+/** BullMQ on a loopback Redis, ready to drain `tasks` at each runOnce(); or why it cannot run here. */
+async function startBullmq(api, tasks) {
   let redisPath;
   try {
     redisPath = execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
@@ -187,20 +182,18 @@ async function bullmq(api, tasks) {
   const port = 6390;
   const redis = spawn(redisPath, ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   await new Promise((r) => setTimeout(r, 500));
-  try {
-    const seconds = [];
-    for (let run = 0; run < RUNS; run += 1) {
+  return {
+    async runOnce() {
       api.reset();
       execFileSync(process.execPath, [resolve(import.meta.dirname, 'bullmq-worker.mjs'), 'seed', String(port), String(tasks)]);
       const started = performance.now();
       await Promise.all(Array.from({ length: WORKERS }, () => startTracked([resolve(import.meta.dirname, 'bullmq-worker.mjs'), 'work', String(port), String(tasks), api.url]).exited));
-      seconds.push((performance.now() - started) / 1000);
+      const seconds = (performance.now() - started) / 1000;
       assertExactlyOnce(api, tasks, 'bullmq');
-    }
-    return median(seconds);
-  } finally {
-    redis.kill();
-  }
+      return seconds;
+    },
+    close: () => redis.kill(),
+  };
 }
 
 const fmt = (value, digits = 0) => (value === undefined ? '' : value.toFixed(digits));
@@ -211,16 +204,30 @@ async function main() {
   const bigQueue = quick ? 20_000 : 100_000;
   const notes = [];
   try {
-    const drain = await throughput(api, drainTasks);
-    const ceilingSeconds = await ceiling(api, drainTasks);
-    const ceilingRate = drainTasks / ceilingSeconds;
-    row('drain (independent tasks)', drainTasks, WORKERS, drain.seconds, { peakMb: drain.peakMb, ratio: drainTasks / drain.seconds / ceilingRate });
+    // Round by round, the drain, the ceiling and BullMQ in turn: this machine's speed drifts within minutes,
+    // and each round puts the three on the same ground. Ratios are medians of each round's ratio.
+    const bull = await startBullmq(api, drainTasks);
+    const rounds = [];
+    try {
+      for (let run = 0; run < RUNS; run += 1) {
+        const drain = await drainOnce(api, drainTasks);
+        const ceilingSeconds = await ceilingOnce(api, drainTasks);
+        rounds.push({ drain, ceilingSeconds, bullSeconds: typeof bull === 'string' ? undefined : await bull.runOnce() });
+      }
+    } finally {
+      if (typeof bull !== 'string') bull.close();
+    }
+    const drainSeconds = median(rounds.map((round) => round.drain.seconds));
+    const ceilingSeconds = median(rounds.map((round) => round.ceilingSeconds));
+    const peakMb = Math.max(...rounds.map((round) => round.drain.peakKb)) / 1024;
+    row('drain (independent tasks)', drainTasks, WORKERS, drainSeconds, { peakMb, ratio: median(rounds.map((round) => round.ceilingSeconds / round.drain.seconds)) });
     row('ceiling: undici, no queue', drainTasks, WORKERS, ceilingSeconds, { ratio: 1 });
-    const bull = await bullmq(api, drainTasks);
-    if (typeof bull === 'number') {
-      row('BullMQ on loopback Redis', drainTasks, WORKERS, bull, { ratio: drainTasks / bull / ceilingRate });
-      notes.push(`our drain rate is ${((drainTasks / drain.seconds) / (drainTasks / bull)).toFixed(2)}x BullMQ's`);
-    } else notes.push(bull);
+    if (typeof bull === 'string') notes.push(bull);
+    else {
+      row('BullMQ on loopback Redis', drainTasks, WORKERS, median(rounds.map((round) => round.bullSeconds)), { ratio: median(rounds.map((round) => round.ceilingSeconds / round.bullSeconds)) });
+      const ratios = rounds.map((round) => round.bullSeconds / round.drain.seconds);
+      notes.push(`our drain rate is ${median(ratios).toFixed(2)}x BullMQ's (median of the rounds' ratios: ${ratios.map((ratio) => ratio.toFixed(2)).join(', ')})`);
+    }
     const executed = 2000;
     const small = await perTaskCost(api, 2000, executed);
     const large = await perTaskCost(api, bigQueue, executed);
