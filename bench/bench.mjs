@@ -196,6 +196,15 @@ async function startBullmq(api, tasks) {
   };
 }
 
+/** The type of the file system holding `dir` (lock folders cost very different amounts on each), as df names it. */
+function fileSystemOf(dir) {
+  try {
+    return execFileSync('df', ['--output=fstype', dir], { encoding: 'utf8' }).trim().split('\n').at(-1);
+  } catch {
+    return 'file system unknown';
+  }
+}
+
 const fmt = (value, digits = 0) => (value === undefined ? '' : value.toFixed(digits));
 
 async function main() {
@@ -264,7 +273,7 @@ async function main() {
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((cells) => cells[i].length)));
   const line = (cells) => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`;
-  console.log(`\nworker benchmark${quick ? ' (--quick)' : ''}: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, median of ${RUNS} run(s)\n`);
+  console.log(`\nworker benchmark${quick ? ' (--quick)' : ''}: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, queues in ${tmpdir()} (${fileSystemOf(tmpdir())}), median of ${RUNS} run(s)\n`);
   console.log(line(header));
   console.log(line(widths.map((w) => '-'.repeat(w))));
   for (const cells of table) console.log(line(cells));
