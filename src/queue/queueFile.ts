@@ -64,7 +64,7 @@ export class QueueFile {
     const version = versionOf(this.file);
     if (version === null) return { tasks: [], removed: new Set() };
     if (this.cached && sameVersion(this.cached.version, version)) return this.cached.contents;
-    const contents = parseQueue(this.file, fileChunks(this.file), () => readFileText(this.file), keepWholeDefinitions());
+    const contents = readQueue(this.file, keepWholeDefinitions());
     this.cached = { version, contents };
     return contents;
   }
@@ -79,7 +79,7 @@ export class QueueFile {
    * version any more, or not in the one-task-per-line layout: the caller reads it in full.
    */
   readIdsIfUnchanged(checked: QueueFileVersion): QueueIds | null {
-    const bytes = this.readBytes();
+    const bytes = readFileBytes(this.file);
     const now = versionOf(this.file);
     if (bytes === null || now === null || !sameVersion(now, checked)) return null;
     const scanned = scanIds(bytes);
@@ -88,7 +88,7 @@ export class QueueFile {
 
   /** The ids of the file, each task validated: one read of its bytes, which the add then extends. */
   readIds(): QueueIds {
-    const bytes = this.readBytes();
+    const bytes = readFileBytes(this.file);
     if (bytes === null) return { ids: [], removed: new Set(), bytes: Buffer.alloc(0) };
     const contents = parseQueue(this.file, [bytes], () => bytes.toString('utf8'), keepWholeDefinitions());
     return { ids: contents.tasks.map((task) => task.id), removed: contents.removed, bytes };
@@ -112,16 +112,6 @@ export class QueueFile {
 
   write(contents: QueueContents): void {
     this.writeBytes(formatQueueFile(contents));
-  }
-
-  /** The file's bytes, or null when there is no file (an empty one is damage, found by parsing). */
-  private readBytes(): Buffer | null {
-    try {
-      return readFileSync(this.file);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw ioError('read', this.file, error);
-    }
   }
 
   /** Synchronous: callers hold the queue-wide lock and wait for nothing else, and each thread-pool step of the asynchronous form costs more than the step. */
@@ -208,7 +198,7 @@ export class QueueIndex {
 
   private parseWhole(trusted: boolean): ParsedLines<IndexedTask> {
     this.whole = new Map();
-    return parseQueue(this.file, fileChunks(this.file), () => readFileText(this.file), (task, span) => this.keep(task, span), trusted);
+    return readQueue(this.file, (task, span) => this.keep(task, span), trusted);
   }
 
   /**
@@ -269,7 +259,7 @@ export class QueueIndex {
       const before = known.contents.tasks.length;
       const from = last.span.offset + last.span.length + 2;
       const start = { header, removed: known.contents.removed, lines: before + 1, tasks: before };
-      const added = parseLineByLine(this.file, linesOf(chunksOf(fd, this.file, from), from), (task, span) => this.keep(task, span), start);
+      const added = parseLineByLine(this.file, linesOf(chunksOf(fd, this.file, from), from), (task, span) => this.keep(task, span), { start });
       if (added === undefined || added.end === undefined) return false;
       try {
         checkDefinitions(this.file, added, isDefined, before);
@@ -339,11 +329,12 @@ function scanIds(bytes: Buffer): { ids: string[]; removed: ReadonlySet<string> }
 
 const ID_START = '{"id":"';
 
-function readFileText(file: string): string {
+/** A file's bytes, or null when there is no file (an empty one is damage, found by parsing). */
+function readFileBytes(file: string): Buffer | null {
   try {
-    return readFileSync(file, 'utf8');
+    return readFileSync(file);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw ioError('read', file, error);
   }
 }
@@ -371,10 +362,11 @@ function checkDefinitions<C extends QueueContents<TaskHead>>(file: string, conte
 
 const CHUNK_BYTES = 1 << 20;
 
-/** One line of queue.json: its text, without the newline, and the byte offset where it starts. */
+/** One line of queue.json: its text, without the newline, the byte offset where it starts, and its length in bytes. */
 interface Line {
   text: string;
   offset: number;
+  bytes: number;
 }
 
 /**
@@ -420,11 +412,13 @@ function* linesOf(chunks: Iterable<Buffer>, from = 0): Generator<Line> {
     const lines = (rest + decoder.write(chunk)).split('\n');
     rest = lines.pop()!;
     for (const text of lines) {
-      yield { text, offset };
-      offset += Buffer.byteLength(text) + 1;
+      const bytes = Buffer.byteLength(text);
+      yield { text, offset, bytes };
+      offset += bytes + 1;
     }
   }
-  yield { text: rest + decoder.end(), offset };
+  const last = rest + decoder.end();
+  yield { text: last, offset, bytes: Buffer.byteLength(last) };
 }
 
 /** Where a task's definition is in queue.json: the bytes of its JSON object. */
@@ -444,10 +438,15 @@ interface ParsedLines<T extends TaskHead> extends QueueContents<T> {
  * it is given the task's line, or undefined in the whole parse.
  */
 function parseQueue<T extends TaskHead>(file: string, chunks: Iterable<Buffer>, wholeText: () => string, keep: (task: TaskDefinition, span: LineSpan | undefined) => T, trusted = false): ParsedLines<T> {
-  const byLine = parseLineByLine(file, linesOf(chunks), keep, undefined, trusted);
+  const byLine = parseLineByLine(file, linesOf(chunks), keep, { trusted });
   if (byLine !== undefined) return checkDefinitions(file, byLine);
   const whole = checkDefinitions(file, parseWhole(file, wholeText()));
   return { tasks: whole.tasks.map((task) => keep(task, undefined)), removed: whole.removed, end: undefined };
+}
+
+/** queue.json as it is on disk now, a megabyte at a time (see parseQueue). */
+function readQueue<T extends TaskHead>(file: string, keep: (task: TaskDefinition, span: LineSpan | undefined) => T, trusted = false): ParsedLines<T> {
+  return parseQueue(file, fileChunks(file), () => readFileBytes(file)?.toString('utf8') ?? '', keep, trusted);
 }
 
 /** Keeps whole definitions: for commands that show them. Tasks added together share strings (see compact). */
@@ -468,10 +467,15 @@ interface ParseStart {
 /**
  * The layout this tool writes: a header line, one task per line, each but the last ending with a comma,
  * and a footer. Parsing one line at a time keeps a single raw object alive at once. With `start`, the
- * lines given follow a task line that ends with a comma. Undefined for any other layout (a file formatted
- * by hand, or cut short): the whole-file parse then decides.
+ * lines given follow a task line that ends with a comma; `trusted`: see parseTaskLine. Undefined for any
+ * other layout (a file formatted by hand, or cut short): the whole-file parse then decides.
  */
-function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>, keep: (task: TaskDefinition, span: LineSpan) => T, start?: ParseStart, trusted = false): ParsedLines<T> | undefined {
+function parseLineByLine<T extends TaskHead>(
+  file: string,
+  lines: Iterable<Line>,
+  keep: (task: TaskDefinition, span: LineSpan) => T,
+  { start, trusted = false }: { start?: ParseStart; trusted?: boolean } = {},
+): ParsedLines<T> | undefined {
   let header = start?.header;
   let removed = start?.removed;
   const tasks: T[] = [];
@@ -481,7 +485,7 @@ function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>
   // Whether the line before ended with a comma, so that a task must follow; and whether one may.
   let commaBefore = start !== undefined;
   let open = true;
-  for (const { text: line, offset } of lines) {
+  for (const { text: line, offset, bytes } of lines) {
     lineNo += 1;
     if (state === 'header') {
       if (!line.endsWith('"tasks":[')) return undefined;
@@ -510,7 +514,7 @@ function parseLineByLine<T extends TaskHead>(file: string, lines: Iterable<Line>
       const task = parseTaskLine(text, trusted);
       if (task === undefined) return undefined;
       if (!task.success) throw new DamagedFileError(file, `at tasks[${(start?.tasks ?? 0) + tasks.length}], line ${lineNo}`, describeZodError(task.error));
-      const span = { offset, length: Buffer.byteLength(text) };
+      const span = { offset, length: commaBefore ? bytes - 1 : bytes };
       tasks.push(keep(task.data, span));
       last = { text, span };
     }
