@@ -56,10 +56,10 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   private reader: ExecutionLogReader;
   private readonly writer: ExecutionLogWriter;
 
-  private constructor(root: string, private readonly foldOptions: FoldOptions, private readonly makeDefinitions: (queueFile: QueueFile) => DefinitionSource<Def>) {
+  private constructor(root: string, private readonly foldOptions: FoldOptions, private readonly makeDefinitions: (queueFile: QueueFile, paths: QueuePaths) => DefinitionSource<Def>) {
     this.paths = queuePaths(root);
     this.queueFile = new QueueFile(this.paths.queueFile);
-    this.definitions = makeDefinitions(this.queueFile);
+    this.definitions = makeDefinitions(this.queueFile, this.paths);
     this.reader = new ExecutionLogReader(this.paths.logFile);
     this.writer = new ExecutionLogWriter(this.paths.logFile);
     this.state = new QueueState<Def>(foldOptions);
@@ -77,8 +77,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * neither results nor outcomes; `definitionOf` reads a task's definition when it is claimed.
    */
   static async openForWorker(root: string): Promise<QueueStore<IndexedTask>> {
-    const checkedFile = queuePaths(root).checkedFile;
-    const store = new QueueStore<IndexedTask>(root, { keepDetails: false }, (queueFile) => new QueueIndex(queueFile.file, () => readCheckedRecord(checkedFile)?.queue ?? null));
+    const store = new QueueStore<IndexedTask>(root, { keepDetails: false }, (queueFile, paths) => new QueueIndex(queueFile.file, () => readCheckedRecord(paths.checkedFile)?.queue ?? null));
     await store.makeFolders();
     store.refresh();
     return store;
@@ -134,7 +133,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       this.reader.close();
       this.state = new QueueState<Def>(this.foldOptions);
       this.definitions.close();
-      this.definitions = this.makeDefinitions(this.queueFile);
+      this.definitions = this.makeDefinitions(this.queueFile, this.paths);
       this.reader = new ExecutionLogReader(this.paths.logFile);
       throw error;
     }
