@@ -3,11 +3,12 @@
 // bin/worker.cjs given (e.g. a copy of an older build), interleaved round by round, and prints each one's
 // rates and median CPU per task of its worker processes. This machine's speed drifts too much for two
 // separate bench runs to compare a change; interleaving keeps both on the same ground.
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startBenchApi } from './api.mjs';
+import { seedQueue } from './seed.mjs';
 
 const [tasks, workers, rounds, ...bins] = process.argv.slice(2);
 if (bins.length === 0) {
@@ -38,9 +39,7 @@ try {
   for (let round = 0; round < Number(rounds); round += 1) {
     for (const bin of bins) {
       const dir = mkdtempSync(join(tmpdir(), 'worker-ab-'));
-      const file = join(dir, 'tasks.jsonl');
-      writeFileSync(file, Array.from({ length: Number(tasks) }, (_, i) => JSON.stringify({ id: `t${i}`, instruction: `Summarize chapter ${i}`, deps: [] })).join('\n'));
-      execFileSync(process.execPath, [bin, '--dir', dir, 'add', '--file', file]);
+      seedQueue(bin, dir, Number(tasks));
       api.reset();
       const cpuBefore = childrenCpuSeconds();
       const started = performance.now();

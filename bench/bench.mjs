@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startBenchApi } from './api.mjs';
+import { seedQueue } from './seed.mjs';
 
 const BIN = resolve(import.meta.dirname, '../bin/worker.cjs');
 const quick = process.argv.includes('--quick');
@@ -25,14 +26,6 @@ function timed(args, env = process.env) {
 }
 
 const cli = (dir, ...args) => timed([BIN, '--dir', dir, ...args]);
-
-function seedQueue(dir, count, makeDeps = () => []) {
-  const file = join(dir, 'tasks.jsonl');
-  const lines = [];
-  for (let i = 0; i < count; i += 1) lines.push(JSON.stringify({ id: `t${i}`, instruction: `Summarize chapter ${i}`, deps: makeDeps(i) }));
-  writeFileSync(file, lines.join('\n'));
-  return { file, ms: cli(dir, 'add', '--file', file) };
-}
 
 /** Starts a process and follows its peak resident memory (VmHWM) until it exits. */
 function startTracked(args) {
@@ -74,18 +67,21 @@ function row(scenario, tasks, workers, seconds, extra = {}) {
   rows.push({ scenario, tasks, workers, seconds, ...extra });
 }
 
-/** One drain of `tasks` independent tasks by the worker processes: its seconds and their peak RSS. */
-async function drainOnce(api, tasks) {
+/**
+ * The worker processes drain a queue of `size` independent tasks (`extra`: arguments of `worker run`),
+ * `expected` of them called once each: its seconds, their peak RSS, and when the API saw each task.
+ */
+async function drainQueue(api, size, expected, extra, label) {
   const dir = tempDir();
-  seedQueue(dir, tasks);
+  seedQueue(BIN, dir, size);
   api.reset();
   const started = performance.now();
-  const workers = runWorkers(dir, api, WORKERS, ['--drain']);
+  const workers = runWorkers(dir, api, WORKERS, extra);
   const peaks = await Promise.all(workers.map((worker) => worker.exited));
   const seconds = (performance.now() - started) / 1000;
-  assertExactlyOnce(api, tasks, 'drain');
+  assertExactlyOnce(api, expected, label);
   rmSync(dir, { recursive: true, force: true });
-  return { seconds, peakKb: Math.max(...peaks) };
+  return { seconds, peakKb: Math.max(...peaks), times: [...api.times.values()].sort((a, b) => a - b) };
 }
 
 /** The same calls with no queue: undici straight to the API, the tasks shared out between the processes. */
@@ -103,15 +99,8 @@ async function ceilingOnce(api, tasks) {
 
 /** Steady-state cost per task, from the API's record: first to last call of `executed` tasks in a queue of `size`. */
 async function perTaskCost(api, size, executed) {
-  const dir = tempDir();
-  seedQueue(dir, size);
-  api.reset();
-  const workers = runWorkers(dir, api, WORKERS, ['--drain', String(executed / WORKERS)]);
-  const peaks = await Promise.all(workers.map((worker) => worker.exited));
-  assertExactlyOnce(api, executed, `per-task cost at ${size}`);
-  const times = [...api.times.values()].sort((a, b) => a - b);
-  rmSync(dir, { recursive: true, force: true });
-  return { perTaskMs: (times.at(-1) - times[0]) / (times.length - 1), peakMb: Math.max(...peaks) / 1024 };
+  const { times, peakKb } = await drainQueue(api, size, executed, ['--drain', String(executed / WORKERS)], `per-task cost at ${size}`);
+  return { perTaskMs: (times.at(-1) - times[0]) / (times.length - 1), peakMb: peakKb / 1024 };
 }
 
 async function latency(api, adds, chain) {
@@ -146,18 +135,18 @@ const { NODE_EXTRA_CA_CERTS: extraCaCerts, ...envWithoutExtraCaCerts } = process
 
 function cliTimes(bigQueue) {
   const dir = tempDir();
-  const bulk = seedQueue(dir, 10_000);
+  const bulkMs = seedQueue(BIN, dir, 10_000);
   const samples = 9;
   const nodeAlone = (env) => median(Array.from({ length: samples }, () => timed(['-e', '0'], env)));
   const addOne = (env, prefix) => median(Array.from({ length: samples }, (_, i) => timed([BIN, '--dir', dir, 'add', `${prefix}-${i}`, 'One more task', 't5'], env)));
   const startup = { nodeMs: nodeAlone(process.env), addOneMs: addOne(process.env, 'one') };
   const withoutCerts = extraCaCerts === undefined ? undefined : { nodeMs: nodeAlone(envWithoutExtraCaCerts), addOneMs: addOne(envWithoutExtraCaCerts, 'bare') };
   const big = tempDir();
-  seedQueue(big, bigQueue);
+  seedQueue(BIN, big, bigQueue);
   const status = median(Array.from({ length: RUNS }, () => cli(big, 'status', '--json')));
   rmSync(dir, { recursive: true, force: true });
   rmSync(big, { recursive: true, force: true });
-  return { bulkMs: bulk.ms, startup, withoutCerts, statusMs: status };
+  return { bulkMs, startup, withoutCerts, statusMs: status };
 }
 
 /** BullMQ on a loopback Redis, ready to drain `tasks` at each runOnce(); or why it cannot run here. */
@@ -219,7 +208,7 @@ async function main() {
     const rounds = [];
     try {
       for (let run = 0; run < RUNS; run += 1) {
-        const drain = await drainOnce(api, drainTasks);
+        const drain = await drainQueue(api, drainTasks, drainTasks, ['--drain'], 'drain');
         const ceilingSeconds = await ceilingOnce(api, drainTasks);
         rounds.push({ drain, ceilingSeconds, bullSeconds: typeof bull === 'string' ? undefined : await bull.runOnce() });
       }
