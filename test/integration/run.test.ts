@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
@@ -97,6 +97,25 @@ describe('worker run: exactly once, in dependency order', () => {
       const result = await runCli(runArgs(dir, '--drain'));
       expect(result.code, result.stderr).toBe(0);
       expect(new Map(api.calls.map((call) => [call.task_id, call.body.instruction]))).toEqual(new Map([['a', 'First'], ['b', 'Second']]));
+    });
+  });
+
+  it('validates a definition when it claims the task, even in a version of queue.json that add recorded as sound', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b' }]);
+      const file = join(dir, 'queue', 'queue.json');
+      const text = await readFile(file, 'utf8');
+      const at = text.lastIndexOf('"medium"');
+      await writeFile(file, `${text.slice(0, at)}"mediun"${text.slice(at + '"medium"'.length)}`);
+      // checked.json made to vouch for the edited file, as if add had validated it: the start does not look again.
+      const info = await stat(file, { bigint: true });
+      const checkedFile = join(dir, 'queue', 'checked.json');
+      const checked = JSON.parse(await readFile(checkedFile, 'utf8'));
+      await writeFile(checkedFile, JSON.stringify({ ...checked, queue: { ino: String(info.ino), size: Number(info.size), ctimeNs: String(info.ctimeNs) } }));
+      const result = await runCli(runArgs(dir, '--drain', '--max-idle', '1'));
+      expect(result.code, result.stderr).toBe(4);
+      expect(api.calls.map((call) => call.task_id)).toEqual(['a']);
+      expect(result.stderr).toMatch(/queue\.json is damaged \(whole file\): task "b"/);
     });
   });
 

@@ -1,5 +1,8 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseLines, serializeEvent } from '../../src/queue/executionLog.js';
+import { ExecutionLogWriter, parseLines, serializeEvent } from '../../src/queue/executionLog.js';
 import type { QueueEvent } from '../../src/queue/schema.js';
 import { DamagedFileError } from '../../src/errors.js';
 
@@ -14,9 +17,19 @@ describe('execution log lines', () => {
     expect(serializeEvent(typeLast)).toBe('{"type":"retry","task":"b","at":"2026-01-01T00:00:00.000Z"}\n');
   });
 
-  it('refuses to write an event that readers would refuse', () => {
+  it('refuses to write an event that readers would refuse: nothing of its batch reaches the log', () => {
     const outcome = { type: 'outcome', task: 'a', token: 't1', attempt: 1, worker: 'w', outcome: 'completed', called: true, started_at: '2026-01-01T00:00:01.000Z', ended_at: '2026-01-01T00:00:00.000Z', duration_ms: -1000 } as QueueEvent;
     expect(() => serializeEvent(outcome)).toThrowError(/schema refuses.*duration_ms/);
+    const dir = mkdtempSync(join(tmpdir(), 'worker-log-'));
+    const writer = new ExecutionLogWriter(join(dir, 'log.jsonl'));
+    try {
+      writer.append([claim]);
+      expect(() => writer.append([retry, outcome])).toThrowError(/schema refuses/);
+      expect(readFileSync(writer.file, 'utf8')).toBe(serializeEvent(claim));
+    } finally {
+      writer.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('keeps the record that follows a torn one on the same line, and counts the torn prefix', () => {
