@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { ioError } from '../errors.js';
 import type { QueuePaths } from '../queue/paths.js';
+import { makeFolder } from './makeFolder.js';
 
 /** Which worker process made a lock, and for which claim. */
 export interface LockOwner {
@@ -13,7 +14,7 @@ export interface LockOwner {
   claimed_at: string;
 }
 
-/** Tells one lock folder from another made later under the same name: inode number and birth time. */
+/** Tells one lock from another made later under the same name by another process: inode number and birth time (of its slot, or of its folder). */
 export type LockIdentity = string;
 
 interface RegisterEntry {
@@ -42,7 +43,7 @@ export function identityOf(stats: fs.Stats): LockIdentity {
  * The locks one worker process holds: locks/holders/<host>-<pid>.json, one file per process, rewritten in
  * place (one pwrite, no new file) each time it takes or lets go of a lock. This is what tells a lock's
  * owner to a worker sweeping leftovers or taking over a dead worker's task. A file per lock would cost
- * an inode created and removed per claim: on ext4 that is as much as the lock itself.
+ * an inode created and removed per claim: on ext4 that is as much as a lock folder itself.
  *
  * An entry is written right after its lock is made and removed only once the lock is gone, so a lock
  * named here is its writer's for as long as the writer lives. A lock named nowhere (its maker died before
@@ -95,11 +96,7 @@ export class HolderRegister {
   }
 
   private open(): number {
-    try {
-      fs.mkdirSync(holdersDir(this.paths));
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
+    makeFolder(holdersDir(this.paths));
     return fs.openSync(this.file, 'w');
   }
 }
@@ -168,6 +165,7 @@ function readRegister(file: string): RegisterFile | null {
   }
 }
 
-function safeName(text: string): string {
+/** A host name as it may stand in a file name. */
+export function safeName(text: string): string {
   return text.replace(/[^A-Za-z0-9._-]/g, '_');
 }

@@ -2,7 +2,9 @@ import * as fs from 'node:fs';
 import lockfile from 'proper-lockfile';
 import { ioError } from '../errors.js';
 import { taskLockPaths, type QueuePaths } from '../queue/paths.js';
-import { HolderRegister, identityOf, Registers, type LockIdentity, type LockOwner } from './holderRegister.js';
+import { HolderRegister, identityOf, Registers, safeName, type LockIdentity, type LockOwner } from './holderRegister.js';
+import { makeFolder } from './makeFolder.js';
+import { LockSlots, pruneSlots, removeLock, removeLockSync } from './lockSlots.js';
 
 export type { LockOwner } from './holderRegister.js';
 
@@ -11,7 +13,7 @@ export interface LockInspection {
   held: boolean;
   /** Milliseconds since its holder last refreshed it. */
   ageMs: number | null;
-  /** Which lock folder it is: a later one under the same name differs. */
+  /** Which lock it is: a later one under the same name, made by another process, differs. */
   identity: LockIdentity | null;
 }
 
@@ -23,19 +25,28 @@ export interface HeldLock {
 }
 
 /**
- * The per-task claim lock: a folder made atomically by proper-lockfile, refreshed (utimes) while the
- * attempt runs. A worker killed outright leaves it behind; it is then stale after `staleMs`, or at once
- * when its owner's pid is gone on this host (see the worker's takeover).
+ * The per-task claim lock, taken and refreshed (utimes) by proper-lockfile while the attempt runs: a hard
+ * link to one of the worker's slot files (lockSlots.ts) where proper-lockfile would make a folder. A
+ * worker killed outright leaves it behind; it is then stale after `staleMs`, or at once when its owner's
+ * pid is gone on this host (see the worker's takeover).
  */
 export class TaskLocks {
   private readonly lockFs: typeof fs;
   private readonly shardsMade = new Set<string>();
   private register: HolderRegister | undefined;
-  /** The last look proper-lockfile took at a lock folder. */
+  private slots: LockSlots | undefined;
+  /** The slot each lock being taken is to be made from, by lock path. */
+  private readonly slotFor = new Map<string, string>();
+  /** The last look proper-lockfile took at a lock. */
   private lastStat: { path: string; stats: fs.Stats } | undefined;
 
   constructor(private readonly paths: QueuePaths, private readonly staleMs: number, onRefresh: (lockPath: string) => void = () => undefined) {
-    this.lockFs = syncBackedFs(onRefresh, (path, stats) => {
+    const makeLock = (lockPath: string) => {
+      const slot = this.slotFor.get(lockPath);
+      if (slot === undefined) throw new Error(`no slot was taken for ${lockPath}`);
+      this.slots!.lock(slot, lockPath);
+    };
+    this.lockFs = syncBackedFs(makeLock, onRefresh, (path, stats) => {
       this.lastStat = { path, stats };
     });
   }
@@ -47,14 +58,12 @@ export class TaskLocks {
   async tryAcquire(taskId: string, owner: LockOwner, onCompromised: (error: Error) => void): Promise<HeldLock | null> {
     const files = taskLockPaths(this.paths, taskId);
     if (!this.shardsMade.has(files.shardDir)) {
-      try {
-        // Not recursive: locks/ exists, and a recursive mkdir reports ENOENT instead of EROFS or EACCES.
-        fs.mkdirSync(files.shardDir);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError('create the folder', files.shardDir, error);
-      }
+      makeFolder(files.shardDir);
       this.shardsMade.add(files.shardDir);
     }
+    const slots = (this.slots ??= new LockSlots(this.paths, owner));
+    const slot = slots.take();
+    this.slotFor.set(files.lock, slot);
     let releaseLock: () => Promise<void>;
     let compromised = false;
     try {
@@ -71,16 +80,33 @@ export class TaskLocks {
         },
       });
     } catch (error) {
+      // Not made from the slot: it may back the next lock.
+      slots.giveBack(slot);
       if ((error as NodeJS.ErrnoException).code === 'ELOCKED') return null;
       throw ioError('lock', files.lock, error);
+    } finally {
+      this.slotFor.delete(files.lock);
     }
+    /**
+     * A slot backs a new lock only once its lock is surely gone. After a compromise (another process took
+     * the lock over) or a failed removal, it is left alone until the process closes its slots.
+     */
+    const unlock = async () => {
+      if (compromised) return;
+      try {
+        await releaseLock();
+        slots.giveBack(slot);
+      } catch {
+        // The lock may still be there: judged by its age, like any lock of a process that stopped refreshing it.
+      }
+    };
     const register = (this.register ??= new HolderRegister(this.paths, { worker: owner.worker, pid: owner.pid, host: owner.host }));
     try {
-      // proper-lockfile stats the folder right after making it: that look serves, instead of another stat.
+      // proper-lockfile stats the lock right after making it: that look serves, instead of another stat.
       const made = this.lastStat?.path === files.lock ? this.lastStat.stats : fs.statSync(files.lock);
       register.add(taskId, { token: owner.token, claimed_at: owner.claimed_at, lock: identityOf(made) });
     } catch (error) {
-      await releaseLock().catch(() => undefined);
+      await unlock();
       throw ioError('register', files.lock, error);
     }
     let released = false;
@@ -89,19 +115,20 @@ export class TaskLocks {
         if (released) return;
         released = true;
         // The entry goes only once the lock is gone: until then it tells others the lock is in use.
-        if (!compromised) await releaseLock().catch(() => undefined);
+        await unlock();
         try {
           register.remove(taskId);
         } catch {
-          // An entry that outlives its lock names a folder that no longer exists: it vouches for nothing.
+          // An entry that outlives its lock names a lock that no longer exists: it vouches for nothing.
         }
       },
     };
   }
 
-  /** This process holds no more locks: its register goes. */
+  /** This process holds no more locks: its register and slots go. */
   close(): void {
     this.register?.close();
+    this.slots?.close();
   }
 
   inspect(taskId: string, now: number): LockInspection {
@@ -121,7 +148,7 @@ export class TaskLocks {
   }
 
   /**
-   * Who made a lock, from `registers`: null when no register names that very folder (its maker died
+   * Who made a lock, from `registers`: null when no register names that very lock (its maker died
    * before writing its entry, or the lock was made again since).
    */
   ownerOf(taskId: string, inspection: LockInspection, registers: Registers): LockOwner | null {
@@ -132,7 +159,7 @@ export class TaskLocks {
   /**
    * Removes, of the `registers` read, those of processes that are gone from this host and no longer vouch
    * for any lock, and those not written to for `keptMs` (processes on other hosts, which cannot be checked
-   * from here).
+   * from here); and the lock slots of processes gone or unused as long.
    */
   pruneRegisters(registers: Registers, host: string, now: number, keptMs: number): void {
     for (const { file, register, modifiedAtMs } of registers.files) {
@@ -140,6 +167,7 @@ export class TaskLocks {
       const goneAndDone = register !== null && goneFromThisHost(register, host) && register.locks.every((entry) => this.inspect(entry.task, now).identity !== entry.lock);
       if (goneAndDone || now - modifiedAtMs > keptMs) removeQuietly(() => fs.unlinkSync(file));
     }
+    pruneSlots(this.paths, (slotHost, pid) => slotHost === safeName(host) && goneFromThisHost({ host, pid }, host), now, keptMs);
   }
 
   /** Ids of the tasks that have a lock folder now. Reads every shard: for start-up and idle checks only. */
@@ -167,7 +195,7 @@ export class TaskLocks {
   forceRemove(taskId: string): void {
     const files = taskLockPaths(this.paths, taskId);
     try {
-      fs.rmdirSync(files.lock);
+      removeLockSync(files.lock);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('remove', files.lock, error);
     }
@@ -183,11 +211,11 @@ function removeQuietly(remove: () => void): void {
 }
 
 /**
- * proper-lockfile takes a callback-style fs. Taking a lock is made synchronous: it is a handful of tiny
- * metadata operations, and a thread-pool round trip for each costs more than the call itself.
- * Refreshes (utimes) are reported, for --verbose.
+ * proper-lockfile takes a callback-style fs. Its `mkdir` makes the lock from a slot, its `rmdir` removes
+ * it. Taking a lock is made synchronous: it is a handful of tiny metadata operations, and a thread-pool
+ * round trip for each costs more than the call itself. Refreshes (utimes) are reported, for --verbose.
  */
-function syncBackedFs(onRefresh: (lockPath: string) => void, onStat: (path: string, stats: fs.Stats) => void): typeof fs {
+function syncBackedFs(makeLock: (lockPath: string) => void, onRefresh: (lockPath: string) => void, onStat: (path: string, stats: fs.Stats) => void): typeof fs {
   const callbackStyle = <A extends unknown[], R>(call: (...args: A) => R) => (...args: [...A, (error: Error | null, result?: R) => void]) => {
     const callback = args.pop() as (error: Error | null, result?: R) => void;
     let result: R;
@@ -201,14 +229,15 @@ function syncBackedFs(onRefresh: (lockPath: string) => void, onStat: (path: stri
   };
   return {
     ...fs,
-    mkdir: callbackStyle((path: fs.PathLike) => fs.mkdirSync(path)),
+    mkdir: callbackStyle((path: fs.PathLike) => makeLock(String(path))),
     stat: callbackStyle((path: fs.PathLike) => {
       const stats = fs.statSync(path);
       onStat(String(path), stats);
       return stats;
     }),
-    // rmdir stays asynchronous: removing a folder can wait on the disk (ext4 with discard: ~1 ms), and
+    // Removal stays asynchronous: it can wait on the disk (ext4 with discard: ~1 ms for a folder), and
     // nothing waits for a release to finish but the next claim of the same task.
+    rmdir: (path: fs.PathLike, callback: (error: NodeJS.ErrnoException | null) => void) => removeLock(String(path), callback),
     utimes: callbackStyle((path: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike) => {
       onRefresh(String(path));
       fs.utimesSync(path, atime, mtime);

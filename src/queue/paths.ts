@@ -31,9 +31,9 @@ export function queuePaths(root: string): QueuePaths {
 }
 
 /**
- * The per-task lock folder: locks/<shard>/<task-id>.lock, where the shard is two hex digits of a hash of
- * the id (its owner is named in the worker's register, see holderRegister.ts). Creating and removing entries in one folder serialises on
- * that folder: with 256 shards, workers that claim at the same moment rarely meet (measured: the
+ * The per-task lock: locks/<shard>/<task-id>.lock (a hard link to a slot of its worker, see lockSlots.ts),
+ * where the shard is two hex digits of a hash of the id (its owner is named in the worker's register, see
+ * holderRegister.ts). Creating and removing entries in one folder serialises on that folder: with 256 shards, workers that claim at the same moment rarely meet (measured: the
  * file-system work of a claim drops from ~900 to ~400 µs with 4 workers). Task ids are restricted
  * (schema.ts), so they are safe as file names.
  */

@@ -20,7 +20,7 @@ import { GONE_WORKER_FILES_KEPT_MS, type Heartbeat } from './heartbeat.js';
 const CANDIDATES_PER_CHECK = 16;
 /** Other workers count as active this long after one was last seen: until then, claims are spread. */
 const OTHERS_ACTIVE_MS = 2000;
-/** A lock folder that no register names for this long was left by a worker that died while claiming. */
+/** A lock that no register names for this long was left by a worker that died while claiming. */
 const OWNERLESS_LOCK_MS = 2000;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
-import { addAll, lockFiles, lockRegisters, statusById } from '../helpers/queue.js';
+import { addAll, lockFiles, lockRegisters, lockSlots, statusById } from '../helpers/queue.js';
 import { checkGuarantees, type Kill } from './checker.mjs';
 import { QueueStore } from '../../src/queue/store.js';
 import { DamagedFileError } from '../../src/errors.js';
@@ -75,6 +75,7 @@ describe('kill storm', () => {
       expect(verdict.problems).toEqual([]);
       expect(await lockFiles(dir)).toEqual([]);
       expect(await lockRegisters(dir)).toEqual([]);
+      expect(await lockSlots(dir)).toEqual([]);
       console.log(`kill storm: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`);
     });
   }, 180_000);

@@ -30,7 +30,12 @@ export async function lockRegisters(dir: string): Promise<string[]> {
   return readdir(join(dir, 'locks', 'holders')).catch(() => []);
 }
 
-/** Lock folders left anywhere below locks/ (shard folders, heartbeats and registers may stay). */
+/** Lock slots (locks/slots/) still on disk: a worker removes its own when it exits, and dead workers' ones go at the next sweep. */
+export async function lockSlots(dir: string): Promise<string[]> {
+  return readdir(join(dir, 'locks', 'slots')).catch(() => []);
+}
+
+/** Locks left anywhere below locks/ (shard folders, heartbeats, registers and slots may stay). */
 export async function lockFiles(dir: string): Promise<string[]> {
   const entries = await readdir(join(dir, 'locks'), { recursive: true });
   return entries.filter((name) => /\.lock$/.test(name));

@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
-import { statSync, utimesSync } from 'node:fs';
+import { linkSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
 import { BIN, runCli, startCli, withTempDir } from '../helpers/cli.js';
-import { addAll, holdCallsFor, statusById } from '../helpers/queue.js';
+import { addAll, holdCallsFor, lockSlots, statusById } from '../helpers/queue.js';
 
 let api: Api;
 beforeEach(async () => {
@@ -363,45 +363,61 @@ describe('live progress', () => {
 });
 
 describe('leftover locks', () => {
+  /** How a dead worker's lock was made: a hard link to its slot file, or a folder (earlier versions; file systems without hard links). */
+  type LockForm = 'link' | 'folder';
+
   /**
-   * A lock folder, 5 s old, and the register of a dead worker that names `named`: exactly what a worker
-   * killed between locking and claiming leaves, when `named` is that folder. Runs a worker; returns its log.
+   * A lock, 5 s old, and the register of a dead worker that names `named`: exactly what a worker killed
+   * between locking and claiming leaves, when `named` is that lock. Runs a worker; returns its log.
    */
-  async function sweepLeftover(dir: string, named: (lock: string) => string): Promise<string> {
+  async function sweepLeftover(dir: string, form: LockForm, named: (lock: string) => string): Promise<string> {
     await addAll(dir, [{ id: 'orphan' }]);
     const shardDirs = await readdir(join(dir, 'locks')).catch(() => []);
     expect(shardDirs.filter((name) => /^[0-9a-f]{2}$/.test(name))).toEqual([]);
     const { lockShard, queuePaths } = await import('../../src/queue/paths.js');
     const { holdersDir } = await import('../../src/lock/holderRegister.js');
+    const { slotsDir } = await import('../../src/lock/lockSlots.js');
     const lock = join(dir, 'locks', lockShard('orphan'), 'orphan.lock');
-    execFileSync('mkdir', ['-p', lock]);
-    const fiveSecondsAgo = new Date(Date.now() - 5000);
-    utimesSync(lock, fiveSecondsAgo, fiveSecondsAgo);
     const dead = Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
     const host = (await import('node:os')).hostname();
+    await mkdir(join(dir, 'locks', lockShard('orphan')), { recursive: true });
+    if (form === 'folder') {
+      await mkdir(lock);
+    } else {
+      await mkdir(slotsDir(queuePaths(dir)), { recursive: true });
+      const slot = join(slotsDir(queuePaths(dir)), `${host}-${dead}.0`);
+      await writeFile(slot, '');
+      linkSync(slot, lock);
+    }
+    const fiveSecondsAgo = new Date(Date.now() - 5000);
+    utimesSync(lock, fiveSecondsAgo, fiveSecondsAgo);
     const register = { worker: 'w-gone', pid: dead, host, locks: [{ task: 'orphan', token: 'x', claimed_at: new Date().toISOString(), lock: named(lock) }] };
-    execFileSync('mkdir', ['-p', holdersDir(queuePaths(dir))]);
+    await mkdir(holdersDir(queuePaths(dir)), { recursive: true });
     await writeFile(join(holdersDir(queuePaths(dir)), `${host}-${dead}.json`), JSON.stringify(register));
     const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
     expect(result.code, result.stderr).toBe(0);
     expect((await statusById(dir)).get('orphan')).toMatchObject({ state: 'completed' });
-    // The dead worker's register vouches for no lock any more, and the worker's own went when it stopped.
+    // The dead worker's register vouches for no lock any more, and the worker's own went when it stopped;
+    // so did the dead worker's slot and the worker's own.
     expect(await readdir(holdersDir(queuePaths(dir)))).toEqual([]);
+    expect(await lockSlots(dir)).toEqual([]);
     return result.stderr;
   }
 
-  it('a worker sweeps a lock left by a dead worker on a task that holds no claim, at once from its register', async () => {
-    const { identityOf } = await import('../../src/lock/holderRegister.js');
-    await withTempDir(async (dir) => {
-      const log = await sweepLeftover(dir, (lock) => identityOf(statSync(lock)));
-      expect(log).toMatch(/removed the leftover lock of orphan: its owner w-gone \(pid \d+\) is gone/);
+  for (const form of ['link', 'folder'] as const) {
+    it(`a worker sweeps a lock (${form}) left by a dead worker on a task that holds no claim, at once from its register`, async () => {
+      const { identityOf } = await import('../../src/lock/holderRegister.js');
+      await withTempDir(async (dir) => {
+        const log = await sweepLeftover(dir, form, (lock) => identityOf(statSync(lock)));
+        expect(log).toMatch(/removed the leftover lock of orphan: its owner w-gone \(pid \d+\) is gone/);
+      });
     });
-  });
+  }
 
-  it('an entry of a dead worker that names another folder under the same name does not vouch for the lock', async () => {
+  it('an entry of a dead worker that names another lock under the same name does not vouch for the lock', async () => {
     await withTempDir(async (dir) => {
-      // The folder it made was removed, and this one made since: the entry's inode and birth time differ.
-      const log = await sweepLeftover(dir, () => '1:0');
+      // The lock it made was removed, and this one made since: the entry's inode and birth time differ.
+      const log = await sweepLeftover(dir, 'link', () => '1:0');
       expect(log).not.toMatch(/its owner w-gone/);
       expect(log).toMatch(/removed the leftover lock of orphan: no worker has registered it/);
     });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir } from '../helpers/cli.js';
-import { addAll, holdCallsFor, lockFiles, logEvents, statusById } from '../helpers/queue.js';
+import { addAll, holdCallsFor, lockFiles, lockSlots, logEvents, statusById } from '../helpers/queue.js';
 
 let api: Api;
 beforeEach(async () => {
@@ -49,6 +49,26 @@ describe('worker run: exactly once, in dependency order', () => {
       expect([...states.values()].every((task) => task.state === 'completed' && task.attempts === 1)).toBe(true);
       expect(states.get('t0')!.result).toEqual({ status: 'completed', echo: 't0' });
       expect(new Set(api.calls.map((call) => call.worker)).size).toBeGreaterThan(1);
+      expect(await lockFiles(dir)).toEqual([]);
+      expect(await lockSlots(dir)).toEqual([]);
+    });
+  });
+
+  it('where the file system has no hard links (FAT), locks are folders: 3 workers still call each task once', async () => {
+    await withTempDir(async (dir) => {
+      const tasks = Array.from({ length: 60 }, (_, i) => ({ id: `t${i}` }));
+      await addAll(dir, [...tasks, { id: 'held' }]);
+      // link(2) fails as it does on FAT; this file system has hard links, so the refusal is played by a preload.
+      const noLinks = join(dir, 'no-hard-links.cjs');
+      await writeFile(noLinks, "require('node:fs').linkSync = () => { throw Object.assign(new Error('EPERM: operation not permitted, link'), { code: 'EPERM' }); };\n");
+      const hold = holdCallsFor(api, 'held');
+      const workers = Array.from({ length: 3 }, (_, i) => startCli(runArgs(dir, '--drain', '--worker-id', `f${i}`), { env: { NODE_OPTIONS: `--require ${noLinks}` } }));
+      await hold.arrived();
+      const heldLock = (await lockFiles(dir)).find((name) => name.endsWith('held.lock'))!;
+      expect((await stat(join(dir, 'locks', heldLock))).isDirectory()).toBe(true);
+      answerOk(hold.held[0]!.call, hold.held[0]!.res);
+      for (const result of await Promise.all(workers.map((worker) => worker.exited))) expect(result.code, result.stderr).toBe(0);
+      expect(api.calls.map((call) => call.task_id).sort()).toEqual([...tasks.map((task) => task.id), 'held'].sort());
       expect(await lockFiles(dir)).toEqual([]);
     });
   });

@@ -1,0 +1,156 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { ioError } from '../errors.js';
+import type { QueuePaths } from '../queue/paths.js';
+import { safeName } from './holderRegister.js';
+import { makeFolder } from './makeFolder.js';
+
+/** Errors of `link(2)` on a file system without hard links (FAT, some network and FUSE file systems). */
+const NO_HARD_LINKS = new Set(['EPERM', 'EOPNOTSUPP', 'ENOTSUP', 'ENOSYS']);
+
+export function slotsDir(paths: QueuePaths): string {
+  return join(paths.locksDir, 'slots');
+}
+
+/**
+ * The files a worker process makes its task locks from. A lock is a hard link, `link(2)`ed from a free
+ * slot to the task's lock name: made atomically (EEXIST while another holds it), with no new inode, where
+ * a folder or file per lock costs an inode created and freed per claim. On ext4 without a journal (this
+ * project's bench machine) that made the lock the most expensive file operation of a claim: the kernel
+ * scans past every inode freed in the last minutes to find a new one (npm run bench, "The file system
+ * matters"). A slot backs one lock at a time, so the lock's mtime is its own refresh time and its inode
+ * and birth time tell it from a lock made later under the same name by another process, as a folder's
+ * did. A worker needs two or three slots: the task it runs and the locks it is still releasing.
+ *
+ * Slots are `locks/slots/<host>-<pid>.<n>`, removed when the process closes them; those of processes gone
+ * from this host are removed by `pruneSlots`. Where the file system has no hard links, locks are folders
+ * made by `mkdir`, as proper-lockfile makes them itself.
+ */
+export class LockSlots {
+  private readonly free: string[] = [];
+  private readonly all = new Set<string>();
+  private made = 0;
+  private linksWork = true;
+  private readonly prefix: string;
+
+  constructor(private readonly paths: QueuePaths, self: { host: string; pid: number }) {
+    this.prefix = join(slotsDir(paths), `${safeName(self.host)}-${self.pid}.`);
+  }
+
+  /** A slot no lock of this process uses now, its mtime set to now: a lock linked to it starts fresh. */
+  take(): string {
+    const reused = this.free.pop();
+    if (reused !== undefined) {
+      const now = new Date();
+      try {
+        fs.utimesSync(reused, now, now);
+        return reused;
+      } catch (error) {
+        // Removed from outside (an operator's clean-up): a new one is made.
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('refresh', reused, error);
+      }
+    }
+    return this.make();
+  }
+
+  /** Makes the lock `lockPath` from `slot` (taken just before): EEXIST when another process holds it. */
+  lock(slot: string, lockPath: string): void {
+    if (!this.linksWork) {
+      fs.mkdirSync(lockPath);
+      return;
+    }
+    try {
+      fs.linkSync(slot, lockPath);
+    } catch (error) {
+      if (!NO_HARD_LINKS.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+      this.linksWork = false;
+      fs.mkdirSync(lockPath);
+    }
+  }
+
+  /** The lock made from `slot` is gone: the slot may back the next one. */
+  giveBack(slot: string): void {
+    this.free.push(slot);
+  }
+
+  /** The process holds no more locks: its slots go. */
+  close(): void {
+    for (const slot of this.all) removeQuietly(slot);
+    this.all.clear();
+    this.free.length = 0;
+  }
+
+  /**
+   * A new slot, never an existing file: one under this name was left by a dead process that had this
+   * pid, and a lock of that process may still be linked to it; refreshing it would keep that lock fresh.
+   */
+  private make(): string {
+    const slot = `${this.prefix}${this.made}`;
+    this.made += 1;
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        fs.closeSync(fs.openSync(slot, 'wx'));
+        this.all.add(slot);
+        return slot;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (attempt > 1 || (code !== 'EEXIST' && code !== 'ENOENT')) throw ioError('create', slot, error);
+        if (code === 'EEXIST') removeQuietly(slot);
+        else makeFolder(slotsDir(this.paths));
+      }
+    }
+  }
+}
+
+/**
+ * Removes the slots of processes that are gone (`isGone`, given their host as written in the name and
+ * their pid) and those not used for `keptMs` (processes on other hosts, which cannot be checked from
+ * here). Locks linked to a removed slot are not touched: they are judged, as before, by their age.
+ */
+export function pruneSlots(paths: QueuePaths, isGone: (host: string, pid: number) => boolean, now: number, keptMs: number): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(slotsDir(paths));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const owner = /^(.*)-(\d+)\.\d+$/.exec(name);
+    const file = join(slotsDir(paths), name);
+    const modifiedAtMs = fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs;
+    if (modifiedAtMs === undefined) continue;
+    if ((owner !== null && isGone(owner[1]!, Number(owner[2]))) || now - modifiedAtMs > keptMs) removeQuietly(file);
+  }
+}
+
+/** Removes a task's lock: a hard link to a slot, or a folder where the file system has no hard links. */
+export function removeLockSync(lockPath: string): void {
+  try {
+    fs.unlinkSync(lockPath);
+  } catch (error) {
+    if (!isFolderError(error)) throw error;
+    fs.rmdirSync(lockPath);
+  }
+}
+
+/** removeLockSync for proper-lockfile's callback-style `rmdir`. */
+export function removeLock(lockPath: string, callback: (error: NodeJS.ErrnoException | null) => void): void {
+  fs.unlink(lockPath, (error) => {
+    if (error && isFolderError(error)) fs.rmdir(lockPath, callback);
+    else callback(error);
+  });
+}
+
+/** What unlink(2) says of a folder: EISDIR on Linux, EPERM elsewhere. */
+function isFolderError(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'EISDIR' || code === 'EPERM';
+}
+
+function removeQuietly(file: string): void {
+  try {
+    fs.unlinkSync(file);
+  } catch {
+    // already gone
+  }
+}

@@ -1,0 +1,12 @@
+import * as fs from 'node:fs';
+import { ioError } from '../errors.js';
+
+/** Makes a folder below locks/ unless it exists (another process may make it at the same moment). */
+export function makeFolder(dir: string): void {
+  try {
+    // Not recursive: locks/ exists, and a recursive mkdir reports ENOENT instead of EROFS or EACCES.
+    fs.mkdirSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError('create the folder', dir, error);
+  }
+}

@@ -1,0 +1,138 @@
+import { linkSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { slotsDir } from '../../src/lock/lockSlots.js';
+import { TaskLocks, type LockOwner } from '../../src/lock/taskLock.js';
+import { queuePaths, taskLockPaths, type QueuePaths } from '../../src/queue/paths.js';
+import { withTempDir } from '../helpers/cli.js';
+
+// Task locks on a real file system, as two worker processes would take them (each TaskLocks stands for one
+// process: its pid names its register and slots).
+
+const HOST = hostname();
+
+function ownerWith(pid: number): LockOwner {
+  return { worker: `w${pid}`, pid, host: HOST, token: `t${pid}`, claimed_at: new Date().toISOString() };
+}
+
+function lockInode(paths: QueuePaths, taskId: string): number {
+  return statSync(taskLockPaths(paths, taskId).lock).ino;
+}
+
+function slotNames(paths: QueuePaths): string[] {
+  try {
+    return readdirSync(slotsDir(paths));
+  } catch {
+    return [];
+  }
+}
+
+async function withLocksFolder(body: (paths: QueuePaths) => Promise<void>): Promise<void> {
+  await withTempDir(async (dir) => {
+    const paths = queuePaths(dir);
+    mkdirSync(paths.locksDir);
+    await body(paths);
+  });
+}
+
+const neverCompromised = () => {
+  throw new Error('the lock was reported compromised');
+};
+
+describe('task locks', () => {
+  it('are hard links to a slot of their worker: 30 claims in a row make one file, not one per claim', async () => {
+    await withLocksFolder(async (paths) => {
+      const locks = new TaskLocks(paths, 10_000);
+      const inodes = new Set<number>();
+      for (let i = 0; i < 30; i += 1) {
+        const held = await locks.tryAcquire(`task-${i}`, ownerWith(4242), neverCompromised);
+        expect(held).not.toBeNull();
+        inodes.add(lockInode(paths, `task-${i}`));
+        expect(statSync(taskLockPaths(paths, `task-${i}`).lock).nlink).toBe(2);
+        await held!.release();
+        expect(() => statSync(taskLockPaths(paths, `task-${i}`).lock)).toThrow(/ENOENT/);
+      }
+      expect(inodes.size).toBe(1);
+      expect(slotNames(paths)).toEqual([`${HOST}-4242.0`]);
+      locks.close();
+      expect(slotNames(paths)).toEqual([]);
+    });
+  });
+
+  it('refuse a second holder while held, and are made from the new holder\'s own slot once released', async () => {
+    await withLocksFolder(async (paths) => {
+      const first = new TaskLocks(paths, 10_000);
+      const second = new TaskLocks(paths, 10_000);
+      const held = await first.tryAcquire('shared', ownerWith(1001), neverCompromised);
+      expect(held).not.toBeNull();
+      const firstInode = lockInode(paths, 'shared');
+      expect(await second.tryAcquire('shared', ownerWith(1002), neverCompromised)).toBeNull();
+      await held!.release();
+      const taken = await second.tryAcquire('shared', ownerWith(1002), neverCompromised);
+      expect(taken).not.toBeNull();
+      expect(lockInode(paths, 'shared')).not.toBe(firstInode);
+      await taken!.release();
+      first.close();
+      second.close();
+    });
+  });
+
+  it('never make a lock from the slot of a lock that was compromised: that lock may still be there, and would look refreshed', async () => {
+    await withLocksFolder(async (paths) => {
+      // stale 2 s: proper-lockfile refreshes every second, and finds the mtime it set changed.
+      const locks = new TaskLocks(paths, 2000);
+      let compromised: Error | undefined;
+      const held = await locks.tryAcquire('frozen', ownerWith(3003), (error) => {
+        compromised = error;
+      });
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      utimesSync(taskLockPaths(paths, 'frozen').lock, hourAgo, hourAgo);
+      for (let waited = 0; compromised === undefined && waited < 5000; waited += 50) await sleep(50);
+      expect((compromised as NodeJS.ErrnoException | undefined)?.code).toBe('ECOMPROMISED');
+      await held!.release();
+      const leftover = lockInode(paths, 'frozen');
+      const next = await locks.tryAcquire('next', ownerWith(3003), neverCompromised);
+      expect(lockInode(paths, 'next')).not.toBe(leftover);
+      expect(statSync(taskLockPaths(paths, 'frozen').lock).mtimeMs).toBeCloseTo(hourAgo.getTime(), 0);
+      await next!.release();
+      locks.close();
+    });
+  });
+
+  it('never adopt a slot file left under their name by a dead process that had the same pid', async () => {
+    await withLocksFolder(async (paths) => {
+      // What a worker killed while holding `old` leaves; a new process then gets the same pid.
+      mkdirSync(slotsDir(paths));
+      const leftoverSlot = join(slotsDir(paths), `${HOST}-5005.0`);
+      writeFileSync(leftoverSlot, '');
+      mkdirSync(taskLockPaths(paths, 'old').shardDir, { recursive: true });
+      linkSync(leftoverSlot, taskLockPaths(paths, 'old').lock);
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      utimesSync(leftoverSlot, hourAgo, hourAgo);
+      const locks = new TaskLocks(paths, 10_000);
+      const held = await locks.tryAcquire('new', ownerWith(5005), neverCompromised);
+      expect(lockInode(paths, 'new')).not.toBe(lockInode(paths, 'old'));
+      // The dead process's lock still shows its age: it goes stale as it should.
+      expect(statSync(taskLockPaths(paths, 'old').lock).mtimeMs).toBeCloseTo(hourAgo.getTime(), 0);
+      await held!.release();
+      locks.close();
+    });
+  });
+
+  it('make a new slot when one was removed from outside while the worker ran', async () => {
+    await withLocksFolder(async (paths) => {
+      const locks = new TaskLocks(paths, 10_000);
+      const first = await locks.tryAcquire('a', ownerWith(6006), neverCompromised);
+      await first!.release();
+      for (const name of slotNames(paths)) (await import('node:fs')).unlinkSync(join(slotsDir(paths), name));
+      const second = await locks.tryAcquire('b', ownerWith(6006), neverCompromised);
+      expect(second).not.toBeNull();
+      expect(statSync(taskLockPaths(paths, 'b').lock).nlink).toBe(2);
+      await second!.release();
+      locks.close();
+      expect(slotNames(paths)).toEqual([]);
+    });
+  });
+});
