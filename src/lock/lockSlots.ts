@@ -133,14 +133,6 @@ export function removeLockSync(lockPath: string): void {
   }
 }
 
-/** removeLockSync for proper-lockfile's callback-style `rmdir`. */
-export function removeLock(lockPath: string, callback: (error: NodeJS.ErrnoException | null) => void): void {
-  fs.unlink(lockPath, (error) => {
-    if (error && isFolderError(error)) fs.rmdir(lockPath, callback);
-    else callback(error);
-  });
-}
-
 /** What unlink(2) says of a folder: EISDIR on Linux, EPERM elsewhere. */
 function isFolderError(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException).code;
