@@ -1,7 +1,8 @@
 import { WorkerError } from '../errors.js';
 import { formatSpan } from '../core/reasons.js';
 import { findTask, type TaskRecord } from '../core/queueState.js';
-import { goneFromThisHost, TaskLocks } from '../lock/taskLock.js';
+import { goneFromThisHost } from '../lock/processes.js';
+import { TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
 import type { CancelEvent, RetryEvent } from '../queue/schema.js';
 import { QueueStore } from '../queue/store.js';
@@ -73,7 +74,7 @@ export async function unlockTask(dir: string, id: string, lockStaleMs: number, h
     const locks = new TaskLocks(store.paths, lockStaleMs);
     const lock = locks.inspect(id, now());
     if (!lock.held) refuse(`task "${id}" has no lock`, 'there is nothing to unlock');
-    const owner = locks.ownerOf(id, lock, locks.registers()) ?? (task.claim ? { worker: task.claim.worker, pid: task.claim.pid, host: task.claim.host } : null);
+    const owner = locks.ownerOf(id) ?? (task.claim ? { worker: task.claim.worker, pid: task.claim.pid, host: task.claim.host } : null);
     const who = owner ? `${owner.worker} (pid ${owner.pid} on ${owner.host})` : 'an unknown worker';
     const ownerGone = owner !== null && goneFromThisHost(owner, host);
     if (!ownerGone && !locks.isStale(lock)) {

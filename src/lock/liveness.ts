@@ -1,6 +1,7 @@
 import type { ClaimLiveness } from '../core/reasons.js';
 import type { QueueState, TaskRecord } from '../core/queueState.js';
-import { goneFromThisHost, type TaskLocks } from './taskLock.js';
+import { goneFromThisHost } from './processes.js';
+import type { TaskLocks } from './taskLock.js';
 
 /** Looks at a running task's claim from outside: its owner's process (on this host) and its lock. */
 export function claimLiveness(task: TaskRecord, locks: TaskLocks, host: string, now: number): ClaimLiveness {

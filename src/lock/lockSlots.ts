@@ -2,11 +2,18 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { ioError } from '../errors.js';
 import type { QueuePaths } from '../queue/paths.js';
-import { safeName } from './holderRegister.js';
 import { makeFolder } from './makeFolder.js';
+import { goneFromThisHost } from './processes.js';
 
 /** Errors of `link(2)` on a file system without hard links (FAT, some network and FUSE file systems). */
 const NO_HARD_LINKS = new Set(['EPERM', 'EOPNOTSUPP', 'ENOTSUP', 'ENOSYS']);
+
+/** The worker process that made a lock: written in its slots, read through the lock. */
+export interface LockOwner {
+  worker: string;
+  pid: number;
+  host: string;
+}
 
 export function slotsDir(paths: QueuePaths): string {
   return join(paths.locksDir, 'slots');
@@ -18,13 +25,13 @@ export function slotsDir(paths: QueuePaths): string {
  * a folder or file per lock costs an inode created and freed per claim. On ext4 without a journal (this
  * project's bench machine) that made the lock the most expensive file operation of a claim: the kernel
  * scans past every inode freed in the last minutes to find a new one (npm run bench, "The file system
- * matters"). A slot backs one lock at a time, so the lock's mtime is its own refresh time and its inode
- * and birth time tell it from a lock made later under the same name by another process, as a folder's
- * did. A worker needs two or three slots: the task it runs and the locks it is still releasing.
+ * matters"). A slot backs one lock at a time, so the lock's mtime is its own refresh time. A slot holds
+ * the worker, pid and host of its process, so reading a lock tells who made it: the sweep of leftover
+ * locks and takeovers of dead workers' tasks need nothing else. A worker needs one or two slots.
  *
  * Slots are `locks/slots/<host>-<pid>.<n>`, removed when the process closes them; those of processes gone
  * from this host are removed by `pruneSlots`. Where the file system has no hard links, locks are folders
- * made by `mkdir`, as proper-lockfile makes them itself.
+ * made by `mkdir`, as proper-lockfile makes them itself; they name no one, and are judged by their age.
  */
 export class LockSlots {
   private readonly free: string[] = [];
@@ -33,8 +40,11 @@ export class LockSlots {
   private linksWork = true;
   private readonly prefix: string;
 
-  constructor(private readonly paths: QueuePaths, self: { host: string; pid: number }) {
-    this.prefix = join(slotsDir(paths), `${safeName(self.host)}-${self.pid}.`);
+  private readonly contents: string;
+
+  constructor(private readonly paths: QueuePaths, owner: LockOwner) {
+    this.prefix = join(slotsDir(paths), `${safeName(owner.host)}-${owner.pid}.`);
+    this.contents = `${JSON.stringify({ worker: owner.worker, pid: owner.pid, host: owner.host })}\n`;
   }
 
   /** A slot no lock of this process uses now, its mtime set to now: a lock linked to it starts fresh. */
@@ -89,7 +99,8 @@ export class LockSlots {
     this.made += 1;
     for (let attempt = 0; ; attempt += 1) {
       try {
-        fs.closeSync(fs.openSync(slot, 'wx'));
+        // Its owner is written before any lock is linked to it: a lock always names its maker.
+        fs.writeFileSync(slot, this.contents, { flag: 'wx' });
         this.all.add(slot);
         return slot;
       } catch (error) {
@@ -103,11 +114,11 @@ export class LockSlots {
 }
 
 /**
- * Removes the slots of processes that are gone (`isGone`, given their host as written in the name and
- * their pid) and those not used for `keptMs` (processes on other hosts, which cannot be checked from
- * here). Locks linked to a removed slot are not touched: they are judged, as before, by their age.
+ * Removes the slots of processes gone from this host, and those not used for `keptMs` (processes on
+ * other hosts, which cannot be checked from here). A lock linked to a removed slot is not touched: it
+ * still names its maker, and goes as any lock of a dead process does.
  */
-export function pruneSlots(paths: QueuePaths, isGone: (host: string, pid: number) => boolean, now: number, keptMs: number): void {
+export function pruneSlots(paths: QueuePaths, host: string, now: number, keptMs: number): void {
   let names: string[];
   try {
     names = fs.readdirSync(slotsDir(paths));
@@ -115,12 +126,27 @@ export function pruneSlots(paths: QueuePaths, isGone: (host: string, pid: number
     return;
   }
   for (const name of names) {
-    const owner = /^(.*)-(\d+)\.\d+$/.exec(name);
     const file = join(slotsDir(paths), name);
     const modifiedAtMs = fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs;
     if (modifiedAtMs === undefined) continue;
-    if ((owner !== null && isGone(owner[1]!, Number(owner[2]))) || now - modifiedAtMs > keptMs) removeQuietly(file);
+    const owner = readLockOwner(file);
+    if ((owner !== null && goneFromThisHost(owner, host)) || now - modifiedAtMs > keptMs) removeQuietly(file);
   }
+}
+
+/** Who made a lock (or a slot): null when it is gone, a folder, or does not name a process. */
+export function readLockOwner(file: string): LockOwner | null {
+  try {
+    const owner = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<LockOwner>;
+    return typeof owner.worker === 'string' && typeof owner.pid === 'number' && typeof owner.host === 'string' ? { worker: owner.worker, pid: owner.pid, host: owner.host } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A host name as it may stand in a file name. */
+function safeName(text: string): string {
+  return text.replace(/[^A-Za-z0-9._-]/g, '_');
 }
 
 /** Removes a task's lock: a hard link to a slot, or a folder where the file system has no hard links. */

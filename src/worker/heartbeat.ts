@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import type { QueuePaths } from '../queue/paths.js';
-import { goneFromThisHost } from '../lock/taskLock.js';
+import { goneFromThisHost } from '../lock/processes.js';
 
 /** A worker's heartbeat: locks/workers/<worker-id>.json, rewritten every HEARTBEAT_MS while it runs. */
 export interface Heartbeat {
@@ -19,7 +19,7 @@ export interface Heartbeat {
 export const HEARTBEAT_MS = 1000;
 /**
  * Files of workers gone this long are removed by the workers that come after: heartbeats (so that `worker
- * workers` stays readable) and lock registers of processes on other hosts (which cannot be checked from here).
+ * workers` stays readable) and lock slots of processes on other hosts (which cannot be checked from here).
  */
 export const GONE_WORKER_FILES_KEPT_MS = 7 * 86_400_000;
 /** A heartbeat older than this many intervals means its worker is dead or frozen. */

@@ -6,7 +6,8 @@ import { retryDelayMs } from '../core/retryPolicy.js';
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import type { CallRequest, } from '../http/executor.js';
 import type { CallResult } from '../http/classify.js';
-import { goneFromThisHost, type HeldLock, type Registers, type TaskLocks } from '../lock/taskLock.js';
+import { goneFromThisHost } from '../lock/processes.js';
+import type { HeldLock, TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
 import type { ClaimEvent, Outcome, OutcomeEvent, TaskDefinition } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
@@ -20,8 +21,6 @@ import { GONE_WORKER_FILES_KEPT_MS, type Heartbeat } from './heartbeat.js';
 const CANDIDATES_PER_CHECK = 16;
 /** Other workers count as active this long after one was last seen: until then, claims are spread. */
 const OTHERS_ACTIVE_MS = 2000;
-/** A lock that no register names for this long was left by a worker that died while claiming. */
-const OWNERLESS_LOCK_MS = 2000;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
 
@@ -203,33 +202,29 @@ export class Worker {
   private async sweepLeftoverLocks(): Promise<void> {
     const { store, locks, logger, now } = this.deps;
     /** Why a lock is left over, or null while it may be in use. */
-    const leftoverReason = (id: string, registers: Registers): string | null => {
+    const leftoverReason = (id: string): string | null => {
       if (store.state.get(id)?.state === 'running') return null;
       const lock = locks.inspect(id, now());
       if (!lock.held) return null;
-      const owner = locks.ownerOf(id, lock, registers);
+      const owner = locks.ownerOf(id);
       if (owner !== null && goneFromThisHost(owner, this.deps.host)) return `its owner ${owner.worker} (pid ${owner.pid}) is gone`;
-      // A worker registers a lock right after making it: a lock named by no register for long has lost its maker.
-      if (owner === null && (lock.ageMs ?? 0) > OWNERLESS_LOCK_MS) return 'no worker has registered it';
       return locks.isStale(lock) ? `it was not refreshed for ${formatDuration(lock.ageMs ?? 0)}` : null;
     };
     try {
-      let registers = locks.registers();
-      const leftovers = locks.heldTaskIds().filter((id) => leftoverReason(id, registers) !== null);
+      const leftovers = locks.heldTaskIds().filter((id) => leftoverReason(id) !== null);
       if (leftovers.length > 0) {
         await withQueueLock(store.paths.queueLock, async () => {
           store.refresh();
-          registers = locks.registers();
           for (const id of leftovers) {
-            const reason = leftoverReason(id, registers);
+            const reason = leftoverReason(id);
             if (reason === null) continue;
             locks.forceRemove(id);
             logger.info(`removed the leftover lock of ${id}: ${reason}, and the task holds no claim in force`);
           }
         });
       }
-      // After the leftovers, from the registers already read: a dead worker's register goes once none of the locks it names is left.
-      locks.pruneRegisters(registers, this.deps.host, now(), GONE_WORKER_FILES_KEPT_MS);
+      // After the leftovers: the slots of dead workers are no longer needed.
+      locks.pruneSlots(this.deps.host, now(), GONE_WORKER_FILES_KEPT_MS);
     } catch (error) {
       logger.warn(`could not sweep leftover locks: ${asWorkerError(error).message}`);
     }
@@ -255,10 +250,11 @@ export class Worker {
       if (current?.state !== 'running' || current.claim?.token !== previous.token) return null;
       const lock = locks.inspect(task.def.id, now());
       if (lock.held) {
-        // A dead owner's lock goes at once only if a register names it for the dead claim: a lock with any
-        // other owner, or none yet, may be another worker's claim in the making, and goes only when stale.
-        const heldByDeadClaim = locks.ownerOf(task.def.id, lock, locks.registers())?.token === previous.token && goneFromThisHost(previous, this.deps.host);
-        if (!heldByDeadClaim && !locks.isStale(lock)) return null;
+        // A lock goes at once only if its maker is gone: one of a live worker may be its claim in the making,
+        // and one that names no maker (a folder) goes only when stale.
+        const owner = locks.ownerOf(task.def.id);
+        const madeByDeadProcess = owner !== null && goneFromThisHost(owner, this.deps.host);
+        if (!madeByDeadProcess && !locks.isStale(lock)) return null;
         locks.forceRemove(task.def.id);
       }
       logger.warn(`taking over ${task.def.id}: ${reason}`);
@@ -277,7 +273,7 @@ export class Worker {
     const claimedAt = new Date(now()).toISOString();
     const abandon = new AbortController();
     logger.debug(`trying to claim ${id}`);
-    const lock = await locks.tryAcquire(id, { worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, token, claimed_at: claimedAt }, (error) => {
+    const lock = await locks.tryAcquire(id, { worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host }, (error) => {
       logger.warn(`lost the lock of ${id}: ${error.message}; abandoning the attempt`);
       abandon.abort(error);
     });

@@ -25,17 +25,12 @@ export async function logEvents(dir: string): Promise<Array<Record<string, any>>
   return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
 }
 
-/** Registers of held locks (locks/holders/) still on disk: a worker removes its own when it exits, and dead workers' ones go at the next sweep. */
-export async function lockRegisters(dir: string): Promise<string[]> {
-  return readdir(join(dir, 'locks', 'holders')).catch(() => []);
-}
-
 /** Lock slots (locks/slots/) still on disk: a worker removes its own when it exits, and dead workers' ones go at the next sweep. */
 export async function lockSlots(dir: string): Promise<string[]> {
   return readdir(join(dir, 'locks', 'slots')).catch(() => []);
 }
 
-/** Locks left anywhere below locks/ (shard folders, heartbeats, registers and slots may stay). */
+/** Locks left anywhere below locks/ (shard folders, heartbeats and slots may stay). */
 export async function lockFiles(dir: string): Promise<string[]> {
   const entries = await readdir(join(dir, 'locks'), { recursive: true });
   return entries.filter((name) => /\.lock$/.test(name));

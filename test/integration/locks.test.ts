@@ -14,7 +14,7 @@ import { withTempDir } from '../helpers/cli.js';
 const HOST = hostname();
 
 function ownerWith(pid: number): LockOwner {
-  return { worker: `w${pid}`, pid, host: HOST, token: `t${pid}`, claimed_at: new Date().toISOString() };
+  return { worker: `w${pid}`, pid, host: HOST };
 }
 
 function lockInode(paths: QueuePaths, taskId: string): number {
@@ -61,7 +61,7 @@ describe('task locks', () => {
     });
   });
 
-  it('refuse a second holder while held, and are made from the new holder\'s own slot once released', async () => {
+  it('refuse a second holder while held, name their maker, and are made from the new holder\'s own slot once released', async () => {
     await withLocksFolder(async (paths) => {
       const first = new TaskLocks(paths, 10_000);
       const second = new TaskLocks(paths, 10_000);
@@ -69,10 +69,13 @@ describe('task locks', () => {
       expect(held).not.toBeNull();
       const firstInode = lockInode(paths, 'shared');
       expect(await second.tryAcquire('shared', ownerWith(1002), neverCompromised)).toBeNull();
+      expect(first.ownerOf('shared')).toEqual(ownerWith(1001));
       await held!.release();
+      expect(first.ownerOf('shared')).toBeNull();
       const taken = await second.tryAcquire('shared', ownerWith(1002), neverCompromised);
       expect(taken).not.toBeNull();
       expect(lockInode(paths, 'shared')).not.toBe(firstInode);
+      expect(first.ownerOf('shared')).toEqual(ownerWith(1002));
       await taken!.release();
       first.close();
       second.close();

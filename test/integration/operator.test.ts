@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { linkSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -363,63 +363,68 @@ describe('live progress', () => {
 });
 
 describe('leftover locks', () => {
-  /** How a dead worker's lock was made: a hard link to its slot file, or a folder (earlier versions; file systems without hard links). */
-  type LockForm = 'link' | 'folder';
-
   /**
-   * A lock, 5 s old, and the register of a dead worker that names `named`: exactly what a worker killed
-   * between locking and claiming leaves, when `named` is that lock. Runs a worker; returns its log.
+   * What a worker killed between locking and claiming leaves: the lock of `orphan`, a task that holds no
+   * claim, made `ageMs` ago by process `pid` as a hard link to its slot, or (`folder`) as a folder, which
+   * names no one (file systems without hard links, earlier versions).
    */
-  async function sweepLeftover(dir: string, form: LockForm, named: (lock: string) => string): Promise<string> {
+  async function leaveLock(dir: string, form: 'link' | 'folder', pid: number, ageMs: number): Promise<string> {
     await addAll(dir, [{ id: 'orphan' }]);
-    const shardDirs = await readdir(join(dir, 'locks')).catch(() => []);
-    expect(shardDirs.filter((name) => /^[0-9a-f]{2}$/.test(name))).toEqual([]);
     const { lockShard, queuePaths } = await import('../../src/queue/paths.js');
-    const { holdersDir } = await import('../../src/lock/holderRegister.js');
     const { slotsDir } = await import('../../src/lock/lockSlots.js');
     const lock = join(dir, 'locks', lockShard('orphan'), 'orphan.lock');
-    const dead = Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
-    const host = (await import('node:os')).hostname();
     await mkdir(join(dir, 'locks', lockShard('orphan')), { recursive: true });
     if (form === 'folder') {
       await mkdir(lock);
     } else {
+      const host = (await import('node:os')).hostname();
       await mkdir(slotsDir(queuePaths(dir)), { recursive: true });
-      const slot = join(slotsDir(queuePaths(dir)), `${host}-${dead}.0`);
-      await writeFile(slot, '');
+      const slot = join(slotsDir(queuePaths(dir)), `${host}-${pid}.0`);
+      await writeFile(slot, JSON.stringify({ worker: 'w-gone', pid, host }));
       linkSync(slot, lock);
     }
-    const fiveSecondsAgo = new Date(Date.now() - 5000);
-    utimesSync(lock, fiveSecondsAgo, fiveSecondsAgo);
-    const register = { worker: 'w-gone', pid: dead, host, locks: [{ task: 'orphan', token: 'x', claimed_at: new Date().toISOString(), lock: named(lock) }] };
-    await mkdir(holdersDir(queuePaths(dir)), { recursive: true });
-    await writeFile(join(holdersDir(queuePaths(dir)), `${host}-${dead}.json`), JSON.stringify(register));
-    const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
-    expect(result.code, result.stderr).toBe(0);
-    expect((await statusById(dir)).get('orphan')).toMatchObject({ state: 'completed' });
-    // The dead worker's register vouches for no lock any more, and the worker's own went when it stopped;
-    // so did the dead worker's slot and the worker's own.
-    expect(await readdir(holdersDir(queuePaths(dir)))).toEqual([]);
-    expect(await lockSlots(dir)).toEqual([]);
-    return result.stderr;
+    const then = new Date(Date.now() - ageMs);
+    utimesSync(lock, then, then);
+    return lock;
   }
 
-  for (const form of ['link', 'folder'] as const) {
-    it(`a worker sweeps a lock (${form}) left by a dead worker on a task that holds no claim, at once from its register`, async () => {
-      const { identityOf } = await import('../../src/lock/holderRegister.js');
-      await withTempDir(async (dir) => {
-        const log = await sweepLeftover(dir, form, (lock) => identityOf(statSync(lock)));
-        expect(log).toMatch(/removed the leftover lock of orphan: its owner w-gone \(pid \d+\) is gone/);
-      });
-    });
-  }
+  const deadPid = () => Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
 
-  it('an entry of a dead worker that names another lock under the same name does not vouch for the lock', async () => {
+  it('a worker removes at once a fresh lock whose maker is gone, and the dead maker\'s slot', async () => {
     await withTempDir(async (dir) => {
-      // The lock it made was removed, and this one made since: the entry's inode and birth time differ.
-      const log = await sweepLeftover(dir, 'link', () => '1:0');
-      expect(log).not.toMatch(/its owner w-gone/);
-      expect(log).toMatch(/removed the leftover lock of orphan: no worker has registered it/);
+      await leaveLock(dir, 'link', deadPid(), 0);
+      const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toMatch(/removed the leftover lock of orphan: its owner w-gone \(pid \d+\) is gone/);
+      expect((await statusById(dir)).get('orphan')).toMatchObject({ state: 'completed' });
+      // The dead worker's slot went with its lock, and the worker's own when it stopped.
+      expect(await lockSlots(dir)).toEqual([]);
+    });
+  });
+
+  it('a lock whose maker is alive is left alone while it is fresh', async () => {
+    await withTempDir(async (dir) => {
+      // This test's own process stands for a worker between locking and claiming.
+      const lock = await leaveLock(dir, 'link', process.pid, 0);
+      const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--max-idle', '3', '--lock-stale', '60s']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).not.toMatch(/removed the leftover lock/);
+      expect(api.calls).toEqual([]);
+      expect(statSync(lock).nlink).toBe(2);
+    });
+  });
+
+  it('a lock that names no one (a folder) goes once stale, not before', async () => {
+    await withTempDir(async (dir) => {
+      const lock = await leaveLock(dir, 'folder', 0, 5000);
+      const early = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--max-idle', '3', '--lock-stale', '60s']);
+      expect(early.code, early.stderr).toBe(0);
+      expect(api.calls).toEqual([]);
+      expect(statSync(lock).isDirectory()).toBe(true);
+      const stale = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '3s']);
+      expect(stale.code, stale.stderr).toBe(0);
+      expect(stale.stderr).toMatch(/removed the leftover lock of orphan: it was not refreshed for 5\.\d+s/);
+      expect((await statusById(dir)).get('orphan')).toMatchObject({ state: 'completed' });
     });
   });
 });
