@@ -91,22 +91,22 @@ export class LockSlots {
   }
 
   /**
-   * A new slot, never an existing file: one under this name was left by a dead process that had this
-   * pid, and a lock of that process may still be linked to it; refreshing it would keep that lock fresh.
+   * A new slot, under a name no file has (O_EXCL): a pid is reused once its process is gone, and two hosts
+   * may share a name and a pid (containers), so a file under this name may be another process's slot, to
+   * which one of its locks may still be linked. Its owner is written before any lock is linked to it.
    */
   private make(): string {
-    const slot = `${this.prefix}${this.made}`;
-    this.made += 1;
     for (let attempt = 0; ; attempt += 1) {
+      const slot = `${this.prefix}${this.made}`;
       try {
-        // Its owner is written before any lock is linked to it: a lock always names its maker.
         fs.writeFileSync(slot, this.contents, { flag: 'wx' });
+        this.made += 1;
         this.all.add(slot);
         return slot;
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         if (attempt > 1 || (code !== 'EEXIST' && code !== 'ENOENT')) throw ioError('create', slot, error);
-        if (code === 'EEXIST') removeQuietly(slot);
+        if (code === 'EEXIST') this.made += 1;
         else makeFolder(slotsDir(this.paths));
       }
     }

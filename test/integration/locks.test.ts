@@ -1,4 +1,4 @@
-import { linkSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync, utimesSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -104,20 +104,19 @@ describe('task locks', () => {
     });
   });
 
-  it('never adopt a slot file left under their name by a dead process that had the same pid', async () => {
+  it('never share a slot between two processes with the same pid (a pid reused; containers with one host name)', async () => {
     await withLocksFolder(async (paths) => {
-      // What a worker killed while holding `old` leaves; a new process then gets the same pid.
-      mkdirSync(slotsDir(paths));
-      const leftoverSlot = join(slotsDir(paths), `${HOST}-5005.0`);
-      writeFileSync(leftoverSlot, '');
-      mkdirSync(taskLockPaths(paths, 'old').shardDir, { recursive: true });
-      linkSync(leftoverSlot, taskLockPaths(paths, 'old').lock);
+      // A lock of a process that had this pid is still there, not refreshed for an hour.
+      const gone = new TaskLocks(paths, 10_000);
+      const old = await gone.tryAcquire('old', ownerWith(5005), neverCompromised);
+      expect(old).not.toBeNull();
       const hourAgo = new Date(Date.now() - 3_600_000);
-      utimesSync(leftoverSlot, hourAgo, hourAgo);
+      utimesSync(taskLockPaths(paths, 'old').lock, hourAgo, hourAgo);
       const locks = new TaskLocks(paths, 10_000);
       const held = await locks.tryAcquire('new', ownerWith(5005), neverCompromised);
       expect(lockInode(paths, 'new')).not.toBe(lockInode(paths, 'old'));
-      // The dead process's lock still shows its age: it goes stale as it should.
+      expect(slotNames(paths)).toHaveLength(2);
+      // The old lock still shows its age: it goes stale as it should.
       expect(statSync(taskLockPaths(paths, 'old').lock).mtimeMs).toBeCloseTo(hourAgo.getTime(), 0);
       await held!.release();
       locks.close();
