@@ -114,6 +114,7 @@ export class ExecutionLogReader {
   private offset: number;
   private lineNo: number;
   private pending: Buffer = Buffer.alloc(0);
+  private readonly scratch = Buffer.allocUnsafe(64 * 1024);
   /** Torn records seen so far. */
   tornRecords = 0;
 
@@ -163,6 +164,28 @@ export class ExecutionLogReader {
       throw ioError('read', this.file, error);
     }
     return this.consume(fresh.subarray(0, filled));
+  }
+
+  /**
+   * The events appended since the last read, read from where it ended, without looking at the file: for
+   * re-checks inside a claim, several per task. readNew, once per task, checks that it was not replaced
+   * or shrunk (a stat cost as much as the read).
+   */
+  readAppended(): QueueEvent[] {
+    if (this.fd === undefined) return this.readNew();
+    const events: QueueEvent[] = [];
+    for (;;) {
+      let bytesRead: number;
+      try {
+        bytesRead = readSync(this.fd, this.scratch, 0, this.scratch.length, this.offset);
+      } catch (error) {
+        throw ioError('read', this.file, error);
+      }
+      if (bytesRead === 0) return events;
+      // consume keeps copies of what it holds on to: the scratch buffer serves the next read.
+      events.push(...this.consume(this.scratch.subarray(0, bytesRead)));
+      if (bytesRead < this.scratch.length) return events;
+    }
   }
 
   close(): void {

@@ -42,6 +42,7 @@ function wholeDefinitions(queueFile: QueueFile): DefinitionSource<TaskDefinition
  * Costs, in file operations:
  * - refresh with nothing new: a stat of queue.json and one of the log (the log's descriptor stays open).
  * - refresh after k new events: the same plus one read of their bytes; O(k) work.
+ * - a re-check inside a claim (refresh without definitions): one read of the log from where the last ended.
  * - refresh after `worker add` of k tasks, for a worker: two small reads that find the file only extended,
  *   and a read of the k new lines.
  * - a state change (claim, outcome, retry): one append of one line. No lock on the whole queue.
@@ -121,14 +122,15 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   }
 
   /**
-   * Brings the fold up to date with the files. With `definitions: false`, only the log is read: for a
-   * re-check of one task inside a claim, where newly added tasks do not matter (an event naming one still
-   * reads queue.json). On any error the fold is dropped and read again next time.
+   * Brings the fold up to date with the files. With `definitions: false`, only what was appended to the
+   * log is read, with no look at either file: for re-checks of one task inside a claim, where newly added
+   * tasks do not matter (an event naming one still reads queue.json), and a replaced or shrunk log is found
+   * by the next full refresh. On any error the fold is dropped and read again next time.
    */
   refresh({ definitions = true } = {}): void {
     try {
       if (definitions) this.readDefinitionsIntoFold();
-      for (const event of this.reader.readNew()) this.applyEvent(event);
+      for (const event of definitions ? this.reader.readNew() : this.reader.readAppended()) this.applyEvent(event);
     } catch (error) {
       this.reader.close();
       this.state = new QueueState<Def>(this.foldOptions);

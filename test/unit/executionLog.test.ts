@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ExecutionLogWriter, parseLines, serializeEvent } from '../../src/queue/executionLog.js';
+import { ExecutionLogReader, ExecutionLogWriter, parseLines, serializeEvent } from '../../src/queue/executionLog.js';
 import type { QueueEvent } from '../../src/queue/schema.js';
 import { DamagedFileError } from '../../src/errors.js';
 
@@ -50,5 +50,37 @@ describe('execution log lines', () => {
     expect(() => parseLines('log', ['{"type":"claim","task":"a"}'], 7)).toThrowError(DamagedFileError);
     expect(() => parseLines('log', ['{"type":"claim","task":"a"}'], 7)).toThrowError(/line 7/);
     expect(() => parseLines('log', ['[1,2,3]'], 1)).toThrowError(/damaged/);
+  });
+});
+
+describe('reading the log as it grows (a real file)', () => {
+  it('re-checks read what was appended, in order, however much and however cut; a full read still finds a replaced log', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'worker-log-'));
+    const file = join(dir, 'log.jsonl');
+    const writer = new ExecutionLogWriter(file);
+    const reader = new ExecutionLogReader(file);
+    const retryOf = (i: number): QueueEvent => ({ type: 'retry', task: `task-${i}-${'x'.repeat(60)}`, at: '2026-01-01T00:00:00.000Z' });
+    try {
+      writer.append([claim]);
+      expect(reader.readNew()).toEqual([claim]);
+      expect(reader.readAppended()).toEqual([]);
+      // More than the reader's 64 KB buffer at once: read in several pieces, none lost or doubled.
+      const many = Array.from({ length: 1500 }, (_, i) => retryOf(i));
+      writer.append(many);
+      expect(reader.readAppended()).toEqual(many);
+      // A record still being written is not read until its newline is there.
+      const text = serializeEvent(retryOf(9999));
+      appendFileSync(file, text.slice(0, 20));
+      expect(reader.readAppended()).toEqual([]);
+      appendFileSync(file, text.slice(20));
+      expect(reader.readAppended()).toEqual([retryOf(9999)]);
+      renameSync(file, join(dir, 'old.jsonl'));
+      writeFileSync(file, serializeEvent(claim));
+      expect(() => reader.readNew()).toThrowError(/replaced/);
+    } finally {
+      writer.close();
+      reader.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
