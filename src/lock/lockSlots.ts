@@ -15,6 +15,9 @@ export interface LockOwner {
   host: string;
 }
 
+/** A slot is written in the instant it is made: one still naming no one after this was never finished. */
+const UNFINISHED_SLOT_MS = 10_000;
+
 export function slotsDir(paths: QueuePaths): string {
   return join(paths.locksDir, 'slots');
 }
@@ -114,9 +117,10 @@ export class LockSlots {
 }
 
 /**
- * Removes the slots of processes gone from this host, and those not used for `keptMs` (processes on
- * other hosts, which cannot be checked from here). A lock linked to a removed slot is not touched: it
- * still names its maker, and goes as any lock of a dead process does.
+ * Removes the slots of processes gone from this host, those not used for `keptMs` (processes on other
+ * hosts, which cannot be checked from here), and those left unfinished by a process killed making one.
+ * A lock linked to a removed slot is not touched: it still names its maker, and goes as any lock of a
+ * dead process does.
  */
 export function pruneSlots(paths: QueuePaths, host: string, now: number, keptMs: number): void {
   let names: string[];
@@ -130,7 +134,9 @@ export function pruneSlots(paths: QueuePaths, host: string, now: number, keptMs:
     const modifiedAtMs = fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs;
     if (modifiedAtMs === undefined) continue;
     const owner = readLockOwner(file);
-    if ((owner !== null && goneFromThisHost(owner, host)) || now - modifiedAtMs > keptMs) removeQuietly(file);
+    // A slot names no one only if its process was killed while making it: no lock was ever linked to it.
+    const unfinished = owner === null && now - modifiedAtMs > UNFINISHED_SLOT_MS;
+    if (unfinished || (owner !== null && goneFromThisHost(owner, host)) || now - modifiedAtMs > keptMs) removeQuietly(file);
   }
 }
 

@@ -138,3 +138,27 @@ describe('task locks', () => {
     });
   });
 });
+
+describe('slots left behind', () => {
+  it('go with the next sweep when their process is gone, or was killed while writing one; a live one\'s stay', async () => {
+    await withLocksFolder(async (paths) => {
+      const { pruneSlots } = await import('../../src/lock/lockSlots.js');
+      const { execFileSync } = await import('node:child_process');
+      const { writeFileSync } = await import('node:fs');
+      const dead = Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
+      mkdirSync(slotsDir(paths));
+      const slot = (name: string, contents: string, ageMs: number) => {
+        const file = join(slotsDir(paths), name);
+        writeFileSync(file, contents);
+        const then = new Date(Date.now() - ageMs);
+        utimesSync(file, then, then);
+      };
+      slot(`${HOST}-${dead}.0`, JSON.stringify(ownerWith(dead)), 0);
+      slot(`${HOST}-${process.pid}.0`, JSON.stringify(ownerWith(process.pid)), 3_600_000);
+      slot(`${HOST}-${dead}.1`, '', 60_000);
+      slot(`${HOST}-${process.pid}.1`, '', 0);
+      pruneSlots(paths, HOST, Date.now(), 7 * 86_400_000);
+      expect(slotNames(paths).sort()).toEqual([`${HOST}-${process.pid}.0`, `${HOST}-${process.pid}.1`]);
+    });
+  });
+});
