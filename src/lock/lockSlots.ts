@@ -135,7 +135,8 @@ export function pruneSlots(paths: QueuePaths, host: string, now: number, keptMs:
     if (modifiedAtMs === undefined) continue;
     const owner = readLockOwner(file);
     // A slot names no one only if its process was killed while making it: no lock was ever linked to it.
-    const unfinished = owner === null && now - modifiedAtMs > UNFINISHED_SLOT_MS;
+    // Its name still tells its process on this host; one of another host goes once clearly not being written.
+    const unfinished = owner === null && (goneFromThisHost(processOfName(name, host), host) || now - modifiedAtMs > UNFINISHED_SLOT_MS);
     if (unfinished || (owner !== null && goneFromThisHost(owner, host)) || now - modifiedAtMs > keptMs) removeQuietly(file);
   }
 }
@@ -148,6 +149,12 @@ export function readLockOwner(file: string): LockOwner | null {
   } catch {
     return null;
   }
+}
+
+/** The process a slot's name gives: `host` itself if the name starts with it, as this host writes it. */
+function processOfName(name: string, host: string): { host: string; pid: number } {
+  const named = /^(.*)-(\d+)\.\d+$/.exec(name);
+  return named !== null && named[1] === safeName(host) ? { host, pid: Number(named[2]) } : { host: '', pid: 0 };
 }
 
 /** A host name as it may stand in a file name. */

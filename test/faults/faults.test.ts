@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
-import { addAll, lockFiles, lockSlots, statusById } from '../helpers/queue.js';
+import { addAll, describeSlots, lockFiles, lockSlots, statusById } from '../helpers/queue.js';
 import { checkGuarantees, type Kill } from './checker.mjs';
 import { QueueStore } from '../../src/queue/store.js';
 import { DamagedFileError } from '../../src/errors.js';
@@ -74,7 +74,7 @@ describe('kill storm', () => {
       const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
       expect(verdict.problems).toEqual([]);
       expect(await lockFiles(dir)).toEqual([]);
-      expect(await lockSlots(dir)).toEqual([]);
+      expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
       console.log(`kill storm: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`);
     });
   }, 180_000);

@@ -30,6 +30,13 @@ export async function lockSlots(dir: string): Promise<string[]> {
   return readdir(join(dir, 'locks', 'slots')).catch(() => []);
 }
 
+/** What each slot left says (its process), for the message of a failed check: which process left it, and whether it finished writing it. */
+export async function describeSlots(dir: string): Promise<string> {
+  const names = await lockSlots(dir);
+  const described = await Promise.all(names.map(async (name) => `${name}: ${JSON.stringify(await readFile(join(dir, 'locks', 'slots', name), 'utf8').catch(String))}`));
+  return `slots left: ${described.join('; ')}`;
+}
+
 /** Locks left anywhere below locks/ (shard folders, heartbeats and slots may stay). */
 export async function lockFiles(dir: string): Promise<string[]> {
   const entries = await readdir(join(dir, 'locks'), { recursive: true });

@@ -155,7 +155,8 @@ describe('slots left behind', () => {
       };
       slot(`${HOST}-${dead}.0`, JSON.stringify(ownerWith(dead)), 0);
       slot(`${HOST}-${process.pid}.0`, JSON.stringify(ownerWith(process.pid)), 3_600_000);
-      slot(`${HOST}-${dead}.1`, '', 60_000);
+      slot(`${HOST}-${dead}.1`, '', 0);
+      slot(`another-host-${process.pid}.0`, '', 60_000);
       slot(`${HOST}-${process.pid}.1`, '', 0);
       pruneSlots(paths, HOST, Date.now(), 7 * 86_400_000);
       expect(slotNames(paths).sort()).toEqual([`${HOST}-${process.pid}.0`, `${HOST}-${process.pid}.1`]);
