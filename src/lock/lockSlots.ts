@@ -42,7 +42,7 @@ export class LockSlots {
   private made = 0;
   private linksWork = true;
   private readonly prefix: string;
-
+  /** What each slot says: its process. */
   private readonly contents: string;
 
   constructor(private readonly paths: QueuePaths, owner: LockOwner) {
@@ -78,6 +78,17 @@ export class LockSlots {
       if (!NO_HARD_LINKS.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
       this.linksWork = false;
       fs.mkdirSync(lockPath);
+    }
+  }
+
+  /** Whether `lockPath` is a lock made from `slot`. */
+  backs(slot: string, lockPath: string): boolean {
+    try {
+      const lock = fs.statSync(lockPath);
+      const made = fs.statSync(slot);
+      return lock.ino === made.ino && lock.dev === made.dev;
+    } catch {
+      return false;
     }
   }
 
@@ -136,7 +147,8 @@ export function pruneSlots(paths: QueuePaths, host: string, now: number, keptMs:
     const owner = readLockOwner(file);
     // A slot names no one only if its process was killed while making it: no lock was ever linked to it.
     // Its name still tells its process on this host; one of another host goes once clearly not being written.
-    const unfinished = owner === null && (goneFromThisHost(processOfName(name, host), host) || now - modifiedAtMs > UNFINISHED_SLOT_MS);
+    const named = processOfName(name, host);
+    const unfinished = owner === null && ((named !== null && goneFromThisHost(named, host)) || now - modifiedAtMs > UNFINISHED_SLOT_MS);
     if (unfinished || (owner !== null && goneFromThisHost(owner, host)) || now - modifiedAtMs > keptMs) removeQuietly(file);
   }
 }
@@ -151,10 +163,10 @@ export function readLockOwner(file: string): LockOwner | null {
   }
 }
 
-/** The process a slot's name gives: `host` itself if the name starts with it, as this host writes it. */
-function processOfName(name: string, host: string): { host: string; pid: number } {
+/** The process of this host that a slot's name gives, or null for a slot of another host. */
+function processOfName(name: string, host: string): { host: string; pid: number } | null {
   const named = /^(.*)-(\d+)\.\d+$/.exec(name);
-  return named !== null && named[1] === safeName(host) ? { host, pid: Number(named[2]) } : { host: '', pid: 0 };
+  return named !== null && named[1] === safeName(host) ? { host, pid: Number(named[2]) } : null;
 }
 
 /** A host name as it may stand in a file name. */

@@ -71,8 +71,8 @@ export class TaskLocks {
         },
       });
     } catch (error) {
-      // Not made from the slot: it may back the next lock.
-      slots.giveBack(slot);
+      // A slot no lock was made from may back the next one (a lock made before a later step failed may remain).
+      if (!slots.backs(slot, files.lock)) slots.giveBack(slot);
       if ((error as NodeJS.ErrnoException).code === 'ELOCKED') return null;
       throw ioError('lock', files.lock, error);
     } finally {

@@ -77,6 +77,8 @@ describe('task locks', () => {
       expect(lockInode(paths, 'shared')).not.toBe(firstInode);
       expect(first.ownerOf('shared')).toEqual(ownerWith(1002));
       await taken!.release();
+      // The slot the refused attempt had taken served the next one: one slot each.
+      expect(slotNames(paths).sort()).toEqual([`${HOST}-1001.0`, `${HOST}-1002.0`]);
       first.close();
       second.close();
     });
