@@ -36,6 +36,11 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   const { config } = options;
   const store = await QueueStore.openForWorker(options.dir);
   setFlagsFromString('--semi-space-growth-factor=2');
+  // Once the queue is read, the loop runs the same code for every task: V8 optimises a function after an
+  // quarter of the interpretation it waits for by default (66 KB of bytecode run). bench/ab.mjs, 4 workers:
+  // CPU per task 1.34 -> 1.17 ms on 10,000 tasks, 0.80 -> 0.73 on 30,000; 2.41 -> 2.58 on 2,000, where
+  // the earlier compiling does not pay back. Peak memory unchanged.
+  setFlagsFromString('--interrupt-budget=16384');
   const progress = options.progress ? new ProgressLine(options.writeLog, () => store.state, palette(options.colors), Date.now) : undefined;
   const logger = createLogger({
     workerId: config.workerId,
