@@ -185,7 +185,7 @@ async function startBullmq(api, tasks) {
   };
 }
 
-/** The type of the file system holding `dir` (lock folders cost very different amounts on each), as df names it. */
+/** The type of the file system holding `dir` (the same file operations cost very different amounts on each), as df names it. */
 function fileSystemOf(dir) {
   try {
     return execFileSync('df', ['--output=fstype', dir], { encoding: 'utf8' }).trim().split('\n').at(-1);

@@ -10,8 +10,8 @@
  *             by a fresh token; the log decides between claims, so only one can ever be in force.
  * attempt     one call of the API for a task, under one claim.
  * outcome     how an attempt ended: completed, failed, retry (back to pending after a backoff) or released.
- * lock        locks/<shard>/<task-id>.lock (proper-lockfile), refreshed while the attempt runs; its owner
- *             is named in the worker's register, locks/holders/<host>-<pid>.json.
+ * lock        locks/<shard>/<task-id>.lock (proper-lockfile), refreshed while the attempt runs: a hard link
+ *             to a slot of its worker, locks/slots/<host>-<pid>.<n>, which names that worker.
  * worker      one `worker run` process.
  */
 export const TASK_STATES = ['pending', 'running', 'completed', 'failed', 'blocked'] as const;
