@@ -6,5 +6,8 @@ const { loadCli } = require('./loadCli.cjs');
 loadCli()
   .main(process.argv, __filename)
   .then((code) => {
+    // 130: aborted by a second signal, so now: a connection still being made for the abandoned call
+    // would otherwise keep the process until its own timeout (10 s).
+    if (code === 130) process.exit(code);
     process.exitCode = code;
   });

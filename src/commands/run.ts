@@ -94,7 +94,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     heartbeat.stop();
     watcher.close();
     locks.close();
-    await executor.close();
+    executor.close();
     store.close();
   }
   const why: Record<RunSummary['reason'], string> = {

@@ -74,8 +74,12 @@ export class HttpExecutor {
     });
   }
 
-  async close(): Promise<void> {
-    await this.agent.close().catch(() => undefined);
+  /**
+   * At exit every call has settled: nothing is left to wait for. Waiting for undici to close would wait
+   * for a connection still being made for a call given up (a second signal), up to the connect bound.
+   */
+  close(): void {
+    this.agent.destroy().catch(() => undefined);
   }
 }
 

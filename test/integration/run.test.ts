@@ -1,4 +1,7 @@
+import { spawn } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
@@ -460,6 +463,35 @@ describe('worker run: crashes, freezes and signals', () => {
       expect(result.stderr).toMatch(/task "long" was put back to pending/);
       expect((await statusById(dir)).get('long')).toMatchObject({ state: 'pending', attempts: 1 });
       expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+
+  it('a second signal while the connection is still being made: the worker exits 130 at once, not after the connect bound', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'unreachable' }]);
+      // An API whose process never accepts (its event loop is blocked), its backlog full: a connection is never made.
+      const listener = spawn(process.execPath, ['-e', "const s = require('node:net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { process.stdout.write(`${s.address().port}\\n`); setTimeout(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0), 50); });"], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const fillers: Socket[] = [];
+      try {
+        const port = await new Promise<number>((resolve) => listener.stdout.once('data', (data) => resolve(Number(String(data).trim()))));
+        await sleep(200);
+        for (let i = 0; i < 4; i += 1) fillers.push(connect(port, '127.0.0.1').on('error', () => undefined));
+        await sleep(200);
+        const worker = startCli(['--dir', dir, 'run', '--api-url', `http://127.0.0.1:${port}/`, '--max-idle', '0']);
+        await worker.waitForLog(/claimed unreachable/);
+        worker.process.kill('SIGINT');
+        await worker.waitForLog(/received SIGINT/);
+        const secondAt = Date.now();
+        worker.process.kill('SIGINT');
+        const result = await worker.exited;
+        // The connect bound is 10 s: a worker that waited for the connection to give up took 9 s here.
+        expect(Date.now() - secondAt).toBeLessThan(5000);
+        expect(result.code, result.stderr).toBe(130);
+        expect((await statusById(dir)).get('unreachable')).toMatchObject({ state: 'pending' });
+      } finally {
+        for (const filler of fillers) filler.destroy();
+        listener.kill('SIGKILL');
+      }
     });
   });
 });
