@@ -173,19 +173,17 @@ export class ExecutionLogReader {
    */
   readAppended(): QueueEvent[] {
     if (this.fd === undefined) return this.readNew();
-    const events: QueueEvent[] = [];
-    for (;;) {
-      let bytesRead: number;
-      try {
-        bytesRead = readSync(this.fd, this.scratch, 0, this.scratch.length, this.offset);
-      } catch (error) {
-        throw ioError('read', this.file, error);
-      }
-      if (bytesRead === 0) return events;
-      // consume keeps copies of what it holds on to: the scratch buffer serves the next read.
-      events.push(...this.consume(this.scratch.subarray(0, bytesRead)));
-      if (bytesRead < this.scratch.length) return events;
+    let bytesRead: number;
+    try {
+      bytesRead = readSync(this.fd, this.scratch, 0, this.scratch.length, this.offset);
+    } catch (error) {
+      throw ioError('read', this.file, error);
     }
+    if (bytesRead === 0) return [];
+    // consume keeps copies of what it holds on to: the scratch buffer serves the next read.
+    const events = this.consume(this.scratch.subarray(0, bytesRead));
+    // More was appended than the buffer holds (a large result): the rest is read whole, with the checks.
+    return bytesRead < this.scratch.length ? events : [...events, ...this.readNew()];
   }
 
   close(): void {

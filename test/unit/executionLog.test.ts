@@ -68,6 +68,10 @@ describe('reading the log as it grows (a real file)', () => {
       const many = Array.from({ length: 1500 }, (_, i) => retryOf(i));
       writer.append(many);
       expect(reader.readAppended()).toEqual(many);
+      // One record larger than the buffer (a large result): cut by the first read, completed by the second.
+      const large: QueueEvent = { type: 'outcome', task: 'a', token: 't1', attempt: 1, worker: 'w', outcome: 'completed', called: true, started_at: '2026-01-01T00:00:00.000Z', ended_at: '2026-01-01T00:00:01.000Z', duration_ms: 1000, max_attempts: 3, result: { text: 'y'.repeat(200_000) } };
+      writer.append([large]);
+      expect(reader.readAppended()).toEqual([large]);
       // A record still being written is not read until its newline is there.
       const text = serializeEvent(retryOf(9999));
       appendFileSync(file, text.slice(0, 20));
