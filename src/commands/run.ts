@@ -36,7 +36,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   const { config } = options;
   const store = await QueueStore.openForWorker(options.dir);
   setFlagsFromString('--semi-space-growth-factor=2');
-  // Once the queue is read, the loop runs the same code for every task: V8 optimises a function after an
+  // Once the queue is read, the loop runs the same code for every task: V8 optimises a function after a
   // quarter of the interpretation it waits for by default (66 KB of bytecode run). bench/ab.mjs, 4 workers:
   // CPU per task 1.34 -> 1.17 ms on 10,000 tasks, 0.80 -> 0.73 on 30,000; 2.41 -> 2.58 on 2,000, where
   // the earlier compiling does not pay back. Peak memory unchanged.
@@ -57,7 +57,10 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   );
   const watcher = new ChangeWatcher(store.paths.queueDir);
   const executor = new HttpExecutor({ url: config.apiUrl, headers: config.headers, timeoutMs: config.timeoutMs });
-  const locks = new TaskLocks(store.paths, config.lockStaleMs, (lockPath) => logger.debug(`refreshed ${lockPath}`));
+  const locks = new TaskLocks(store.paths, config.lockStaleMs, {
+    owner: { worker: config.workerId, pid: process.pid, host: HOST },
+    onRefresh: (lockPath) => logger.debug(`refreshed ${lockPath}`),
+  });
   logger.info(
     `starting: pid ${process.pid} on ${HOST}, queue ${store.paths.root} (${store.state.size} tasks), api ${redactUrl(config.apiUrl.toString())}` +
       `${Object.keys(config.headers).length > 0 ? ` with headers ${Object.keys(config.headers).map((name) => `${name}: ***`).join(', ')}` : ''}` +

@@ -29,30 +29,34 @@ export interface HeldLock {
 export class TaskLocks {
   private readonly lockFs: typeof fs;
   private readonly shardsMade = new Set<string>();
-  private slots: LockSlots | undefined;
+  /** Where this process's locks are made from; none when it only looks at locks (status, unlock). */
+  private readonly slots: LockSlots | undefined;
   /** The slot each lock being taken is to be made from, by lock path. */
   private readonly slotFor = new Map<string, string>();
 
-  constructor(private readonly paths: QueuePaths, private readonly staleMs: number, onRefresh: (lockPath: string) => void = () => undefined) {
+  /** `holder`: the process that takes locks through this object, and what to tell of each refresh (--verbose). */
+  constructor(private readonly paths: QueuePaths, private readonly staleMs: number, holder?: { owner: LockOwner; onRefresh?: (lockPath: string) => void }) {
+    this.slots = holder === undefined ? undefined : new LockSlots(paths, holder.owner);
     const makeLock = (lockPath: string) => {
       const slot = this.slotFor.get(lockPath);
       if (slot === undefined) throw new Error(`no slot was taken for ${lockPath}`);
       this.slots!.lock(slot, lockPath);
     };
-    this.lockFs = syncBackedFs(makeLock, onRefresh);
+    this.lockFs = syncBackedFs(makeLock, holder?.onRefresh ?? (() => undefined));
   }
 
   /**
    * Takes the lock, or returns null when another holder has it. `onCompromised` is called (instead of
    * proper-lockfile's default, which throws from a timer and kills the process) when the lock is lost.
    */
-  async tryAcquire(taskId: string, owner: LockOwner, onCompromised: (error: Error) => void): Promise<HeldLock | null> {
+  async tryAcquire(taskId: string, onCompromised: (error: Error) => void): Promise<HeldLock | null> {
+    const slots = this.slots;
+    if (slots === undefined) throw new Error('this TaskLocks was made to look at locks, with no holder to take them');
     const files = taskLockPaths(this.paths, taskId);
     if (!this.shardsMade.has(files.shardDir)) {
       makeFolder(files.shardDir);
       this.shardsMade.add(files.shardDir);
     }
-    const slots = (this.slots ??= new LockSlots(this.paths, owner));
     const slot = slots.take();
     this.slotFor.set(files.lock, slot);
     let releaseLock: () => Promise<void>;
@@ -71,9 +75,11 @@ export class TaskLocks {
         },
       });
     } catch (error) {
-      // A slot no lock was made from may back the next one (a lock made before a later step failed may remain).
-      if (!slots.backs(slot, files.lock)) slots.giveBack(slot);
-      if ((error as NodeJS.ErrnoException).code === 'ELOCKED') return null;
+      // ELOCKED: the name was held, nothing was made from the slot. After another failure, a lock made
+      // from it before a later step failed may remain: then the slot is left alone.
+      const locked = (error as NodeJS.ErrnoException).code === 'ELOCKED';
+      if (locked || !slots.backs(slot, files.lock)) slots.giveBack(slot);
+      if (locked) return null;
       throw ioError('lock', files.lock, error);
     } finally {
       this.slotFor.delete(files.lock);

@@ -31,11 +31,11 @@ export function queuePaths(root: string): QueuePaths {
 }
 
 /**
- * The per-task lock: locks/<shard>/<task-id>.lock (a hard link to a slot of its worker, see lockSlots.ts),
- * where the shard is two hex digits of a hash of the id (its owner is named in the worker's register, see
- * holderRegister.ts). Creating and removing entries in one folder serialises on that folder: with 256 shards, workers that claim at the same moment rarely meet (measured: the
- * file-system work of a claim drops from ~900 to ~400 µs with 4 workers). Task ids are restricted
- * (schema.ts), so they are safe as file names.
+ * The per-task lock: locks/<shard>/<task-id>.lock (a hard link to a slot of its worker, which names it:
+ * see lockSlots.ts), where the shard is two hex digits of a hash of the id. Creating and removing entries
+ * in one folder serialises on that folder: with 256 shards, workers that claim at the same moment rarely
+ * meet (measured: the file-system work of a claim drops from ~900 to ~400 µs with 4 workers). Task ids
+ * are restricted (schema.ts), so they are safe as file names.
  */
 export function taskLockPaths(paths: QueuePaths, taskId: string): { shardDir: string; lock: string } {
   const shardDir = join(paths.locksDir, lockShard(taskId));

@@ -273,7 +273,7 @@ export class Worker {
     const claimedAt = new Date(now()).toISOString();
     const abandon = new AbortController();
     logger.debug(`trying to claim ${id}`);
-    const lock = await locks.tryAcquire(id, { worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host }, (error) => {
+    const lock = await locks.tryAcquire(id, (error) => {
       logger.warn(`lost the lock of ${id}: ${error.message}; abandoning the attempt`);
       abandon.abort(error);
     });

@@ -1,20 +1,38 @@
-import { mkdirSync, readdirSync, statSync, utimesSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { slotsDir } from '../../src/lock/lockSlots.js';
+import { pruneSlots, slotsDir } from '../../src/lock/lockSlots.js';
 import { TaskLocks, type LockOwner } from '../../src/lock/taskLock.js';
 import { queuePaths, taskLockPaths, type QueuePaths } from '../../src/queue/paths.js';
 import { withTempDir } from '../helpers/cli.js';
 
 // Task locks on a real file system, as two worker processes would take them (each TaskLocks stands for one
-// process: its pid names its register and slots).
+// process: its pid names its slots).
 
 const HOST = hostname();
 
 function ownerWith(pid: number): LockOwner {
   return { worker: `w${pid}`, pid, host: HOST };
+}
+
+/** The locks of a worker process with this pid. */
+function locksOf(paths: QueuePaths, pid: number, staleMs = 10_000): TaskLocks {
+  return new TaskLocks(paths, staleMs, { owner: ownerWith(pid) });
+}
+
+/** Sets a lock's mtime an hour back, as if its holder had stopped refreshing it; returns that time. */
+function leaveUnrefreshed(paths: QueuePaths, taskId: string): number {
+  const hourAgo = new Date(Date.now() - 3_600_000);
+  utimesSync(taskLockPaths(paths, taskId).lock, hourAgo, hourAgo);
+  return hourAgo.getTime();
+}
+
+/** The lock still shows the time `leaveUnrefreshed` gave it: nothing done since refreshed it, so it goes stale as it should. */
+function expectUnrefreshedSince(paths: QueuePaths, taskId: string, since: number): void {
+  expect(statSync(taskLockPaths(paths, taskId).lock).mtimeMs).toBeCloseTo(since, 0);
 }
 
 function lockInode(paths: QueuePaths, taskId: string): number {
@@ -44,10 +62,10 @@ const neverCompromised = () => {
 describe('task locks', () => {
   it('are hard links to a slot of their worker: 30 claims in a row make one file, not one per claim', async () => {
     await withLocksFolder(async (paths) => {
-      const locks = new TaskLocks(paths, 10_000);
+      const locks = locksOf(paths, 4242);
       const inodes = new Set<number>();
       for (let i = 0; i < 30; i += 1) {
-        const held = await locks.tryAcquire(`task-${i}`, ownerWith(4242), neverCompromised);
+        const held = await locks.tryAcquire(`task-${i}`, neverCompromised);
         expect(held).not.toBeNull();
         inodes.add(lockInode(paths, `task-${i}`));
         expect(statSync(taskLockPaths(paths, `task-${i}`).lock).nlink).toBe(2);
@@ -63,16 +81,16 @@ describe('task locks', () => {
 
   it('refuse a second holder while held, name their maker, and are made from the new holder\'s own slot once released', async () => {
     await withLocksFolder(async (paths) => {
-      const first = new TaskLocks(paths, 10_000);
-      const second = new TaskLocks(paths, 10_000);
-      const held = await first.tryAcquire('shared', ownerWith(1001), neverCompromised);
+      const first = locksOf(paths, 1001);
+      const second = locksOf(paths, 1002);
+      const held = await first.tryAcquire('shared', neverCompromised);
       expect(held).not.toBeNull();
       const firstInode = lockInode(paths, 'shared');
-      expect(await second.tryAcquire('shared', ownerWith(1002), neverCompromised)).toBeNull();
+      expect(await second.tryAcquire('shared', neverCompromised)).toBeNull();
       expect(first.ownerOf('shared')).toEqual(ownerWith(1001));
       await held!.release();
       expect(first.ownerOf('shared')).toBeNull();
-      const taken = await second.tryAcquire('shared', ownerWith(1002), neverCompromised);
+      const taken = await second.tryAcquire('shared', neverCompromised);
       expect(taken).not.toBeNull();
       expect(lockInode(paths, 'shared')).not.toBe(firstInode);
       expect(first.ownerOf('shared')).toEqual(ownerWith(1002));
@@ -87,20 +105,19 @@ describe('task locks', () => {
   it('never make a lock from the slot of a lock that was compromised: that lock may still be there, and would look refreshed', async () => {
     await withLocksFolder(async (paths) => {
       // stale 2 s: proper-lockfile refreshes every second, and finds the mtime it set changed.
-      const locks = new TaskLocks(paths, 2000);
+      const locks = locksOf(paths, 3003, 2000);
       let compromised: Error | undefined;
-      const held = await locks.tryAcquire('frozen', ownerWith(3003), (error) => {
+      const held = await locks.tryAcquire('frozen', (error) => {
         compromised = error;
       });
-      const hourAgo = new Date(Date.now() - 3_600_000);
-      utimesSync(taskLockPaths(paths, 'frozen').lock, hourAgo, hourAgo);
+      const hourAgo = leaveUnrefreshed(paths, 'frozen');
       for (let waited = 0; compromised === undefined && waited < 5000; waited += 50) await sleep(50);
       expect((compromised as NodeJS.ErrnoException | undefined)?.code).toBe('ECOMPROMISED');
       await held!.release();
       const leftover = lockInode(paths, 'frozen');
-      const next = await locks.tryAcquire('next', ownerWith(3003), neverCompromised);
+      const next = await locks.tryAcquire('next', neverCompromised);
       expect(lockInode(paths, 'next')).not.toBe(leftover);
-      expect(statSync(taskLockPaths(paths, 'frozen').lock).mtimeMs).toBeCloseTo(hourAgo.getTime(), 0);
+      expectUnrefreshedSince(paths, 'frozen', hourAgo);
       await next!.release();
       locks.close();
     });
@@ -109,17 +126,15 @@ describe('task locks', () => {
   it('never share a slot between two processes with the same pid (a pid reused; containers with one host name)', async () => {
     await withLocksFolder(async (paths) => {
       // A lock of a process that had this pid is still there, not refreshed for an hour.
-      const gone = new TaskLocks(paths, 10_000);
-      const old = await gone.tryAcquire('old', ownerWith(5005), neverCompromised);
+      const gone = locksOf(paths, 5005);
+      const old = await gone.tryAcquire('old', neverCompromised);
       expect(old).not.toBeNull();
-      const hourAgo = new Date(Date.now() - 3_600_000);
-      utimesSync(taskLockPaths(paths, 'old').lock, hourAgo, hourAgo);
-      const locks = new TaskLocks(paths, 10_000);
-      const held = await locks.tryAcquire('new', ownerWith(5005), neverCompromised);
+      const hourAgo = leaveUnrefreshed(paths, 'old');
+      const locks = locksOf(paths, 5005);
+      const held = await locks.tryAcquire('new', neverCompromised);
       expect(lockInode(paths, 'new')).not.toBe(lockInode(paths, 'old'));
       expect(slotNames(paths)).toHaveLength(2);
-      // The old lock still shows its age: it goes stale as it should.
-      expect(statSync(taskLockPaths(paths, 'old').lock).mtimeMs).toBeCloseTo(hourAgo.getTime(), 0);
+      expectUnrefreshedSince(paths, 'old', hourAgo);
       await held!.release();
       locks.close();
     });
@@ -127,11 +142,11 @@ describe('task locks', () => {
 
   it('make a new slot when one was removed from outside while the worker ran', async () => {
     await withLocksFolder(async (paths) => {
-      const locks = new TaskLocks(paths, 10_000);
-      const first = await locks.tryAcquire('a', ownerWith(6006), neverCompromised);
+      const locks = locksOf(paths, 6006);
+      const first = await locks.tryAcquire('a', neverCompromised);
       await first!.release();
-      for (const name of slotNames(paths)) (await import('node:fs')).unlinkSync(join(slotsDir(paths), name));
-      const second = await locks.tryAcquire('b', ownerWith(6006), neverCompromised);
+      for (const name of slotNames(paths)) unlinkSync(join(slotsDir(paths), name));
+      const second = await locks.tryAcquire('b', neverCompromised);
       expect(second).not.toBeNull();
       expect(statSync(taskLockPaths(paths, 'b').lock).nlink).toBe(2);
       await second!.release();
@@ -144,9 +159,6 @@ describe('task locks', () => {
 describe('slots left behind', () => {
   it('go with the next sweep when their process is gone, or was killed while writing one; a live one\'s stay', async () => {
     await withLocksFolder(async (paths) => {
-      const { pruneSlots } = await import('../../src/lock/lockSlots.js');
-      const { execFileSync } = await import('node:child_process');
-      const { writeFileSync } = await import('node:fs');
       const dead = Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
       mkdirSync(slotsDir(paths));
       const slot = (name: string, contents: string, ageMs: number) => {
