@@ -4,6 +4,7 @@ import { WorkerError } from './errors.js';
 import { parseDuration } from './core/duration.js';
 import { INTENSITIES, type Intensity } from './types.js';
 import type { TaskDefaults } from './core/newTasks.js';
+import { MAX_RATE_CALLS, type RateLimit } from './core/apiWeather.js';
 
 /**
  * Every setting: defaults, then environment variables, then flags. The only module that reads process.env
@@ -21,6 +22,7 @@ export const DEFAULTS = {
   maxAttempts: 3,
   lockStale: '30s',
   backoff: '1s',
+  maxApiWait: '1h',
 };
 
 /** Where a setting came from, for messages: `--timeout (or WORKER_API_TIMEOUT)`. */
@@ -114,6 +116,10 @@ export interface RunFlags {
   backoff?: string | undefined;
   workerId?: string | undefined;
   drain?: boolean | undefined;
+  rate?: string | undefined;
+  /** Commander's --no-pause-on-429: false when given. */
+  pauseOn429?: boolean | undefined;
+  maxApiWait?: string | undefined;
   verbose?: boolean | undefined;
   quiet?: boolean | undefined;
   logFormat?: string | undefined;
@@ -131,6 +137,12 @@ export interface RunConfig {
   backoffMs: number;
   workerId: string;
   drain: boolean;
+  /** Call starts allowed to all processes of the queue together per period; undefined: no limit. */
+  rate: RateLimit | undefined;
+  /** A 429 pauses the whole queue (false: it is one task's retryable error). */
+  pauseOn429: boolean;
+  /** How long a task may keep being asked to wait (429) before it fails; 0: no bound. */
+  maxApiWaitMs: number;
   /** Tasks to execute before exiting; undefined: no limit. */
   maxIterations: number | undefined;
   verbosity: Verbosity;
@@ -145,6 +157,28 @@ export function parseMaxIterations(text: string | undefined): number | undefined
     });
   }
   return Number(text);
+}
+
+const RATE_PERIODS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `60/m`, `5/s`, `1000/h`, or a count per any duration: `10/30s`. */
+export function parseRate(text: string): RateLimit | undefined {
+  const match = /^\s*(\d+)\s*\/\s*(\S+)\s*$/.exec(text);
+  if (!match) return undefined;
+  const calls = Number(match[1]);
+  const perMs = RATE_PERIODS[match[2]!] ?? parseDuration(match[2]!);
+  if (!Number.isSafeInteger(calls) || calls < 1 || calls > MAX_RATE_CALLS || perMs === undefined || perMs < 10) return undefined;
+  return { calls, per_ms: perMs };
+}
+
+function rateSetting(flagValue: string | undefined, env: Env): RateLimit | undefined {
+  const text = pick(flagValue, env, 'WORKER_RATE');
+  if (text === undefined || text.trim() === '') return undefined;
+  const rate = parseRate(text);
+  if (rate === undefined) {
+    throw configError(settingName('--rate', 'WORKER_RATE'), `calls per period like 60/m, 5/s, 1000/h or 10/30s, with 1 to ${MAX_RATE_CALLS.toLocaleString('en')} calls`, text);
+  }
+  return rate;
 }
 
 export function parseHeaders(lines: readonly string[]): Record<string, string> {
@@ -235,6 +269,9 @@ export function resolveRunConfig(flags: RunFlags, maxIterations: string | undefi
     backoffMs: durationSetting('--backoff', flags.backoff, env, 'WORKER_BACKOFF', DEFAULTS.backoff, 0),
     workerId,
     drain: flags.drain ?? false,
+    rate: rateSetting(flags.rate, env),
+    pauseOn429: flags.pauseOn429 ?? true,
+    maxApiWaitMs: durationSetting('--max-api-wait', flags.maxApiWait, env, 'WORKER_MAX_API_WAIT', DEFAULTS.maxApiWait, 0),
     maxIterations: parseMaxIterations(maxIterations),
     verbosity: flags.verbose ? 'verbose' : flags.quiet ? 'quiet' : 'normal',
     logFormat,

@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'NOT_FOUND' // a named task does not exist
   | 'DAMAGED' // queue.json or the execution log cannot be read as what it should be
   | 'IO' // the file system refused (permission, disk full, lock held too long)
+  | 'TASKS_FAILED' // `run` ended, and tasks it ran failed (their dependents are blocked)
+  | 'CREDENTIALS_REFUSED' // `run` stopped: the API refused its credentials (401, 403, 407)
   | 'INTERRUPTED'; // a second SIGINT/SIGTERM aborted the work in progress
 
 export const EXIT_CODES: Record<ErrorCode, number> = {
@@ -18,6 +20,8 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   NOT_FOUND: 3,
   DAMAGED: 4,
   IO: 5,
+  TASKS_FAILED: 6,
+  CREDENTIALS_REFUSED: 7,
   INTERRUPTED: 130,
 };
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WorkerError } from '../errors.js';
+import { EXIT_CODES, WorkerError } from '../errors.js';
 import { HOST } from '../config.js';
 import { palette } from '../colors.js';
 import { ExecutionLogReader } from '../queue/executionLog.js';
@@ -80,7 +80,7 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
       for (const event of reader.readNew()) {
         if (event.type === 'outcome') {
           const mark = event.outcome === 'completed' ? colors.state('completed', '✓') : event.outcome === 'failed' ? colors.state('failed', '✗') : colors.state('blocked', '↻');
-          say(`${mark} ${describeEvent(event, true).split('  ').slice(1).join('  ')}`);
+          say(`${mark} ${describeEvent(event, 'accepted').split('  ').slice(1).join('  ')}`);
         }
       }
     };
@@ -102,7 +102,8 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     progress?.stop();
     reader.close();
     store.close();
-    if (codes.some((code) => code !== 0)) {
+    // fetch-7 fails on purpose: the worker that ran it exits with TASKS_FAILED, as a script would want.
+    if (codes.some((code) => code !== 0 && code !== EXIT_CODES.TASKS_FAILED)) {
       throw new WorkerError('IO', `a demo worker exited with ${codes.join(', ')}`, { hint: `see ${join(dir, 'demo-worker-N.log')}` });
     }
     const report = await readStatus({ dir, lockStaleMs: 30_000, host: HOST, now: Date.now() }, undefined);

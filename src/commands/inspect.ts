@@ -1,5 +1,5 @@
 import { describeError, formatSpan, reasonFor, type ReasonContext } from '../core/reasons.js';
-import { findTask, QueueState, type TaskRecord } from '../core/queueState.js';
+import { findTask, QueueState, type ApplyResult, type TaskRecord } from '../core/queueState.js';
 import { ExecutionLogReader } from '../queue/executionLog.js';
 import { repeatUntil } from '../core/sleep.js';
 import { visible } from '../render.js';
@@ -40,7 +40,7 @@ export async function showTask(options: InspectOptions, id: string): Promise<Tas
     const history: string[] = [];
     store.replay((event, result) => {
       if (event.task !== id) return;
-      history.push(describeEvent(event, result === 'accepted'));
+      history.push(describeEvent(event, result));
       if (result !== 'accepted') return;
       if (event.type === 'claim') {
         const previous = attempts.at(-1);
@@ -75,8 +75,10 @@ export async function showTask(options: InspectOptions, id: string): Promise<Tas
 }
 
 /** One event as a readable line: what happened to which task, and whether the fold counted it. */
-export function describeEvent(event: QueueEvent, counted: boolean): string {
-  const ignored = counted ? '' : ' (ignored: it came after another claim or outcome)';
+export function describeEvent(event: QueueEvent, result: ApplyResult): string {
+  const ignored = result === 'accepted' ? '' : result === 'held-back'
+    ? ' (not counted: the API had paused the queue, or the rate limit was reached)'
+    : ' (ignored: it came after another claim or outcome)';
   switch (event.type) {
     case 'claim':
       return `${event.at}  ${event.task}  ${event.prev ? 'taken over' : 'claimed'} by ${event.worker} (attempt ${event.attempt}, pid ${event.pid} on ${event.host})${ignored}`;
@@ -84,11 +86,13 @@ export function describeEvent(event: QueueEvent, counted: boolean): string {
       const status = event.http_status === undefined || event.error ? '' : `, http ${event.http_status}`;
       const error = event.error ? `: ${describeError(event.error)}` : '';
       const retry = event.retry_at ? `; retry at ${event.retry_at}` : '';
+      const pause = event.pause_until ? `; the API paused the queue until ${event.pause_until}` : '';
+      const notAttempt = event.called && event.charged === false ? ' (not counted as an attempt)' : '';
       const what = event.outcome === 'released' ? `given back${event.called ? '' : ' before the call'}` : event.outcome;
-      return `${event.ended_at}  ${event.task}  attempt ${event.attempt} ${what} by ${event.worker} in ${event.duration_ms} ms${status}${error}${retry}${ignored}`;
+      return `${event.ended_at}  ${event.task}  attempt ${event.attempt} ${what}${notAttempt} by ${event.worker} in ${event.duration_ms} ms${status}${error}${retry}${pause}${ignored}`;
     }
     case 'retry':
-      return `${event.at}  ${event.task}  retried by hand: pending again with fresh attempts${ignored}`;
+      return `${event.at}  ${event.task}  retried by hand: pending again with fresh attempts and a new idempotency key${ignored}`;
     case 'cancel':
       return `${event.at}  ${event.task}  cancelled by hand${ignored}`;
   }
@@ -123,7 +127,7 @@ export function logLines(store: QueueStore, id: string | undefined): string[] {
   if (id !== undefined) findTask(store.state, id);
   const lines: string[] = [];
   store.replay((event, result) => {
-    if (id === undefined || event.task === id) lines.push(describeEvent(event, result === 'accepted'));
+    if (id === undefined || event.task === id) lines.push(describeEvent(event, result));
   });
   return lines;
 }
@@ -170,7 +174,7 @@ export async function followLog(store: QueueStore, id: string | undefined, write
       fold.addDefinitions(store.readDefinitions());
       for (const event of reader.readNew()) {
         const result = fold.apply(event);
-        if (id === undefined || event.task === id) write(`${describeEvent(event, result === 'accepted')}\n`);
+        if (id === undefined || event.task === id) write(`${describeEvent(event, result)}\n`);
       }
     });
   } finally {

@@ -12,6 +12,9 @@ import { Worker, type RunSummary, type StopSignals } from '../worker/worker.js';
 import { HeartbeatWriter } from '../worker/heartbeat.js';
 import { ProgressLine } from '../worker/progressLine.js';
 import { palette } from '../colors.js';
+import { describeError, describeRate } from '../core/reasons.js';
+import type { QueueState } from '../core/queueState.js';
+import { idList } from '../render.js';
 
 export interface RunOptions {
   dir: string;
@@ -66,7 +69,9 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       `${Object.keys(config.headers).length > 0 ? ` with headers ${Object.keys(config.headers).map((name) => `${name}: ***`).join(', ')}` : ''}` +
       `, timeout ${formatDuration(config.timeoutMs)}, poll ${formatDuration(config.pollIntervalMs)}, max-idle ${config.maxIdle}, max-attempts ${config.maxAttempts}` +
       `, lock-stale ${formatDuration(config.lockStaleMs)}, backoff ${formatDuration(config.backoffMs)}${config.drain ? ', drain' : ''}` +
-      `${config.maxIterations !== undefined ? `, max-iterations ${config.maxIterations}` : ''}`,
+      `${config.maxIterations !== undefined ? `, max-iterations ${config.maxIterations}` : ''}` +
+      `${config.rate !== undefined ? `, ${describeRate(config.rate)}` : ''}${config.pauseOn429 ? '' : ', no pause on 429'}` +
+      `, max-api-wait ${config.maxApiWaitMs === 0 ? 'none' : formatDuration(config.maxApiWaitMs)}`,
   );
   const worker = new Worker(
     config,
@@ -79,6 +84,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       random: Math.random,
       host: HOST,
       pid: process.pid,
+      queueId: store.queueId(),
       changes: watcher,
       heartbeat: heartbeat.beat,
     },
@@ -106,14 +112,50 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     drained: 'nothing left to do (--drain)',
     stopped: 'stopped by a signal',
     aborted: 'aborted by a second signal',
+    'credentials-refused': 'the API refused this worker\'s credentials',
   };
   logger.info(
     `stopping: ${why[summary.reason]}; executed ${summary.executed}: ${summary.completed} completed, ${summary.retried} to retry, ${summary.failed} failed` +
       `${summary.lostClaims > 0 ? `, ${summary.lostClaims} lost claims` : ''} in ${formatDuration(summary.durationMs)}`,
   );
+  const left = `${summary.reason === 'credentials-refused' ? 'stopped' : summary.reason}: ${whatIsLeft(store.state)}`;
   if (summary.reason === 'aborted') {
+    logger.info(left);
     throw new WorkerError('INTERRUPTED', `aborted by a second signal${summary.abandoned ? `: task "${summary.abandoned}" was put back to pending` : ''}`);
   }
   if (summary.reason === 'idle' && summary.lastError) throw summary.lastError;
+  if (summary.credentialsRefused) {
+    const { task, error } = summary.credentialsRefused;
+    logger.info(left);
+    throw new WorkerError('CREDENTIALS_REFUSED', `the API refused this worker's credentials (${describeError(error)}); task "${task}" is pending again, its attempts unchanged`, {
+      hint: 'check --header / WORKER_API_HEADERS (or the user and password in --api-url), then run again',
+    });
+  }
+  if (summary.failedTasks.length > 0) {
+    const ids = summary.failedTasks.map((failed) => failed.task);
+    // The error line is the run's last: it says what is left, and that this worker failed tasks.
+    throw new WorkerError('TASKS_FAILED', left, {
+      hint: `this worker failed ${idList(ids, 'see worker status --state failed')}; see \`worker show <task-id>\`, and \`worker retry\` once the cause is fixed`,
+    });
+  }
+  logger.info(left);
   return summary;
+}
+
+/** The queue as a run leaves it, in one line: `28 completed, 2 failed (fetch-7: http 422: …), 3 blocked`. */
+function whatIsLeft(state: QueueState): string {
+  const blocked = state.blockedTasks();
+  const counts = { completed: 0, failed: 0, blocked: blocked.size, pending: -blocked.size, running: 0 };
+  let firstFailed: string | undefined;
+  for (const task of state.tasks()) {
+    counts[task.state] += 1;
+    if (task.state === 'failed' && firstFailed === undefined) {
+      const why = task.lastError ? describeError(task.lastError) : 'no error recorded';
+      firstFailed = `${task.def.id}: ${why.length > 60 ? `${why.slice(0, 59)}…` : why}`;
+    }
+  }
+  const parts = [`${counts.completed} completed`];
+  if (counts.failed > 0) parts.push(`${counts.failed} failed (${firstFailed}${counts.failed > 1 ? ', …' : ''})`);
+  for (const name of ['blocked', 'pending', 'running'] as const) if (counts[name] > 0) parts.push(`${counts[name]} ${name}`);
+  return parts.join(', ');
 }

@@ -1,4 +1,5 @@
 import { MinHeap } from './heap.js';
+import { ApiWeather } from './apiWeather.js';
 import { WorkerError } from '../errors.js';
 import type { AttemptError, TaskState } from '../types.js';
 import type { ClaimEvent, OutcomeEvent, QueueEvent, TaskHead } from '../queue/schema.js';
@@ -12,8 +13,14 @@ export interface TaskRecord<Def extends TaskHead = TaskHead> {
   readonly index: number;
   /** `blocked` is never stored: it is derived from the dependencies (see blockedTasks). */
   state: Exclude<TaskState, 'blocked'>;
-  /** Attempts since the task was added or last retried by hand. */
+  /** Attempts since the task was added or last retried by hand: calls that count against --max-attempts. */
   attempts: number;
+  /** Calls in a row that did not count as attempts (the API unreachable, or asking to wait): they grow the backoff. */
+  waits: number;
+  /** When the API first asked, of the calls in a row that it asked to wait (429): bounds how long a task may wait. */
+  askedToWaitSince: number | null;
+  /** Advanced by each `retry` by hand: part of the idempotency key, so the API does the corrected task's work anew. */
+  generation: number;
   /** The claim in force while `running`. */
   claim: ClaimEvent | null;
   /** Not to be claimed before this time (ms since epoch): backoff after a retryable error. */
@@ -36,7 +43,8 @@ interface QueueEntry<Def extends TaskHead = TaskHead> {
   version: number;
 }
 
-export type ApplyResult = 'accepted' | 'ignored' | 'unknown-task';
+/** `held-back`: a claim that the API's weather did not let count (the queue paused by the API, or at its rate limit). */
+export type ApplyResult = 'accepted' | 'ignored' | 'held-back' | 'unknown-task';
 
 export interface FoldOptions {
   /** Results and last outcomes, for people. Workers decide from states alone and leave them in the log. */
@@ -64,6 +72,8 @@ export class QueueState<Def extends TaskHead = TaskHead> {
   private readonly backoff = new MinHeap<QueueEntry>(byRetryTime);
   private readonly runningSet = new Set<TaskRecord<Def>>();
   private removed: ReadonlySet<string> = new Set();
+  /** The API's outages, pauses and recent call starts, as every reader of the log sees them. */
+  readonly weather = new ApiWeather();
 
   constructor(private readonly options: FoldOptions = { keepDetails: true }) {}
 
@@ -106,6 +116,9 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         index: this.records.length,
         state: 'pending',
         attempts: 0,
+        waits: 0,
+        askedToWaitSince: null,
+        generation: 1,
         claim: null,
         retryAt: null,
         lastError: null,
@@ -129,7 +142,11 @@ export class QueueState<Def extends TaskHead = TaskHead> {
 
   apply(event: QueueEvent): ApplyResult {
     const task = this.byId.get(event.task);
-    if (task === undefined) return this.removed.has(event.task) ? 'ignored' : 'unknown-task';
+    if (task === undefined && !this.removed.has(event.task)) return 'unknown-task';
+    // The weather takes every claim and outcome, even of tasks removed since, so that all readers agree on it.
+    if (event.type === 'claim' && this.weather.admit(event) !== null) return 'held-back';
+    if (event.type === 'outcome') this.weather.observe(event);
+    if (task === undefined) return 'ignored';
     switch (event.type) {
       case 'claim':
         return this.applyClaim(task, event);
@@ -139,6 +156,9 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         if (task.state !== 'failed') return 'ignored';
         task.state = 'pending';
         task.attempts = 0;
+        task.waits = 0;
+        task.askedToWaitSince = null;
+        task.generation += 1;
         task.retryAt = null;
         task.updatedAt = event.at;
         this.enqueue(task);
@@ -179,6 +199,11 @@ export class QueueState<Def extends TaskHead = TaskHead> {
     if (this.options.keepDetails) task.lastOutcome = outcome;
     task.updatedAt = outcome.ended_at;
     task.lastError = outcome.error ?? null;
+    if (!outcome.called || outcome.charged === false) {
+      task.attempts -= 1;
+      if (outcome.called) task.waits += 1;
+    } else task.waits = 0;
+    if (outcome.called) task.askedToWaitSince = outcome.pause_until === undefined ? null : (task.askedToWaitSince ?? Date.parse(outcome.started_at));
     switch (outcome.outcome) {
       case 'completed':
         task.state = 'completed';
@@ -199,7 +224,6 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         break;
       case 'released':
         task.state = 'pending';
-        if (!outcome.called) task.attempts -= 1;
         this.enqueue(task);
         break;
     }

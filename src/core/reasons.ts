@@ -1,6 +1,8 @@
 import type { QueueState, TaskRecord } from './queueState.js';
 import type { AttemptError } from '../types.js';
 import type { TaskHead } from '../queue/schema.js';
+import { rateWindowMs, type Outage, type Pause, type RateLimit } from './apiWeather.js';
+import { formatDuration } from './duration.js';
 
 /** What can be learnt of a running task's claim from outside: is its worker alive, is its lock fresh? */
 export interface ClaimLiveness {
@@ -56,8 +58,42 @@ function shortState(dep: TaskRecord, ctx: ReasonContext): string {
   return dep.state;
 }
 
-function clock(ms: number): string {
+/** A time of day, UTC, as logs show it: 12:03:05. */
+export function clock(ms: number): string {
   return new Date(ms).toISOString().slice(11, 19);
+}
+
+export function describeOutage(outage: Outage): string {
+  const tasks = `${outage.tasks} tasks in a row${outage.failures > outage.tasks ? `, ${outage.failures} calls` : ''}`;
+  return `API unreachable since ${clock(outage.since)} (${tasks}: ${describeError(outage.lastError)})`;
+}
+
+export function describePause(pause: Pause): string {
+  return `paused by the API until ${clock(pause.until)} (${pause.status ?? '?'} on ${pause.task})`;
+}
+
+/** `rate limit 60/m`, `rate limit 10/30s`. */
+export function describeRate(rate: RateLimit): string {
+  const unit = ({ 1000: 's', 60_000: 'm', 3_600_000: 'h', 86_400_000: 'd' } as Record<number, string>)[rate.per_ms] ?? formatDuration(rate.per_ms);
+  return `rate limit ${rate.calls}/${unit}`;
+}
+
+/**
+ * What holds the whole queue back, in words, or null: an outage, a pause the API asked for, a rate limit
+ * that is reached. From the log alone, so status sees what the workers see.
+ */
+export function weatherOf(state: QueueState, now: number): string | null {
+  const weather = state.weather;
+  const pause = weather.pause(now);
+  if (pause !== null) return describePause(pause);
+  const outage = weather.outage();
+  if (outage !== null) return `${describeOutage(outage)}; next probe at ${clock(Math.max(now, weather.nextProbeAt(outage)))}`;
+  const rate = weather.lastRateSeen;
+  if (rate !== null) {
+    const slot = weather.nextRateSlot(rate, now);
+    if (slot > now) return `${describeRate(rate)} reached (${weather.startsWithin(rateWindowMs(rate), now)} calls started within ${formatDuration(rate.per_ms)}), next call at ${clock(slot)}`;
+  }
+  return null;
 }
 
 /**
@@ -96,5 +132,7 @@ export function reasonFor(task: TaskRecord, ctx: ReasonContext): string {
     const max = outcome?.max_attempts;
     return `retry ${task.attempts + 1}${max ? `/${max}` : ''} after backoff, at ${clock(task.retryAt)} (last: ${shortError(task.lastError)})`;
   }
-  return task.attempts > 0 ? `ready for attempt ${task.attempts + 1} (last: ${shortError(task.lastError)})` : 'ready: waiting for a free worker';
+  const ready = task.attempts > 0 || task.waits > 0 ? `ready for attempt ${task.attempts + 1} (last: ${shortError(task.lastError)})` : 'ready';
+  const weather = weatherOf(ctx.state, ctx.now);
+  return weather !== null ? `${ready}, held back: ${weather}` : task.attempts > 0 || task.waits > 0 ? ready : 'ready: waiting for a free worker';
 }

@@ -25,3 +25,68 @@ export function parseRetryAfter(value: string | undefined, now: number): number 
 export function retryDelayMs(attempt: number, baseMs: number, random: number, retryAfterMs: number | undefined): number {
   return Math.max(backoffMs(attempt, baseMs, random), retryAfterMs ?? 0);
 }
+
+/** Statuses that refuse the worker's credentials, not the task: every further call would be refused too. */
+const CREDENTIAL_STATUSES = new Set([401, 403, 407]);
+
+/** What a failed call means for its task, and for the queue. */
+export type FailureDecision =
+  /** The API refused the worker's credentials: the task goes back to pending, its attempt not counted, and the worker stops. */
+  | { outcome: 'released'; charged: false; why: 'credentials' }
+  /**
+   * Another try later. `charged: false` when the call does not count as an attempt: `pause` (the API asked
+   * the queue to wait until `pauseUntil`), `unreached` (the request never reached the API), `outage` (part of
+   * an outage of the whole queue). `retry`: the task's own retryable failure.
+   */
+  | { outcome: 'retry'; charged: boolean; retryAt: number; pauseUntil?: number; why: 'pause' | 'unreached' | 'outage' | 'retry' }
+  /** `final`: the API refused the task; `attempts`: its attempts are used up; `waited`: asked to wait for longer than --max-api-wait. */
+  | { outcome: 'failed'; why: 'final' | 'attempts' | 'waited' };
+
+export interface FailureContext {
+  /** The attempt number of the call (its claim's). */
+  attempt: number;
+  maxAttempts: number;
+  /** Calls of the task in a row that did not count as attempts. */
+  waits: number;
+  askedToWaitSince: number | null;
+  /** The queue is in an outage, counting this failure if it got no answer. */
+  outage: boolean;
+  /** Pauses asked for in a row before this one, queue-wide: the pause's backoff when the API names no time. */
+  pausesInARow: number;
+  backoffMs: number;
+  pauseOn429: boolean;
+  maxApiWaitMs: number;
+  now: number;
+  random: number;
+}
+
+/**
+ * Decides a failed call: a task fails because of itself, never because the API was unreachable, asked the
+ * whole queue to wait, or refused the worker's credentials; those calls do not use up its attempts.
+ */
+export function decideFailure(
+  result: { error: { kind: string; http_status?: number | undefined }; retryable: boolean; retryAfterMs?: number | undefined; reachedApi: boolean },
+  context: FailureContext,
+): FailureDecision {
+  const { error } = result;
+  const status = error.kind === 'http' ? error.http_status : undefined;
+  if (status !== undefined && CREDENTIAL_STATUSES.has(status)) return { outcome: 'released', charged: false, why: 'credentials' };
+  const asksQueueToWait = (status === 429 && context.pauseOn429) || (status === 503 && result.retryAfterMs !== undefined);
+  if (asksQueueToWait) {
+    const waitedMs = context.askedToWaitSince === null ? 0 : context.now - context.askedToWaitSince;
+    if (context.maxApiWaitMs > 0 && waitedMs >= context.maxApiWaitMs) return { outcome: 'failed', why: 'waited' };
+    const pauseUntil = context.now + (result.retryAfterMs ?? backoffMs(context.pausesInARow + 1, context.backoffMs, context.random));
+    return { outcome: 'retry', charged: false, retryAt: pauseUntil, pauseUntil, why: 'pause' };
+  }
+  if (!result.retryable) return { outcome: 'failed', why: 'final' };
+  // During an outage the probing, not each task's backoff, decides when calls are made again.
+  if (!result.reachedApi) {
+    const retryAt = context.outage ? context.now : context.now + backoffMs(context.attempt + context.waits, context.backoffMs, context.random);
+    return { outcome: 'retry', charged: false, retryAt, why: 'unreached' };
+  }
+  if (context.outage) return { outcome: 'retry', charged: false, retryAt: context.now, why: 'outage' };
+  if (context.attempt < context.maxAttempts) {
+    return { outcome: 'retry', charged: true, retryAt: context.now + retryDelayMs(context.attempt + context.waits, context.backoffMs, context.random, result.retryAfterMs), why: 'retry' };
+  }
+  return { outcome: 'failed', why: 'attempts' };
+}

@@ -3,10 +3,19 @@ import type { AttemptError, ErrorKind } from '../types.js';
 /** What one call of the API came to, before the retry policy decides what it means for the task. */
 export type CallResult =
   | { ok: true; httpStatus: number; result: unknown }
-  | { ok: false; error: AttemptError; retryable: boolean; retryAfterMs?: number | undefined };
+  | {
+      ok: false;
+      error: AttemptError;
+      retryable: boolean;
+      retryAfterMs?: number | undefined;
+      /** False when the request surely never reached the API (no connection was made): the task cannot be at fault. */
+      reachedApi: boolean;
+    };
 
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NODATA']);
+/** Codes that mean no connection was ever made: the request was not sent. A reset may come after the API read it. */
+const NEVER_SENT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT', ...DNS_CODES]);
 const TIMEOUT_CODES: Record<string, string> = {
   UND_ERR_CONNECT_TIMEOUT: 'connecting',
   UND_ERR_HEADERS_TIMEOUT: 'waiting for the response headers',
@@ -26,22 +35,27 @@ export function findErrorCode(error: unknown, depth = 0): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
-function failure(kind: ErrorKind, message: string, retryable: boolean): CallResult {
-  return { ok: false, error: { kind, message }, retryable };
+function failure(kind: ErrorKind, message: string, retryable: boolean, reachedApi = true): CallResult {
+  return { ok: false, error: { kind, message }, retryable, reachedApi };
 }
 
 /**
  * Maps a thrown request error to a kind. `timedOut` and `aborted` come from the caller's own signals,
- * which undici reports as whatever reason they were aborted with.
+ * which undici reports as whatever reason they were aborted with; `sent: false` when the call ended before
+ * the request was written to a connection.
  */
-export function classifyThrown(error: unknown, context: { timedOut: boolean; aborted: boolean; timeoutMs: number }): CallResult {
-  if (context.aborted) return failure('aborted', 'the call was abandoned: the worker is stopping or lost its claim', false);
-  if (context.timedOut) return failure('timeout', `no complete response within ${context.timeoutMs} ms (--timeout)`, true);
+export function classifyThrown(error: unknown, context: { timedOut: boolean; aborted: boolean; timeoutMs: number; sent?: boolean }): CallResult {
+  if (context.aborted) return failure('aborted', 'the call was abandoned: the worker is stopping or lost its claim', false, context.sent ?? true);
+  if (context.timedOut) {
+    const phase = context.sent === false ? ' (no connection was made)' : '';
+    return failure('timeout', `no complete response within ${context.timeoutMs} ms (--timeout)${phase}`, true, context.sent ?? true);
+  }
   const code = findErrorCode(error);
   const detail = error instanceof Error && error.message ? error.message : String(error);
-  if (code !== undefined && TIMEOUT_CODES[code]) return failure('timeout', `timed out ${TIMEOUT_CODES[code]} (${code})`, true);
-  if (code !== undefined && DNS_CODES.has(code)) return failure('dns', `the API's host name did not resolve (${code}): ${detail}`, true);
-  if (code !== undefined && CONNECT_CODES.has(code)) return failure('connect', `${describeConnect(code)} (${code}): ${detail}`, true);
+  const reached = code === undefined || !NEVER_SENT_CODES.has(code);
+  if (code !== undefined && TIMEOUT_CODES[code]) return failure('timeout', `timed out ${TIMEOUT_CODES[code]} (${code})`, true, reached);
+  if (code !== undefined && DNS_CODES.has(code)) return failure('dns', `the API's host name did not resolve (${code}): ${detail}`, true, reached);
+  if (code !== undefined && CONNECT_CODES.has(code)) return failure('connect', `${describeConnect(code)} (${code}): ${detail}`, true, reached);
   return failure('connect', `the request failed before a response${code ? ` (${code})` : ''}: ${detail}`, true);
 }
 
@@ -66,6 +80,7 @@ export function classifyResponse(status: number, contentType: string | undefined
       error: { kind: 'http', message: excerpt || '(empty body)', http_status: status },
       retryable,
       retryAfterMs: retryable ? retryAfterMs : undefined,
+      reachedApi: true,
     };
   }
   const looksJson = /\bjson\b/i.test(contentType ?? '') || /^\s*[[{]/.test(body);
@@ -75,14 +90,14 @@ export function classifyResponse(status: number, contentType: string | undefined
       result = JSON.parse(body);
     } catch {
       if (/\bjson\b/i.test(contentType ?? '')) {
-        return { ok: false, error: { kind: 'bad_response', message: `the API answered ${status} with content-type ${contentType} but a body that is not valid JSON`, http_status: status }, retryable: true };
+        return { ok: false, error: { kind: 'bad_response', message: `the API answered ${status} with content-type ${contentType} but a body that is not valid JSON`, http_status: status }, retryable: true, reachedApi: true };
       }
     }
   }
   if (typeof result === 'object' && result !== null && (result as { status?: unknown }).status === 'failed') {
     const detail = (result as { errors?: unknown; error?: unknown }).errors ?? (result as { error?: unknown }).error;
     const message = Array.isArray(detail) ? detail.map(String).join('; ') : detail === undefined ? 'no error given' : typeof detail === 'string' ? detail : JSON.stringify(detail);
-    return { ok: false, error: { kind: 'api_failed', message: `the API reported the task failed: ${message}`, http_status: status }, retryable: false };
+    return { ok: false, error: { kind: 'api_failed', message: `the API reported the task failed: ${message}`, http_status: status }, retryable: false, reachedApi: true };
   }
   return { ok: true, httpStatus: status, result };
 }

@@ -19,6 +19,8 @@ export interface ExecutorOptions {
 export interface CallRequest {
   task: TaskDefinition;
   attempt: number;
+  /** Names this try of the task for the API: the same on automatic retries and takeovers (see apiIdentity.ts). */
+  idempotencyKey: string;
   workerId: string;
   /** Aborted when the worker must give up the call: a second signal, or a lost claim. */
   signal: AbortSignal;
@@ -47,7 +49,7 @@ export class HttpExecutor {
     return result;
   }
 
-  private send({ task, attempt, workerId, signal }: CallRequest): Promise<CallResult> {
+  private send({ task, attempt, idempotencyKey, workerId, signal }: CallRequest): Promise<CallResult> {
     const body = JSON.stringify({
       task_id: task.id,
       instruction: task.instruction,
@@ -66,7 +68,7 @@ export class HttpExecutor {
           origin: this.options.url.origin,
           path: `${this.options.url.pathname}${this.options.url.search}`,
           method: 'POST',
-          headers: { ...this.options.headers, 'content-type': 'application/json', 'idempotency-key': task.id, 'x-worker-id': workerId },
+          headers: { ...this.options.headers, 'content-type': 'application/json', 'idempotency-key': idempotencyKey, 'x-worker-id': workerId },
           body,
         },
         exchange,
@@ -130,7 +132,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
     if (findErrorCode(error) === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') {
-      this.finish({ ok: false, error: { kind: 'bad_response', message: `the response body is larger than ${MAX_RESPONSE_BYTES} bytes`, http_status: this.status }, retryable: false });
+      this.finish({ ok: false, error: { kind: 'bad_response', message: `the response body is larger than ${MAX_RESPONSE_BYTES} bytes`, http_status: this.status }, retryable: false, reachedApi: true });
       return;
     }
     // Only an error before the call was stopped counts: undici reports its own timeouts by their codes.
@@ -140,7 +142,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   /** The deadline passed (`timedOut`) or the caller gave up: settles now, and aborts the request if it started. */
   private stop(timedOut: boolean): void {
     if (this.settled) return;
-    this.finish(classifyThrown(undefined, { timedOut, aborted: this.signal.aborted, timeoutMs: this.timeoutMs }));
+    // undici starts a request (onRequestStart) only once it writes it to a connected socket.
+    this.finish(classifyThrown(undefined, { timedOut, aborted: this.signal.aborted, timeoutMs: this.timeoutMs, sent: this.controller !== undefined }));
     this.controller?.abort(new Error(timedOut ? 'the call timed out' : 'the call was abandoned'));
   }
 

@@ -10,6 +10,8 @@ export interface QueuePaths {
   logFile: string;
   /** Where `add` last found both files sound (a cache, see checkedRecord.ts). */
   checkedFile: string;
+  /** The queue's identity, part of every idempotency key (see queueIdentity.ts). */
+  identityFile: string;
   /** The queue-wide lock (a folder, proper-lockfile), held only while task definitions change. */
   queueLock: string;
   locksDir: string;
@@ -25,6 +27,7 @@ export function queuePaths(root: string): QueuePaths {
     queueFile: join(queueDir, 'queue.json'),
     logFile: join(queueDir, 'execution-log.jsonl'),
     checkedFile: join(queueDir, 'checked.json'),
+    identityFile: join(queueDir, 'queue-id'),
     queueLock: join(queueDir, 'queue.lock'),
     locksDir,
   };

@@ -54,7 +54,17 @@ const attemptErrorSchema = z.object({
   http_status: z.optional(z.int()),
 });
 
-/** A worker takes a task. `prev` names the claim it supersedes (a dead or stale owner's), null for a pending task. */
+/** The queue-wide rate limit (--rate) a claim was made under: the claim counts only if it keeps within it. */
+const rateLimitSchema = z.object({
+  calls: z.int().check(z.positive()),
+  per_ms: z.int().check(z.positive()),
+});
+
+/**
+ * A worker takes a task. `prev` names the claim it supersedes (a dead or stale owner's), null for a pending
+ * task. `at` is when the call may start: a claim stamped before the end of a pause the log holds, or
+ * beyond its `rate`, does not count (see apiWeather.ts).
+ */
 export const claimEventSchema = z.looseObject({
   type: z.literal('claim'),
   task: taskIdSchema,
@@ -65,6 +75,7 @@ export const claimEventSchema = z.looseObject({
   pid: z.int(),
   host: z.string(),
   at: isoTime,
+  rate: z.optional(rateLimitSchema),
 });
 
 export const OUTCOMES = ['completed', 'failed', 'retry', 'released'] as const;
@@ -80,6 +91,13 @@ export const outcomeEventSchema = z.looseObject({
   outcome: z.enum(OUTCOMES),
   /** false when the claim was given back before the API was called: the attempt does not count. */
   called: z.boolean(),
+  /**
+   * false when the call does not count as an attempt either: it never reached the API, the API was
+   * unreachable for the whole queue, asked the queue to wait, or refused the worker's credentials.
+   */
+  charged: z.optional(z.boolean()),
+  /** The API asked the whole queue to wait until then (429, or 503 with Retry-After): no claim counts before. */
+  pause_until: z.optional(isoTime),
   started_at: isoTime,
   ended_at: isoTime,
   duration_ms: z.number().check(z.nonnegative()),
@@ -91,7 +109,7 @@ export const outcomeEventSchema = z.looseObject({
   result: z.optional(z.unknown()),
 });
 
-/** `worker retry`: a failed task goes back to pending with fresh attempts. */
+/** `worker retry`: a failed task goes back to pending with fresh attempts and a new idempotency key. */
 export const retryEventSchema = z.looseObject({
   type: z.literal('retry'),
   task: taskIdSchema,

@@ -8,6 +8,7 @@ import { ExecutionLogReader, ExecutionLogWriter, type LogPosition } from './exec
 import { queuePaths, type QueuePaths } from './paths.js';
 import { QueueFile, QueueIndex, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
+import { readOrCreateQueueId } from './queueIdentity.js';
 import { withQueueLock } from './queueLock.js';
 import type { QueueEvent, TaskDefinition, TaskHead } from './schema.js';
 
@@ -116,6 +117,11 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     return definition;
   }
 
+  /** The queue's identity, made now if it has none yet. */
+  queueId(): string {
+    return readOrCreateQueueId(this.paths.identityFile);
+  }
+
   /** Torn records skipped so far: writers that died mid-write (see executionLog.ts). */
   tornRecords(): number {
     return this.reader.tornRecords;
@@ -196,6 +202,8 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   async addTasks(tasks: readonly NewTask[], defaults: TaskDefaults, now: Date, where: (index: number) => string): Promise<TaskDefinition[]> {
     return withQueueLock(this.paths.queueLock, async (assertHeld) => {
       await this.sweepTempFiles();
+      // A queue gets its identity with its first tasks, before any call can need it.
+      this.queueId();
       const checked = readCheckedRecord(this.paths.checkedFile);
       const unchanged = checked && this.queueFile.readIdsIfUnchanged(checked.queue);
       const existing = unchanged ?? this.queueFile.readIds();

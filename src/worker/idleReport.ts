@@ -2,10 +2,10 @@ import type { QueueState, TaskRecord } from '../core/queueState.js';
 import { reasonFor } from '../core/reasons.js';
 
 /**
- * What an idle worker sees, in words: why nothing could be claimed. One pass over the queue; called
- * once per poll interval at most.
+ * What an idle worker sees, in words: why nothing could be claimed (`heldBack`: the API's weather holds it
+ * back). One pass over the queue; called once per poll interval at most.
  */
-export function describeIdle(state: QueueState, now: number, lockedByOthers: readonly TaskRecord[]): string {
+export function describeIdle(state: QueueState, now: number, lockedByOthers: readonly TaskRecord[], heldBack?: string): string {
   const blocked = state.blockedTasks();
   let waitingOnDeps = 0;
   let inBackoff = 0;
@@ -43,6 +43,8 @@ export function describeIdle(state: QueueState, now: number, lockedByOthers: rea
     parts.push(`${blocked.size} blocked (dependency ${roots.slice(0, 3).join(', ')}${roots.length > 3 ? ', …' : ''} failed)`);
   }
   parts.push(`${completed} completed`, `${failed} failed`);
+  // What holds this worker back comes first: it is why nothing was claimed although tasks are ready.
+  if (heldBack !== undefined) return `${heldBack}; ${parts.join(', ')}`;
   const next = firstPending ? `; next: ${firstPending.def.id} ${reasonFor(firstPending, { state, now, blocked, liveness: new Map() })}` : '';
   return `${parts.join(', ')}${next}`;
 }

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { RunConfig } from '../config.js';
 import { WorkerError } from '../errors.js';
 import { formatDuration } from '../core/duration.js';
-import { retryDelayMs } from '../core/retryPolicy.js';
+import { decideFailure } from '../core/retryPolicy.js';
+import { MAX_PROBE_INTERVAL_MS, RATE_SEND_WITHIN_MS } from '../core/apiWeather.js';
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import type { CallRequest, } from '../http/executor.js';
 import type { CallResult } from '../http/classify.js';
@@ -10,8 +11,10 @@ import { goneFromThisHost } from '../lock/processes.js';
 import type { HeldLock, TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
 import type { ClaimEvent, Outcome, OutcomeEvent, TaskDefinition } from '../queue/schema.js';
+import type { AttemptError } from '../types.js';
 import type { QueueStore } from '../queue/store.js';
-import { describeError, stuckReason } from '../core/reasons.js';
+import { clock, describeError, describeOutage, describePause, describeRate, stuckReason } from '../core/reasons.js';
+import { idempotencyKey } from '../queue/queueIdentity.js';
 import { claimLiveness } from '../lock/liveness.js';
 import { describeIdle } from './idleReport.js';
 import type { Logger } from './logger.js';
@@ -33,6 +36,8 @@ export interface WorkerDeps {
   random: () => number;
   host: string;
   pid: number;
+  /** The queue's identity: part of every idempotency key. */
+  queueId: string;
   /** Changes to the queue folder: what wakes an idle worker. */
   changes: {
     /** Clears the record of changes: called right before each look at the queue. */
@@ -53,7 +58,7 @@ export interface StopSignals {
   abort: AbortSignal;
 }
 
-export type ExitReason = 'max-iterations' | 'idle' | 'drained' | 'stopped' | 'aborted';
+export type ExitReason = 'max-iterations' | 'idle' | 'drained' | 'stopped' | 'aborted' | 'credentials-refused';
 
 export interface RunSummary {
   reason: ExitReason;
@@ -67,6 +72,17 @@ export interface RunSummary {
   lastError: WorkerError | undefined;
   /** The task put back to pending by a second signal. */
   abandoned: string | undefined;
+  /** Tasks this worker failed, with why: the run's exit code and last line name them. */
+  failedTasks: Array<{ task: string; error: AttemptError }>;
+  /** What the API said when it refused this worker's credentials, and of which task's call. */
+  credentialsRefused: { task: string; error: AttemptError } | undefined;
+}
+
+/** Why a worker claims nothing for now although tasks are ready: the API's weather. */
+interface Hold {
+  reason: string;
+  /** When that may change; null: at the next look. */
+  until: number | null;
 }
 
 interface Claim {
@@ -85,8 +101,13 @@ interface Claim {
  */
 export class Worker {
   private readonly summary: RunSummary = {
-    reason: 'stopped', executed: 0, completed: 0, failed: 0, retried: 0, lostClaims: 0, durationMs: 0, lastError: undefined, abandoned: undefined,
+    reason: 'stopped', executed: 0, completed: 0, failed: 0, retried: 0, lostClaims: 0, durationMs: 0, lastError: undefined, abandoned: undefined, credentialsRefused: undefined, failedTasks: [],
   };
+  /** What the last look found holding this worker back, if anything. */
+  private hold: Hold | null = null;
+  /** The outage and the pause this worker has logged: each is logged once, when first seen, and its end once. */
+  private reportedOutageSince: number | null = null;
+  private reportedPauseSince: number | null = null;
   private lastTakeoverScan = -Infinity;
   /** When this worker last saw another one at work (a running task, a lock it held). */
   private othersSeenAt = -Infinity;
@@ -109,6 +130,7 @@ export class Worker {
       this.deps.changes.markLooked();
       try {
         this.deps.store.refresh();
+        this.reportWeather();
         claim = await this.claimNext();
         this.summary.lastError = undefined;
       } catch (error) {
@@ -123,6 +145,7 @@ export class Worker {
         this.deps.heartbeat.current_task = null;
         this.deps.heartbeat.tasks_done = this.summary.executed;
         if (this.signals.abort.aborted) return await this.finish('aborted', started);
+        if (this.summary.credentialsRefused) return await this.finish('credentials-refused', started);
         idleChecks = 0;
         nextIdleCheckAt = now();
         continue;
@@ -133,19 +156,27 @@ export class Worker {
       }
       this.deps.heartbeat.state = 'idle';
       if (now() >= nextIdleCheckAt) {
-        idleChecks += 1;
-        const limit = this.config.maxIdle === 0 || (this.config.drain && !this.summary.lastError) ? '∞' : String(this.config.maxIdle);
-        const seen = this.summary.lastError ? `cannot read the queue: ${this.summary.lastError.message}` : describeIdle(this.deps.store.state, now(), this.lockedByOthers);
-        logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
+        const seen = this.summary.lastError ? `cannot read the queue: ${this.summary.lastError.message}` : describeIdle(this.deps.store.state, now(), this.lockedByOthers, this.hold?.reason);
+        // An idle check counts toward --max-idle only when nothing could become ready without new tasks:
+        // not while a task runs somewhere, a retry is due, or the API's weather holds the queue back.
+        // --drain decides by itself when to stop, unless the queue cannot be read at all: then the idle
+        // limit ends it, with that error.
+        const counts = this.summary.lastError !== undefined || (!this.config.drain && !this.somethingToWaitFor());
+        if (counts) {
+          idleChecks += 1;
+          const limit = this.config.maxIdle === 0 ? '∞' : String(this.config.maxIdle);
+          logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
+        } else {
+          idleChecks = 0;
+          logger.info(`waiting: ${seen}`);
+        }
         await this.sweepLeftoverLocks();
-        // --drain decides by itself when to stop (it waits out backoffs and other workers' running tasks),
-        // unless the queue cannot be read at all: then the idle limit ends it, with that error.
-        const countsTowardLimit = !this.config.drain || this.summary.lastError !== undefined;
-        if (countsTowardLimit && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
+        if (counts && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
         nextIdleCheckAt = now() + this.config.pollIntervalMs;
       }
       const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;
-      await this.deps.changes.wait(Math.max(0, Math.min(nextIdleCheckAt, nextRetry) - now()), this.signals.stop);
+      const holdEnds = this.hold?.until ?? Infinity;
+      await this.deps.changes.wait(Math.max(0, Math.min(nextIdleCheckAt, nextRetry, holdEnds) - now()), this.signals.stop);
     }
   }
 
@@ -162,9 +193,73 @@ export class Worker {
     return state.running === 0 && state.nextRetryAt() === null && state.readyTasks(this.deps.now(), 1).length === 0;
   }
 
+  /**
+   * Whether a task could become claimable without new tasks being added: one runs somewhere (its
+   * dependents wait for it), a retry is due, or the API's weather holds ready tasks back. A ready task
+   * whose lock another live process keeps is none of these: it counts as idle, as before.
+   */
+  private somethingToWaitFor(): boolean {
+    const state = this.deps.store.state;
+    return state.running > 0 || state.nextRetryAt() !== null || this.hold !== null;
+  }
+
+  /**
+   * Logs the API's weather as this worker's fold sees it, once per change: an outage or a pause when first
+   * seen (whoever met it), and its end. Each process sees what any of them recorded.
+   */
+  private reportWeather(): void {
+    const { store, logger, now } = this.deps;
+    const weather = store.state.weather;
+    const outage = weather.outage();
+    if (outage !== null && this.reportedOutageSince !== outage.since) {
+      this.reportedOutageSince = outage.since;
+      logger.warn(`${describeOutage(outage)}; probing with one task at a time, at growing intervals up to every ${formatDuration(MAX_PROBE_INTERVAL_MS)}`);
+    } else if (outage === null && this.reportedOutageSince !== null) {
+      logger.info(`the API answers again (unreachable for ${formatDuration(Math.max(0, now() - this.reportedOutageSince))})`);
+      this.reportedOutageSince = null;
+    }
+    const pause = weather.pause(now());
+    if (pause !== null && this.reportedPauseSince !== pause.since) {
+      this.reportedPauseSince = pause.since;
+      logger.warn(`${describePause(pause)}: no call starts before then, from any worker`);
+    } else if (pause === null && this.reportedPauseSince !== null) {
+      this.reportedPauseSince = null;
+      logger.info('the API\'s pause is over');
+    }
+  }
+
+  /**
+   * Why this worker may not start a call now, or null. Outside `probing` the checks are the pause, the
+   * probe interval of an outage, and the rate limit; with `probing`, also a probe already in flight.
+   */
+  private holdBack(probing: boolean): Hold | null {
+    const { store, now } = this.deps;
+    const weather = store.state.weather;
+    const pause = weather.pause(now());
+    if (pause !== null) return { reason: describePause(pause), until: pause.until };
+    const outage = weather.outage();
+    if (outage !== null) {
+      const nextProbe = weather.nextProbeAt(outage);
+      if (now() < nextProbe) return { reason: `${describeOutage(outage)}; next probe at ${clock(nextProbe)}`, until: nextProbe };
+      if (probing) {
+        const probe = store.state.runningTasks().find((task) => task.claim !== null && Date.parse(task.claim.at) >= outage.foundAt);
+        if (probe !== undefined) return { reason: `${describeOutage(outage)}; ${probe.def.id} probes it on ${probe.claim!.worker}`, until: null };
+      }
+    }
+    const rate = this.config.rate;
+    if (rate !== undefined) {
+      const slot = weather.nextRateSlot(rate, now());
+      if (slot > now()) return { reason: `${describeRate(rate)} reached, next call at ${clock(slot)}`, until: slot };
+    }
+    return null;
+  }
+
   /** A task whose worker died or froze first (it has waited longest), then ready tasks in the order added. */
   private async claimNext(): Promise<Claim | null> {
     const { store, now } = this.deps;
+    // A takeover calls the API too: it waits out the weather like any claim, but may replace a dead probe.
+    this.hold = this.holdBack(false);
+    if (this.hold !== null) return null;
     if (now() - this.lastTakeoverScan >= TAKEOVER_SCAN_MS) {
       this.lastTakeoverScan = now();
       for (const task of store.state.runningTasks()) {
@@ -176,6 +271,8 @@ export class Worker {
     }
     if (store.state.running > 0 || this.lockedByOthers.length > 0) this.othersSeenAt = now();
     this.lockedByOthers = [];
+    this.hold = this.holdBack(true);
+    if (this.hold !== null) return null;
     for (const task of this.spread(store.state.readyTasks(now(), CANDIDATES_PER_CHECK))) {
       const claim = await this.claim(task, null, null);
       if (claim) return claim;
@@ -270,7 +367,6 @@ export class Worker {
     const { store, locks, logger, now } = this.deps;
     const id = task.def.id;
     const token = randomUUID();
-    const claimedAt = new Date(now()).toISOString();
     const abandon = new AbortController();
     logger.debug(`trying to claim ${id}`);
     const lock = await locks.tryAcquire(id, (error) => {
@@ -294,13 +390,16 @@ export class Worker {
       }
       // Before the claim: a definition that cannot be read (queue.json damaged since) leaves the task unclaimed.
       const definition = store.definitionOf(fresh);
+      // Stamped as late as possible: the time the call may start, which a pause or a rate limit judges.
       const event: ClaimEvent = {
-        type: 'claim', task: id, token, prev, attempt: fresh.attempts + 1, worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, at: claimedAt,
+        type: 'claim', task: id, token, prev, attempt: fresh.attempts + 1, worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, at: new Date(now()).toISOString(),
       };
+      if (this.config.rate !== undefined) event.rate = this.config.rate;
       store.append([event]);
       store.refresh({ definitions: false });
       if (fresh.claim?.token !== token) {
-        logger.debug(`lost the race for ${id}: another claim came first in the log`);
+        const why = fresh.state === 'running' || fresh.state === 'completed' ? 'another claim came first in the log' : 'the API\'s weather holds the queue back';
+        logger.debug(`lost the race for ${id}: ${why}`);
         await lock.release();
         return null;
       }
@@ -313,19 +412,26 @@ export class Worker {
   }
 
   private async execute(claim: Claim): Promise<void> {
-    const { logger, now } = this.deps;
+    const { logger, now, store } = this.deps;
     const { task, event } = claim;
     const id = task.def.id;
     const startedAt = now();
-    if (this.signals.stop.aborted) {
+    const giveBack = this.reasonToGiveBack(claim, startedAt);
+    if (giveBack !== null) {
       await this.record(claim, { outcome: 'released', called: false, startedAt, endedAt: now() });
-      logger.info(`gave back ${id} without calling the API: stopping`);
+      logger.info(`gave back ${id} without calling the API: ${giveBack}`);
       return;
     }
     this.summary.executed += 1;
     const abandonOnSignal = () => claim.abandon.abort();
     this.signals.abort.addEventListener('abort', abandonOnSignal, { once: true });
-    const result = await this.deps.executor.call({ task: claim.definition, attempt: event.attempt, workerId: this.config.workerId, signal: claim.abandon.signal });
+    const result = await this.deps.executor.call({
+      task: claim.definition,
+      attempt: event.attempt,
+      idempotencyKey: idempotencyKey(this.deps.queueId, id, task.generation),
+      workerId: this.config.workerId,
+      signal: claim.abandon.signal,
+    });
     this.signals.abort.removeEventListener('abort', abandonOnSignal);
     const endedAt = now();
     const took = formatDuration(durationMs(startedAt, endedAt));
@@ -342,17 +448,76 @@ export class Worker {
       await this.record(claim, { outcome: 'released', called: true, startedAt, endedAt, error });
       return;
     }
-    if (result.retryable && event.attempt < this.config.maxAttempts) {
-      const retryAt = endedAt + retryDelayMs(event.attempt, this.config.backoffMs, this.deps.random(), result.retryAfterMs);
-      logger.warn(`attempt ${event.attempt}/${this.config.maxAttempts} of ${id} failed after ${took}: ${describeError(error)}; retry after ${new Date(retryAt).toISOString()}`);
-      this.summary.retried += 1;
-      await this.record(claim, { outcome: 'retry', called: true, startedAt, endedAt, error, retryAt });
-      return;
+    // The weather as of now: other workers' outcomes since this call started count too.
+    this.refreshQuietly();
+    const weather = store.state.weather;
+    const decision = decideFailure(result, {
+      attempt: event.attempt,
+      maxAttempts: this.config.maxAttempts,
+      waits: task.waits,
+      askedToWaitSince: task.askedToWaitSince,
+      outage: error.http_status === undefined && weather.wouldBeOutage(id),
+      pausesInARow: weather.pausesAskedInARow,
+      backoffMs: this.config.backoffMs,
+      pauseOn429: this.config.pauseOn429,
+      maxApiWaitMs: this.config.maxApiWaitMs,
+      now: endedAt,
+      random: this.deps.random(),
+    });
+    const what = `${id} after ${took}: ${describeError(error)}`;
+    switch (decision.outcome) {
+      case 'released':
+        this.summary.credentialsRefused = { task: id, error };
+        logger.error(`the API refused this worker's credentials (${what}); ${id} goes back to pending, its attempts unchanged, and this worker stops`);
+        await this.record(claim, { outcome: 'released', called: true, charged: false, startedAt, endedAt, error });
+        return;
+      case 'retry': {
+        const at = new Date(decision.retryAt).toISOString();
+        if (decision.why === 'retry') {
+          logger.warn(`attempt ${event.attempt}/${this.config.maxAttempts} of ${what}; retry after ${at}`);
+        } else if (decision.why === 'unreached' && !weather.wouldBeOutage(id)) {
+          logger.warn(`the call of ${what}; it never reached the API, so it is no attempt: retry after ${at}`);
+        } else {
+          // The outage or the pause is logged once for the whole queue (reportWeather), not per task.
+          logger.debug(`${decision.why === 'pause' ? 'asked to wait' : 'no answer'}: ${what}; not an attempt, retry after ${at}`);
+        }
+        this.summary.retried += 1;
+        await this.record(claim, { outcome: 'retry', called: true, charged: decision.charged, startedAt, endedAt, error, retryAt: decision.retryAt, pauseUntil: decision.pauseUntil });
+        if (decision.pauseUntil !== undefined) this.reportWeather();
+        return;
+      }
+      case 'failed': {
+        const why = {
+          final: 'not retryable',
+          attempts: `after ${event.attempt} attempts`,
+          waited: `the API kept asking to wait for ${formatDuration(endedAt - (task.askedToWaitSince ?? endedAt))} (--max-api-wait ${formatDuration(this.config.maxApiWaitMs)})`,
+        }[decision.why];
+        logger.error(`failed ${id} (${why}) after ${took}: ${describeError(error)}`);
+        this.summary.failed += 1;
+        this.summary.failedTasks.push({ task: id, error });
+        await this.record(claim, { outcome: 'failed', called: true, startedAt, endedAt, error });
+        return;
+      }
     }
-    const why = result.retryable ? `after ${event.attempt} attempts` : 'not retryable';
-    logger.error(`failed ${id} (${why}) after ${took}: ${describeError(error)}`);
-    this.summary.failed += 1;
-    await this.record(claim, { outcome: 'failed', called: true, startedAt, endedAt, error });
+  }
+
+  /** Why a claimed task must be given back before its call, or null: the worker is stopping, or the weather changed. */
+  private reasonToGiveBack(claim: Claim, now: number): string | null {
+    if (this.signals.stop.aborted) return 'stopping';
+    const pause = this.deps.store.state.weather.pause(now);
+    if (pause !== null) return describePause(pause);
+    const late = now - Date.parse(claim.event.at);
+    if (this.config.rate !== undefined && late > RATE_SEND_WITHIN_MS) return `its call could not start within ${RATE_SEND_WITHIN_MS}ms of its slot of the rate limit (${late}ms)`;
+    return null;
+  }
+
+  /** Reads what was appended to the log, if it can be read; the weather may then be a little behind. */
+  private refreshQuietly(): void {
+    try {
+      this.deps.store.refresh({ definitions: false });
+    } catch (error) {
+      this.deps.logger.debug(`could not read the log: ${asWorkerError(error).message}`);
+    }
   }
 
   /**
@@ -361,7 +526,18 @@ export class Worker {
    */
   private async record(
     claim: Claim,
-    outcome: { outcome: Outcome; called: boolean; startedAt: number; endedAt: number; httpStatus?: number; error?: OutcomeEvent['error']; retryAt?: number; result?: unknown },
+    outcome: {
+      outcome: Outcome;
+      called: boolean;
+      charged?: boolean;
+      startedAt: number;
+      endedAt: number;
+      httpStatus?: number;
+      error?: OutcomeEvent['error'];
+      retryAt?: number;
+      pauseUntil?: number | undefined;
+      result?: unknown;
+    },
   ): Promise<void> {
     const { store, logger } = this.deps;
     const id = claim.task.def.id;
@@ -381,7 +557,9 @@ export class Worker {
     const status = outcome.httpStatus ?? outcome.error?.http_status;
     if (status !== undefined) event.http_status = status;
     if (outcome.error) event.error = outcome.error;
+    if (outcome.charged === false) event.charged = false;
     if (outcome.retryAt !== undefined) event.retry_at = new Date(outcome.retryAt).toISOString();
+    if (outcome.pauseUntil !== undefined) event.pause_until = new Date(outcome.pauseUntil).toISOString();
     if (outcome.result !== undefined) event.result = outcome.result;
     if (this.claimWasLost(claim, outcome.outcome)) {
       this.releaseInBackground(claim);

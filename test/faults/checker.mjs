@@ -6,13 +6,14 @@ import { join } from 'node:path';
 /**
  * - every task ends completed;
  * - a task is called again only if a worker died during an earlier call of it, or the API failed that call
- *   (retryable), always with the same idempotency key;
+ *   (retryable), always with the same idempotency key: the queue's id, the task's id, generation 1;
  * - no call of a task starts before all its dependencies were answered;
  * - in the log, every counted claim comes when all its task's dependencies are completed, and every task
  *   has exactly one counted final outcome.
  */
 export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
   const problems = [];
+  const queueId = (await readFile(join(dir, 'queue', 'queue-id'), 'utf8')).trim();
   const callsByTask = new Map();
   for (const call of calls) callsByTask.set(call.task_id, [...(callsByTask.get(call.task_id) ?? []), call]);
   // A killed worker died during its last call (or before recording it): only that call may be repeated.
@@ -27,7 +28,7 @@ export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
     const taskCalls = callsByTask.get(task.id) ?? [];
     if (taskCalls.length === 0) problems.push(`${task.id} was never called`);
     taskCalls.forEach((call, i) => {
-      if (call.idempotencyKey !== task.id) problems.push(`${task.id} call ${i + 1} had idempotency key ${call.idempotencyKey}`);
+      if (call.idempotencyKey !== `${queueId}:${task.id}:1`) problems.push(`${task.id} call ${i + 1} had idempotency key ${call.idempotencyKey}`);
       if (i === 0) return;
       const earlier = taskCalls.slice(0, i);
       if (earlier.some((previous) => previous.failedOnPurpose)) retriedRepeats += 1;

@@ -136,8 +136,11 @@ describe('a flaky API', () => {
       const states = await statusById(dir);
       for (const task of tasks) {
         const calls = api.callsFor(task.id);
-        expect(states.get(task.id)).toMatchObject({ state: 'completed', attempts: calls.length });
-        expect(calls.map((call) => call.attempt)).toEqual(calls.map((_, i) => i + 1));
+        // Calls made while three tasks in a row got no answer (an outage) repeat their attempt number: they do not count.
+        const attempts = calls.map((call) => call.attempt);
+        expect(states.get(task.id)).toMatchObject({ state: 'completed', attempts: attempts.at(-1) });
+        expect(attempts[0]).toBe(1);
+        attempts.slice(1).forEach((attempt, i) => expect(attempt - attempts[i]!).toBeOneOf([0, 1]));
       }
       const kinds = new Set([...states.values()].map((task) => task.last_error?.kind).filter(Boolean));
       expect(kinds.size).toBe(0);

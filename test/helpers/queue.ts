@@ -20,6 +20,11 @@ export async function statusById(dir: string): Promise<Map<string, Record<string
   return new Map((JSON.parse(result.stdout) as Array<Record<string, any>>).map((task) => [task.id as string, task]));
 }
 
+/** The queue's identity (queue/queue-id): the first part of every idempotency key. */
+export async function queueIdOf(dir: string): Promise<string> {
+  return (await readFile(join(dir, 'queue', 'queue-id'), 'utf8')).trim();
+}
+
 export async function logEvents(dir: string): Promise<Array<Record<string, any>>> {
   const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
   return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);

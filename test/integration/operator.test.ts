@@ -116,7 +116,7 @@ describe('why is it not running?', () => {
       expect(table.stdout).toMatch(/fetch-3\s+running \(stuck\)/);
 
       const drained = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);
-      expect(drained.code, drained.stderr).toBe(0);
+      expect(drained.code, drained.stderr).toBe(6);
       states = await statusById(dir);
       expect(states.get('bad')!.reason).toBe('failed after 1 attempt: http 400: no such chapter');
       expect(states.get('after-bad')!.reason).toBe('blocked: dependency bad failed (http 400)');
@@ -134,7 +134,7 @@ describe('why is it not running?', () => {
         res.end('nope');
       });
       const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--max-idle', '2']);
-      expect(result.code).toBe(0);
+      expect(result.code).toBe(6);
       expect(result.stderr).toMatch(/idle 1\/2: 0 pending, 1 blocked \(dependency bad failed\), 0 completed, 1 failed/);
     });
   });
@@ -291,7 +291,7 @@ describe('repair: retry, cancel, unlock, clean', () => {
           res.end();
         } else answerOk(call, res);
       });
-      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(6);
       const strand = await runCli(['--dir', dir, 'clean', 'c']);
       expect(strand.code).toBe(3);
       expect(strand.stderr).toMatch(/task "c" is needed by "waits", which would be left depending on a task that no longer exists/);
