@@ -54,6 +54,7 @@ export function renderStatus(report: StatusReport, now: number, colors: Palette 
     );
   }
   parts.push(summaryLine(report, colors));
+  if (report.weather !== null) parts.push(`queue held back: ${report.weather}`);
   parts.push(...report.warnings.map((warning) => `warning: ${warning}`));
   return `${parts.join('\n')}\n`;
 }

@@ -118,7 +118,15 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     `stopping: ${why[summary.reason]}; executed ${summary.executed}: ${summary.completed} completed, ${summary.retried} to retry, ${summary.failed} failed` +
       `${summary.lostClaims > 0 ? `, ${summary.lostClaims} lost claims` : ''} in ${formatDuration(summary.durationMs)}`,
   );
-  const left = `${summary.reason === 'credentials-refused' ? 'stopped' : summary.reason}: ${whatIsLeft(store.state)}`;
+  const ended: Record<RunSummary['reason'], string> = {
+    'max-iterations': 'max-iterations reached',
+    idle: 'idle limit reached',
+    drained: 'drained',
+    stopped: 'stopped',
+    aborted: 'aborted',
+    'credentials-refused': 'stopped',
+  };
+  const left = `${ended[summary.reason]}: ${whatIsLeft(store.state)}`;
   if (summary.reason === 'aborted') {
     logger.info(left);
     throw new WorkerError('INTERRUPTED', `aborted by a second signal${summary.abandoned ? `: task "${summary.abandoned}" was put back to pending` : ''}`);

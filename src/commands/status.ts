@@ -1,6 +1,6 @@
 import { TASK_STATES, type AttemptError, type TaskState } from '../types.js';
 import { QueueStore } from '../queue/store.js';
-import { reasonFor, stuckReason, type ReasonContext } from '../core/reasons.js';
+import { reasonFor, stuckReason, weatherOf, type ReasonContext } from '../core/reasons.js';
 import type { TaskRecord } from '../core/queueState.js';
 import type { TaskDefinition } from '../queue/schema.js';
 import { TaskLocks } from '../lock/taskLock.js';
@@ -32,6 +32,8 @@ export interface TaskStatus {
 export interface StatusReport {
   tasks: TaskStatus[];
   counts: Record<TaskState, number>;
+  /** What holds the whole queue back (an outage, a pause the API asked for, the rate limit), or null. */
+  weather: string | null;
   /** Problems a person should know of that do not stop the queue. */
   warnings: string[];
 }
@@ -74,7 +76,7 @@ export function statusOf(context: ReasonContext<TaskDefinition>, filter: TaskSta
     counts[taskState] += 1;
     if (filter === undefined || taskState === filter) tasks.push(taskStatus(task, context));
   }
-  return { tasks, counts, warnings: [] };
+  return { tasks, counts, weather: weatherOf(state, context.now), warnings: [] };
 }
 
 /** One task as status and show give it. */

@@ -43,7 +43,7 @@ export interface Outage {
   /** Calls that failed in a row, and of how many different tasks (counted up to OUTAGE_AFTER_TASKS). */
   failures: number;
   tasks: number;
-  /** Calls started after the outage was found (probes) that failed too: each doubles the wait for the next. */
+  /** Rounds of probes (calls started after the last failure ended) that failed too: each doubles the wait for the next. */
   failedProbes: number;
   lastFailureAt: number;
   lastError: AttemptError;
@@ -105,13 +105,14 @@ export class ApiWeather {
     if (!outcome.called || error === undefined || !NO_ANSWER_KINDS.has(error.kind)) return;
     const startedAt = Date.parse(outcome.started_at);
     const streak = (this.streak ??= { since: startedAt, foundAt: 0, failures: 0, taskIds: new Set(), failedProbes: 0, lastFailureAt: endedAt, lastError: error, found: false });
-    streak.failures += 1;
-    streak.lastFailureAt = endedAt;
-    streak.lastError = error;
-    if (streak.found) {
-      if (startedAt >= streak.foundAt) streak.failedProbes += 1;
-      return;
+    if (streak.found && startedAt >= streak.lastFailureAt) {
+      // A probe: it started after the last failure ended. Probes that raced it in the same round do not count again.
+      streak.failedProbes += 1;
     }
+    streak.failures += 1;
+    streak.lastFailureAt = Math.max(streak.lastFailureAt, endedAt);
+    streak.lastError = error;
+    if (streak.found) return;
     streak.taskIds.add(outcome.task);
     if (streak.taskIds.size >= OUTAGE_AFTER_TASKS) {
       streak.found = true;

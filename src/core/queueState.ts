@@ -17,8 +17,8 @@ export interface TaskRecord<Def extends TaskHead = TaskHead> {
   attempts: number;
   /** Calls in a row that did not count as attempts (the API unreachable, or asking to wait): they grow the backoff. */
   waits: number;
-  /** When the API first asked, of the calls in a row that it asked to wait (429): bounds how long a task may wait. */
-  askedToWaitSince: number | null;
+  /** When the first of its calls in a row that reached the API without counting started: bounds the wait (--max-api-wait). */
+  waitingSince: number | null;
   /** Advanced by each `retry` by hand: part of the idempotency key, so the API does the corrected task's work anew. */
   generation: number;
   /** The claim in force while `running`. */
@@ -117,7 +117,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         state: 'pending',
         attempts: 0,
         waits: 0,
-        askedToWaitSince: null,
+        waitingSince: null,
         generation: 1,
         claim: null,
         retryAt: null,
@@ -157,7 +157,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         task.state = 'pending';
         task.attempts = 0;
         task.waits = 0;
-        task.askedToWaitSince = null;
+        task.waitingSince = null;
         task.generation += 1;
         task.retryAt = null;
         task.updatedAt = event.at;
@@ -203,7 +203,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
       task.attempts -= 1;
       if (outcome.called) task.waits += 1;
     } else task.waits = 0;
-    if (outcome.called) task.askedToWaitSince = outcome.pause_until === undefined ? null : (task.askedToWaitSince ?? Date.parse(outcome.started_at));
+    if (outcome.called) task.waitingSince = outcome.waiting_since === undefined ? null : Date.parse(outcome.waiting_since);
     switch (outcome.outcome) {
       case 'completed':
         task.state = 'completed';

@@ -38,8 +38,11 @@ export type FailureDecision =
    * the queue to wait until `pauseUntil`), `unreached` (the request never reached the API), `outage` (part of
    * an outage of the whole queue). `retry`: the task's own retryable failure.
    */
-  | { outcome: 'retry'; charged: boolean; retryAt: number; pauseUntil?: number; why: 'pause' | 'unreached' | 'outage' | 'retry' }
-  /** `final`: the API refused the task; `attempts`: its attempts are used up; `waited`: asked to wait for longer than --max-api-wait. */
+  | { outcome: 'retry'; charged: boolean; retryAt: number; pauseUntil?: number; waitingSince?: number | undefined; why: 'pause' | 'unreached' | 'outage' | 'retry' }
+  /**
+   * `final`: the API refused the task; `attempts`: its attempts are used up; `waited`: its calls reached the
+   * API but were asked to wait, or got no answer in an outage, for longer than --max-api-wait.
+   */
   | { outcome: 'failed'; why: 'final' | 'attempts' | 'waited' };
 
 export interface FailureContext {
@@ -48,7 +51,10 @@ export interface FailureContext {
   maxAttempts: number;
   /** Calls of the task in a row that did not count as attempts. */
   waits: number;
-  askedToWaitSince: number | null;
+  /** When the first of the task's calls in a row that reached the API without counting as attempts started. */
+  waitingSince: number | null;
+  /** When this call started. */
+  startedAt: number;
   /** The queue is in an outage, counting this failure if it got no answer. */
   outage: boolean;
   /** Pauses asked for in a row before this one, queue-wide: the pause's backoff when the API names no time. */
@@ -72,19 +78,26 @@ export function decideFailure(
   const status = error.kind === 'http' ? error.http_status : undefined;
   if (status !== undefined && CREDENTIAL_STATUSES.has(status)) return { outcome: 'released', charged: false, why: 'credentials' };
   const asksQueueToWait = (status === 429 && context.pauseOn429) || (status === 503 && result.retryAfterMs !== undefined);
+  // A call that reached the API and did not count: bounded by --max-api-wait, so that a task whose own
+  // calls the API keeps refusing to answer cannot wait for ever.
+  const waitingSince = context.waitingSince ?? context.startedAt;
+  const waitedTooLong = context.maxApiWaitMs > 0 && context.now - waitingSince >= context.maxApiWaitMs;
   if (asksQueueToWait) {
-    const waitedMs = context.askedToWaitSince === null ? 0 : context.now - context.askedToWaitSince;
-    if (context.maxApiWaitMs > 0 && waitedMs >= context.maxApiWaitMs) return { outcome: 'failed', why: 'waited' };
+    if (waitedTooLong) return { outcome: 'failed', why: 'waited' };
     const pauseUntil = context.now + (result.retryAfterMs ?? backoffMs(context.pausesInARow + 1, context.backoffMs, context.random));
-    return { outcome: 'retry', charged: false, retryAt: pauseUntil, pauseUntil, why: 'pause' };
+    return { outcome: 'retry', charged: false, retryAt: pauseUntil, pauseUntil, waitingSince, why: 'pause' };
   }
   if (!result.retryable) return { outcome: 'failed', why: 'final' };
-  // During an outage the probing, not each task's backoff, decides when calls are made again.
+  // During an outage the probing, not each task's backoff, decides when calls are made again. A call that
+  // never reached the API is no attempt, and no part of a wait at the API either: the task was never seen.
   if (!result.reachedApi) {
     const retryAt = context.outage ? context.now : context.now + backoffMs(context.attempt + context.waits, context.backoffMs, context.random);
-    return { outcome: 'retry', charged: false, retryAt, why: 'unreached' };
+    return { outcome: 'retry', charged: false, retryAt, waitingSince: context.waitingSince ?? undefined, why: 'unreached' };
   }
-  if (context.outage) return { outcome: 'retry', charged: false, retryAt: context.now, why: 'outage' };
+  if (context.outage) {
+    if (waitedTooLong) return { outcome: 'failed', why: 'waited' };
+    return { outcome: 'retry', charged: false, retryAt: context.now, waitingSince, why: 'outage' };
+  }
   if (context.attempt < context.maxAttempts) {
     return { outcome: 'retry', charged: true, retryAt: context.now + retryDelayMs(context.attempt + context.waits, context.backoffMs, context.random, result.retryAfterMs), why: 'retry' };
   }

@@ -98,6 +98,8 @@ export const outcomeEventSchema = z.looseObject({
   charged: z.optional(z.boolean()),
   /** The API asked the whole queue to wait until then (429, or 503 with Retry-After): no claim counts before. */
   pause_until: z.optional(isoTime),
+  /** When the first of the task's calls in a row that reached the API without counting as attempts started (--max-api-wait). */
+  waiting_since: z.optional(isoTime),
   started_at: isoTime,
   ended_at: isoTime,
   duration_ms: z.number().check(z.nonnegative()),

@@ -4,8 +4,9 @@ import type { AddressInfo } from 'node:net';
 /**
  * A small API that speaks the task contract, for trying worker out and for tests: it echoes each task
  * after a configurable latency, fails a configurable share of calls, and fails for good any task whose
- * instruction starts with "fail:". It remembers idempotency keys, so a repeated call of a completed task
- * gets the same answer again (marked as a replay) instead of doing the work twice.
+ * instruction starts with "fail:". It honours idempotency keys as paid APIs do: a final answer (a result,
+ * or the task's refusal) is stored under its key and replayed for the same key, marked as a replay,
+ * instead of doing the work again; transient failures (5xx, 429) are not stored.
  */
 export interface ReferenceApiOptions {
   host: string;
@@ -35,7 +36,7 @@ export function parseLatency(text: string, parseDuration: (text: string) => numb
 }
 
 export async function startReferenceApi(options: ReferenceApiOptions): Promise<ReferenceApi> {
-  const answered = new Map<string, string>();
+  const answered = new Map<string, { status: number; body: string }>();
   let calls = 0;
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -73,15 +74,16 @@ export async function startReferenceApi(options: ReferenceApiOptions): Promise<R
     const key = typeof req.headers['idempotency-key'] === 'string' ? req.headers['idempotency-key'] : undefined;
     const replay = key === undefined ? undefined : answered.get(key);
     if (replay !== undefined) {
-      res.writeHead(200, { 'content-type': 'application/json', 'idempotent-replayed': 'true' });
-      res.end(replay);
-      options.log(`${new Date().toISOString()} POST ${req.url} task=${task.task_id} attempt=${String(task.attempt)} → 200 (replayed: this idempotency key was answered before)`);
+      res.writeHead(replay.status, { 'content-type': 'application/json', 'idempotent-replayed': 'true' });
+      res.end(replay.body);
+      options.log(`${new Date().toISOString()} POST ${req.url} task=${task.task_id} attempt=${String(task.attempt)} → ${replay.status} (replayed: this idempotency key was answered before)`);
       return;
     }
     const { min, max } = options.latencyMs;
     await new Promise((resolve) => setTimeout(resolve, min + options.random() * (max - min)));
     if (task.instruction.startsWith('fail:')) {
-      send(422, { status: 'failed', error: `refused: ${task.instruction.slice(5).trim() || 'this task always fails'}` });
+      const refusal = send(422, { status: 'failed', error: `refused: ${task.instruction.slice(5).trim() || 'this task always fails'}` });
+      if (key !== undefined) answered.set(key, { status: 422, body: refusal });
       return;
     }
     if (options.random() < options.failRate) {
@@ -89,7 +91,7 @@ export async function startReferenceApi(options: ReferenceApiOptions): Promise<R
       return;
     }
     const body = send(200, { status: 'completed', task_id: task.task_id, output: `done: ${task.instruction}` });
-    if (key !== undefined) answered.set(key, body);
+    if (key !== undefined) answered.set(key, { status: 200, body });
   }
 
   await new Promise<void>((resolve, reject) => {

@@ -24,6 +24,8 @@ import { GONE_WORKER_FILES_KEPT_MS, type Heartbeat } from './heartbeat.js';
 const CANDIDATES_PER_CHECK = 16;
 /** Other workers count as active this long after one was last seen: until then, claims are spread. */
 const OTHERS_ACTIVE_MS = 2000;
+/** Workers spread their probes of an unreachable API over this long after the probe is due. */
+const MAX_PROBE_STAGGER_MS = 500;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
 
@@ -108,6 +110,7 @@ export class Worker {
   /** The outage and the pause this worker has logged: each is logged once, when first seen, and its end once. */
   private reportedOutageSince: number | null = null;
   private reportedPauseSince: number | null = null;
+  private readonly probeDelayMs: number;
   private lastTakeoverScan = -Infinity;
   /** When this worker last saw another one at work (a running task, a lock it held). */
   private othersSeenAt = -Infinity;
@@ -115,7 +118,9 @@ export class Worker {
   private readonly releasing = new Set<Promise<void>>();
   private lockedByOthers: TaskRecord[] = [];
 
-  constructor(private readonly config: RunConfig, private readonly deps: WorkerDeps, private readonly signals: StopSignals) {}
+  constructor(private readonly config: RunConfig, private readonly deps: WorkerDeps, private readonly signals: StopSignals) {
+    this.probeDelayMs = Math.floor(deps.random() * MAX_PROBE_STAGGER_MS);
+  }
 
   async run(): Promise<RunSummary> {
     const { logger, now } = this.deps;
@@ -168,7 +173,7 @@ export class Worker {
           logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
         } else {
           idleChecks = 0;
-          logger.info(`waiting: ${seen}`);
+          logger.info(`idle: ${seen}`);
         }
         await this.sweepLeftoverLocks();
         if (counts && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
@@ -239,11 +244,14 @@ export class Worker {
     if (pause !== null) return { reason: describePause(pause), until: pause.until };
     const outage = weather.outage();
     if (outage !== null) {
-      const nextProbe = weather.nextProbeAt(outage);
-      if (now() < nextProbe) return { reason: `${describeOutage(outage)}; next probe at ${clock(nextProbe)}`, until: nextProbe };
+      // Each worker waits a little more of its own, so that the first to probe is seen by the others in time.
+      const nextProbe = weather.nextProbeAt(outage) + this.probeDelayMs;
+      // Shorter than the line that announced the outage: an idle worker says this at every check.
+      const down = `the API is down since ${clock(outage.since)}`;
+      if (now() < nextProbe) return { reason: `${down}, next probe at ${clock(nextProbe)}`, until: nextProbe };
       if (probing) {
         const probe = store.state.runningTasks().find((task) => task.claim !== null && Date.parse(task.claim.at) >= outage.foundAt);
-        if (probe !== undefined) return { reason: `${describeOutage(outage)}; ${probe.def.id} probes it on ${probe.claim!.worker}`, until: null };
+        if (probe !== undefined) return { reason: `${down}, ${probe.def.id} probes it on ${probe.claim!.worker}`, until: null };
       }
     }
     const rate = this.config.rate;
@@ -455,7 +463,8 @@ export class Worker {
       attempt: event.attempt,
       maxAttempts: this.config.maxAttempts,
       waits: task.waits,
-      askedToWaitSince: task.askedToWaitSince,
+      waitingSince: task.waitingSince,
+      startedAt,
       outage: error.http_status === undefined && weather.wouldBeOutage(id),
       pausesInARow: weather.pausesAskedInARow,
       backoffMs: this.config.backoffMs,
@@ -482,7 +491,9 @@ export class Worker {
           logger.debug(`${decision.why === 'pause' ? 'asked to wait' : 'no answer'}: ${what}; not an attempt, retry after ${at}`);
         }
         this.summary.retried += 1;
-        await this.record(claim, { outcome: 'retry', called: true, charged: decision.charged, startedAt, endedAt, error, retryAt: decision.retryAt, pauseUntil: decision.pauseUntil });
+        await this.record(claim, {
+          outcome: 'retry', called: true, charged: decision.charged, startedAt, endedAt, error, retryAt: decision.retryAt, pauseUntil: decision.pauseUntil, waitingSince: decision.waitingSince,
+        });
         if (decision.pauseUntil !== undefined) this.reportWeather();
         return;
       }
@@ -490,7 +501,7 @@ export class Worker {
         const why = {
           final: 'not retryable',
           attempts: `after ${event.attempt} attempts`,
-          waited: `the API kept asking to wait for ${formatDuration(endedAt - (task.askedToWaitSince ?? endedAt))} (--max-api-wait ${formatDuration(this.config.maxApiWaitMs)})`,
+          waited: `the API kept it waiting for ${formatDuration(endedAt - (task.waitingSince ?? startedAt))} (--max-api-wait ${formatDuration(this.config.maxApiWaitMs)})`,
         }[decision.why];
         logger.error(`failed ${id} (${why}) after ${took}: ${describeError(error)}`);
         this.summary.failed += 1;
@@ -536,6 +547,7 @@ export class Worker {
       error?: OutcomeEvent['error'];
       retryAt?: number;
       pauseUntil?: number | undefined;
+      waitingSince?: number | undefined;
       result?: unknown;
     },
   ): Promise<void> {
@@ -560,6 +572,7 @@ export class Worker {
     if (outcome.charged === false) event.charged = false;
     if (outcome.retryAt !== undefined) event.retry_at = new Date(outcome.retryAt).toISOString();
     if (outcome.pauseUntil !== undefined) event.pause_until = new Date(outcome.pauseUntil).toISOString();
+    if (outcome.waitingSince !== undefined) event.waiting_since = new Date(outcome.waitingSince).toISOString();
     if (outcome.result !== undefined) event.result = outcome.result;
     if (this.claimWasLost(claim, outcome.outcome)) {
       this.releaseInBackground(claim);

@@ -29,7 +29,7 @@ export function answerOkWithin(maxMs: number): Behaviour {
 }
 
 /** A real HTTP API on 127.0.0.1 that records every call it receives: the test's ground truth. */
-export async function startApi(behaviour: Behaviour = answerOk) {
+export async function startApi(behaviour: Behaviour = answerOk, port = 0) {
   const calls: ApiCall[] = [];
   let current = behaviour;
   const server = createServer((req, res) => {
@@ -51,11 +51,11 @@ export async function startApi(behaviour: Behaviour = answerOk) {
       void current(call, res);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const bound = (server.address() as AddressInfo).port;
   return {
-    url: `http://127.0.0.1:${port}/task`,
-    port,
+    url: `http://127.0.0.1:${bound}/task`,
+    port: bound,
     calls,
     setBehaviour: (next: Behaviour) => (current = next),
     callsFor: (taskId: string) => calls.filter((call) => call.task_id === taskId),
