@@ -89,7 +89,8 @@ export function weatherOf(state: QueueState, now: number): string | null {
   const outage = weather.outage();
   if (outage !== null) return `${describeOutage(outage)}; next probe at ${clock(Math.max(now, weather.nextProbeAt(outage)))}`;
   const rate = weather.lastRateSeen;
-  if (rate !== null) {
+  // A full window matters only to a task that could start now.
+  if (rate !== null && state.readyTasks(now, 1).length > 0) {
     const slot = weather.nextRateSlot(rate, now);
     if (slot > now) return `${describeRate(rate)} reached (${weather.startsWithin(rateWindowMs(rate), now)} calls started within ${formatDuration(rate.per_ms)}), next call at ${clock(slot)}`;
   }

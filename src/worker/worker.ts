@@ -187,6 +187,8 @@ export class Worker {
 
   private async finish(reason: ExitReason, started: number): Promise<RunSummary> {
     await Promise.all(this.releasing);
+    // What is left, as the run's last line says it, includes this worker's own last outcome.
+    this.refreshQuietly();
     if (reason === 'drained' || reason === 'idle') await this.sweepLeftoverLocks();
     this.summary.reason = reason;
     this.summary.durationMs = durationMs(started, this.deps.now());
