@@ -5,6 +5,7 @@ import { repeatUntil } from '../core/sleep.js';
 import { visible } from '../render.js';
 import type { QueueEvent } from '../queue/schema.js';
 import type { QueueStore } from '../queue/store.js';
+import { idempotencyKey, readQueueId } from '../queue/queueIdentity.js';
 import { inspectQueue, taskStatus, type InspectOptions, type TaskStatus } from './status.js';
 
 /** One attempt as the log tells it: a claim that counted, and its outcome if one was recorded. */
@@ -23,6 +24,8 @@ export interface AttemptRecord {
 
 export interface TaskDetail {
   task: TaskStatus;
+  /** The key its next call sends (null while the queue has no id: no task was ever added through this version). */
+  idempotency_key: string | null;
   dependencies: Array<{ id: string; state: string; reason: string }>;
   dependents: Array<{ id: string; state: string }>;
   attempts: AttemptRecord[];
@@ -36,6 +39,7 @@ export async function showTask(options: InspectOptions, id: string): Promise<Tas
   try {
     const task = findTask(context.state, id);
     const status = taskStatus(task, context);
+    const queueId = readQueueId(store.paths.identityFile);
     const attempts: AttemptRecord[] = [];
     const history: string[] = [];
     store.replay((event, result) => {
@@ -59,6 +63,7 @@ export async function showTask(options: InspectOptions, id: string): Promise<Tas
     const state = context.state;
     const detail: TaskDetail = {
       task: status,
+      idempotency_key: queueId === undefined ? null : idempotencyKey(queueId, id, task.generation),
       dependencies: task.def.deps.map((depId) => {
         const dep = findTask(state, depId);
         return { id: depId, state: state.stateOf(dep, context.blocked), reason: reasonFor(dep, context) };
@@ -105,6 +110,7 @@ export function renderDetail(detail: TaskDetail, now: number): string {
     `state      ${task.state}${task.worker ? ` (${task.worker})` : ''}`,
     `reason     ${task.reason}`,
     `attempts   ${task.attempts}`,
+    `key        ${detail.idempotency_key ?? '(none yet: the queue gets its id when a task is added)'}`,
     `budget     min ${task.min_budget}, max ${task.max_budget}, intensity ${task.intensity}`,
     `added      ${task.added_at} (${formatSpan(now - Date.parse(task.added_at))} ago)`,
     `instruction`,

@@ -84,7 +84,6 @@ export class ApiWeather {
   }
 
   observe(outcome: OutcomeEvent): void {
-    const endedAt = Date.parse(outcome.ended_at);
     if (outcome.http_status !== undefined) {
       // The API answered: whatever it said, it is reachable.
       this.streak = null;
@@ -92,6 +91,7 @@ export class ApiWeather {
         this.pausesInARow = 0;
         return;
       }
+      const endedAt = Date.parse(outcome.ended_at);
       const until = Date.parse(outcome.pause_until);
       this.pausesInARow += 1;
       if (this.pauseState === null || this.pauseState.until <= endedAt) {
@@ -104,6 +104,7 @@ export class ApiWeather {
     const error = outcome.error;
     if (!outcome.called || error === undefined || !NO_ANSWER_KINDS.has(error.kind)) return;
     const startedAt = Date.parse(outcome.started_at);
+    const endedAt = Date.parse(outcome.ended_at);
     const streak = (this.streak ??= { since: startedAt, foundAt: 0, failures: 0, taskIds: new Set(), failedProbes: 0, lastFailureAt: endedAt, lastError: error, found: false });
     if (streak.found && startedAt >= streak.lastFailureAt) {
       // A probe: it started after the last failure ended. Probes that raced it in the same round do not count again.

@@ -321,6 +321,8 @@ describe('idempotency keys belong to one queue and one try of a task', () => {
       const queueId = await queueIdOf(dir);
       expect(api.callsFor('flaky').map((call) => call.idempotencyKey)).toEqual([1, 1, 1].map((generation) => `${queueId}:flaky:${generation}`));
       expect(api.callsFor('final').map((call) => call.idempotencyKey)).toEqual([1, 2, 3].map((generation) => `${queueId}:final:${generation}`));
+      const shown = JSON.parse((await runCli(['--dir', dir, 'show', 'final', '--json'])).stdout);
+      expect(shown.idempotency_key).toBe(`${queueId}:final:3`);
       const logs = await runCli(['--dir', dir, 'logs', 'final']);
       expect(logs.stdout).toMatch(/retried by hand: pending again with fresh attempts and a new idempotency key/);
     });
