@@ -19,7 +19,8 @@ import { inspectQueue, readStatus, type InspectOptions } from './commands/status
 import { followLog, logLines, renderDetail, renderGraph, showTask, type GraphFormat } from './commands/inspect.js';
 import { cancelTask, cleanTasks, retryTasks, unlockTask } from './commands/repair.js';
 import { idList, renderStatus, renderWorkers } from './render.js';
-import { QueueStore } from './queue/store.js';
+import { QueueStore, requireQueue } from './queue/store.js';
+import { queuePaths } from './queue/paths.js';
 import { readWorkers } from './worker/heartbeat.js';
 import { TASK_STATES, type TaskState } from './types.js';
 
@@ -47,6 +48,7 @@ function untilStopped(): AbortSignal {
   const stop = () => controller.abort();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  process.once('SIGHUP', stop);
   return controller.signal;
 }
 
@@ -156,8 +158,13 @@ function buildProgram(bin: string): Command {
         } else abort.abort();
       };
       // Kept until the process ends: a second signal that arrives while it exits must not kill it mid-way.
+      // SIGHUP (the terminal closed) is a first signal too: the call in flight is finished and recorded.
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
+      process.on('SIGHUP', onSignal);
+      // A log nobody can read any more (the terminal or the pipe closed: EIO, EPIPE) is no reason to drop a
+      // call in flight: the worker stops as on a first signal, and its log lines go nowhere.
+      process.stderr.on('error', () => stop.abort());
       // Loaded only here: undici is the slowest module to load, and only `run` needs it.
       const { runWorker } = await import('./commands/run.js');
       await runWorker({
@@ -214,8 +221,9 @@ function buildProgram(bin: string): Command {
     .option('--json', 'print JSON')
     .addHelpText('after', examples('worker workers'))
     .action(async (flags: { json?: boolean }, command: Command) => {
-      const store = await QueueStore.create(dirOf(command));
-      const workers = readWorkers(store.paths, HOST, Date.now());
+      const paths = queuePaths(dirOf(command));
+      requireQueue(paths);
+      const workers = readWorkers(paths, HOST, Date.now());
       print(flags.json ? `${JSON.stringify(workers, null, 2)}\n` : renderWorkers(workers, Date.now()));
     });
 

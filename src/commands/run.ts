@@ -11,6 +11,7 @@ import { createLogger } from '../worker/logger.js';
 import { Worker, type RunSummary, type StopSignals } from '../worker/worker.js';
 import { HeartbeatWriter } from '../worker/heartbeat.js';
 import { ProgressLine } from '../worker/progressLine.js';
+import { holdWorkerId } from '../worker/workerIdLock.js';
 import { palette } from '../colors.js';
 import { describeError, describeRate } from '../core/reasons.js';
 import type { QueueState } from '../core/queueState.js';
@@ -39,6 +40,15 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   const { config } = options;
   const store = await QueueStore.openForWorker(options.dir);
   setFlagsFromString('--semi-space-growth-factor=2');
+  let releaseWorkerId: (() => void) | undefined;
+  try {
+    // Before anything is claimed: a folder this worker cannot write to, or an id another live worker holds, is refused.
+    store.checkWritable();
+    releaseWorkerId = await holdWorkerId(store.paths, config.workerId, { pid: process.pid, host: HOST }, config.lockStaleMs);
+  } catch (error) {
+    store.close();
+    throw error;
+  }
   // Once the queue is read, the loop runs the same code for every task: V8 optimises a function after a
   // quarter of the interpretation it waits for by default (66 KB of bytecode run). bench/ab.mjs, 4 workers:
   // CPU per task 1.34 -> 1.17 ms on 10,000 tasks, 0.80 -> 0.73 on 30,000; 2.41 -> 2.58 on 2,000, where
@@ -73,6 +83,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       `${config.rate !== undefined ? `, ${describeRate(config.rate)}` : ''}${config.pauseOn429 ? '' : ', no pause on 429'}` +
       `, max-api-wait ${config.maxApiWaitMs === 0 ? 'none' : formatDuration(config.maxApiWaitMs)}`,
   );
+  const queueId = store.queueId();
   const worker = new Worker(
     config,
     {
@@ -84,7 +95,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       random: Math.random,
       host: HOST,
       pid: process.pid,
-      queueId: store.queueId(),
+      queueId,
       changes: watcher,
       heartbeat: heartbeat.beat,
     },
@@ -105,6 +116,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     locks.close();
     executor.close();
     store.close();
+    releaseWorkerId();
   }
   const why: Record<RunSummary['reason'], string> = {
     'max-iterations': `executed ${config.maxIterations} tasks (max-iterations)`,
@@ -113,6 +125,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     stopped: 'stopped by a signal',
     aborted: 'aborted by a second signal',
     'credentials-refused': 'the API refused this worker\'s credentials',
+    'log-lost': 'the execution log was lost',
   };
   logger.info(
     `stopping: ${why[summary.reason]}; executed ${summary.executed}: ${summary.completed} completed, ${summary.retried} to retry, ${summary.failed} failed` +
@@ -125,13 +138,14 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     stopped: 'stopped',
     aborted: 'aborted',
     'credentials-refused': 'stopped',
+    'log-lost': 'stopped',
   };
   const left = `${ended[summary.reason]}: ${whatIsLeft(store.state)}`;
   if (summary.reason === 'aborted') {
     logger.info(left);
     throw new WorkerError('INTERRUPTED', `aborted by a second signal${summary.abandoned ? `: task "${summary.abandoned}" was put back to pending` : ''}`);
   }
-  if (summary.reason === 'idle' && summary.lastError) throw summary.lastError;
+  if ((summary.reason === 'idle' || summary.reason === 'log-lost') && summary.lastError) throw summary.lastError;
   if (summary.credentialsRefused) {
     const { task, error } = summary.credentialsRefused;
     logger.info(left);

@@ -1,6 +1,6 @@
-import { closeSync, fstatSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { DamagedFileError, ioError } from '../errors.js';
-import { eventSchema, type QueueEvent } from './schema.js';
+import { eventSchema, type LogHeader, type LogRecord, type QueueEvent } from './schema.js';
 import * as z from 'zod/mini';
 
 /**
@@ -22,6 +22,8 @@ const NEWLINE = 0x0a;
 
 export interface LogChunk {
   events: QueueEvent[];
+  /** The log's header, when the chunk began with it (line 1). */
+  header?: LogHeader;
   /** Torn records (writers that died mid-write) skipped in this chunk. */
   torn: number;
 }
@@ -30,7 +32,7 @@ export interface LogChunk {
  * The line of an event. Throws, writing nothing, when the event is not one the log's schema accepts:
  * a line that every reader would refuse must never reach the log.
  */
-export function serializeEvent(event: QueueEvent): string {
+export function serializeEvent(event: LogRecord): string {
   const checked = eventSchema.safeParse(event);
   if (!checked.success) throw new Error(`refusing to append an event the execution log's schema refuses (a bug): ${z.prettifyError(checked.error).replace(/\n/g, ' ')}`);
   // `type` must come first: RECORD_MARK is how a torn line is split. Events are built with it first;
@@ -44,27 +46,33 @@ export function serializeEvent(event: QueueEvent): string {
 /** Parses complete lines (without their newlines). `firstLine` is the 1-based number of lines[0]. */
 export function parseLines(file: string, lines: string[], firstLine: number): LogChunk {
   const events: QueueEvent[] = [];
+  let header: LogHeader | undefined;
   let torn = 0;
+  const take = (record: LogRecord, lineNo: number) => {
+    if (record.type !== 'log') events.push(record);
+    else if (lineNo === 1) header = record;
+    else throw new DamagedFileError(file, `line ${lineNo}`, 'a log header in the middle of the log: two logs were joined');
+  };
   lines.forEach((line, index) => {
     if (line.length === 0) return;
     const lineNo = firstLine + index;
     const whole = tryParseEvent(line);
     if (whole.ok) {
-      events.push(whole.event);
+      take(whole.event, lineNo);
       return;
     }
     for (const piece of splitAtMarks(line)) {
       const parsed = tryParseEvent(piece);
-      if (parsed.ok) events.push(parsed.event);
+      if (parsed.ok) take(parsed.event, lineNo);
       // A torn prefix never parses: valid JSON of the wrong shape is damage, not a crash.
       else if (!parsed.json && isTornRecord(piece)) torn += 1;
       else throw new DamagedFileError(file, `line ${lineNo}`, describeBadLine(line, whole.problem));
     }
   });
-  return { events, torn };
+  return header === undefined ? { events, torn } : { events, torn, header };
 }
 
-type ParseResult = { ok: true; event: QueueEvent } | { ok: false; problem: string; json: boolean };
+type ParseResult = { ok: true; event: LogRecord } | { ok: false; problem: string; json: boolean };
 
 function tryParseEvent(text: string): ParseResult {
   let json: unknown;
@@ -117,6 +125,8 @@ export class ExecutionLogReader {
   private readonly scratch = Buffer.allocUnsafe(64 * 1024);
   /** Torn records seen so far. */
   tornRecords = 0;
+  /** The log's first line, once read, if it is a header (logs of earlier versions have none). */
+  header: LogHeader | undefined;
 
   /** `from`: where to start, a position an earlier reader of the same file reached. */
   constructor(readonly file: string, from: LogPosition = { inode: undefined, offset: 0, line: 1 }) {
@@ -145,7 +155,10 @@ export class ExecutionLogReader {
       size = info.size;
     } catch (error) {
       if (error instanceof DamagedFileError) throw error;
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && this.offset === 0) return [];
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (this.inode === undefined && this.offset === 0) return [];
+        throw new DamagedFileError(this.file, 'whole file', 'it was deleted or moved away while in use; an execution log is never removed');
+      }
       throw ioError('read', this.file, error);
     }
     if (size < this.offset) {
@@ -197,6 +210,7 @@ export class ExecutionLogReader {
     const lastNewline = data.lastIndexOf(NEWLINE);
     const lines = lastNewline === -1 ? [] : data.subarray(0, lastNewline).toString('utf8').split('\n');
     const chunk = parseLines(this.file, lines, this.lineNo);
+    if (chunk.header !== undefined) this.header = chunk.header;
     this.offset += fresh.length;
     this.lineNo += lines.length;
     this.tornRecords += chunk.torn;
@@ -214,20 +228,40 @@ export interface LogPosition {
   line: number;
 }
 
-/** Appends whole events, each batch with one write(2) on a descriptor opened in append mode. */
+/**
+ * Appends whole events, each batch with one write(2) on a descriptor opened in append mode. Never into a
+ * file other than the one its readers read: `expected` is where they are (see ExecutionLogReader.position),
+ * and a log deleted, replaced or shrunk since is refused (one fstat per append).
+ */
 export class ExecutionLogWriter {
   private fd: number | undefined;
 
   constructor(readonly file: string) {}
 
-  append(events: QueueEvent[]): void {
+  append(events: readonly LogRecord[], expected?: LogPosition): void {
     const bytes = Buffer.from(events.map(serializeEvent).join(''), 'utf8');
     try {
-      this.fd ??= openSync(this.file, 'a');
+      // A log its readers have seen is never created again: gone is gone.
+      this.fd ??= openSync(this.file, expected?.inode === undefined ? 'a' : constants.O_WRONLY | constants.O_APPEND);
+      if (expected?.inode !== undefined) {
+        const info = fstatSync(this.fd);
+        const problem = info.nlink === 0
+          ? 'it was deleted or moved away while in use'
+          : info.ino !== expected.inode
+            ? 'it was replaced while in use'
+            : info.size < expected.offset
+              ? `it shrank from ${expected.offset} to ${info.size} bytes while in use`
+              : undefined;
+        if (problem !== undefined) throw new DamagedFileError(this.file, 'whole file', `${problem}; nothing more is written to it, and an execution log is only ever appended to`);
+      }
       let written = 0;
       while (written < bytes.length) written += writeSync(this.fd, bytes, written, bytes.length - written);
     } catch (error) {
       this.close();
+      if (error instanceof DamagedFileError) throw error;
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && expected?.inode !== undefined) {
+        throw new DamagedFileError(this.file, 'whole file', 'it was deleted or moved away while in use; nothing more is written, and an execution log is never removed');
+      }
       throw ioError('append to', this.file, error);
     }
   }

@@ -1,24 +1,86 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { DamagedFileError, ioError } from '../errors.js';
+import { serializeEvent } from './executionLog.js';
+import type { QueuePaths } from './paths.js';
+import type { LogHeader } from './schema.js';
 
 const QUEUE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
- * The queue's identity (queue/queue-id): a random id made once, by whichever process needs it first, and
- * never changed. Part of every idempotency key, so that two queues whose tasks share ids never get each
- * other's answers from an API that honours the key. A copy of the folder is the same queue.
+ * The queue's identity (queue/queue-id): a random id made once, and never changed. Part of every
+ * idempotency key, so that two queues whose tasks share ids never get each other's answers from an API
+ * that honours the key. A copy of the folder is the same queue.
+ *
+ * The execution log is made with it, its first line naming the queue, and before it: so a queue that has
+ * an id always has a log, and a log that is missing or empty then was deleted or emptied (see
+ * checkLogPresent), never just not made yet. Returns the id, making whatever is missing.
  */
-export function readOrCreateQueueId(file: string): string {
-  const existing = readQueueId(file);
+export function ensureQueueIdentity(paths: Pick<QueuePaths, 'identityFile' | 'logFile'>): string {
+  const existing = readQueueId(paths.identityFile);
   if (existing !== undefined) return existing;
-  // Written whole under a name of its own, then linked into place: a reader never sees half an id, and
-  // of two processes creating it at once, the first link wins and both use its id.
+  if (!existsSync(paths.logFile)) {
+    const header: LogHeader = { type: 'log', queue: randomUUID(), at: new Date().toISOString() };
+    createWhole(paths.logFile, serializeEvent(header));
+  }
+  // A log made by this version names its queue: a process that died between the two files left the name there.
+  createWhole(paths.identityFile, `${readLogHeader(paths.logFile)?.queue ?? randomUUID()}\n`);
+  const created = readQueueId(paths.identityFile);
+  if (created === undefined) throw new DamagedFileError(paths.identityFile, 'whole file', 'it vanished right after it was created');
+  return created;
+}
+
+/**
+ * Refuses a queue whose log is gone or empty although the queue has an id (so its log was made): every
+ * task would look pending, and run again.
+ */
+export function checkLogPresent(paths: Pick<QueuePaths, 'identityFile' | 'logFile'>): void {
+  if (readQueueId(paths.identityFile) === undefined) return;
+  let size: number;
+  try {
+    size = statSync(paths.logFile).size;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('read', paths.logFile, error);
+    throw new DamagedFileError(paths.logFile, 'whole file', `it is missing: it was deleted or moved, and without it every task would look pending. ${LOG_RULE}`);
+  }
+  if (size === 0) throw new DamagedFileError(paths.logFile, 'whole file', `it is empty: it was emptied (logrotate's copytruncate does that), and without it every task would look pending. ${LOG_RULE}`);
+}
+
+/** What to say of a log that was touched. */
+export const LOG_RULE = 'The execution log must never be rotated, emptied, edited or deleted: `worker clean` and `worker compact` keep it small';
+
+/** The first line of the log, if it is a header. */
+function readLogHeader(file: string): LogHeader | undefined {
+  let text: string;
+  try {
+    const fd = openSync(file, 'r');
+    try {
+      const buffer = Buffer.alloc(512);
+      text = buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, 0)).toString('utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch (error) {
+    throw ioError('read', file, error);
+  }
+  try {
+    const first = JSON.parse(text.slice(0, text.indexOf('\n'))) as Partial<LogHeader>;
+    return first.type === 'log' && typeof first.queue === 'string' ? (first as LogHeader) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Creates `file` with `content` unless it exists: written whole under a name of its own, then linked into
+ * place, so a reader never sees half of it, and of two processes creating it at once the first wins.
+ */
+function createWhole(file: string, content: string): void {
   const temp = `${file}.${randomUUID()}.tmp`;
   try {
     const fd = openSync(temp, 'wx');
     try {
-      writeSync(fd, `${randomUUID()}\n`);
+      writeSync(fd, content);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -33,9 +95,6 @@ export function readOrCreateQueueId(file: string): string {
       // never made, or already gone
     }
   }
-  const created = readQueueId(file);
-  if (created === undefined) throw new DamagedFileError(file, 'whole file', 'it vanished right after it was created');
-  return created;
 }
 
 function linkWithoutReplacing(from: string, to: string): void {

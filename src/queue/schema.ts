@@ -125,15 +125,30 @@ export const cancelEventSchema = z.looseObject({
   at: isoTime,
 });
 
+/**
+ * The first line of an execution log made by this version: the queue it belongs to (queue/queue-id). A log
+ * that should have one and is gone, empty or another queue's is refused: every task would look pending.
+ */
+export const logHeaderSchema = z.looseObject({
+  type: z.literal('log'),
+  queue: z.string().check(z.minLength(1)),
+  at: isoTime,
+});
+
 export const eventSchema = z.discriminatedUnion('type', [
   claimEventSchema,
   outcomeEventSchema,
   retryEventSchema,
   cancelEventSchema,
+  logHeaderSchema,
 ]);
 
 export type ClaimEvent = z.infer<typeof claimEventSchema>;
 export type OutcomeEvent = z.infer<typeof outcomeEventSchema>;
 export type RetryEvent = z.infer<typeof retryEventSchema>;
 export type CancelEvent = z.infer<typeof cancelEventSchema>;
-export type QueueEvent = z.infer<typeof eventSchema>;
+export type LogHeader = z.infer<typeof logHeaderSchema>;
+/** Every line of the log. */
+export type LogRecord = z.infer<typeof eventSchema>;
+/** What happens to a task: every record but the header. */
+export type QueueEvent = Exclude<LogRecord, LogHeader>;

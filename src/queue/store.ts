@@ -1,14 +1,14 @@
-import { statSync } from 'node:fs';
+import { existsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
-import { basename } from 'node:path';
-import { DamagedFileError, ioError } from '../errors.js';
+import { basename, join } from 'node:path';
+import { DamagedFileError, ioError, WorkerError } from '../errors.js';
 import { QueueState, type ApplyResult, type FoldOptions, type TaskRecord } from '../core/queueState.js';
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { ExecutionLogReader, ExecutionLogWriter, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
 import { QueueFile, QueueIndex, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
-import { readOrCreateQueueId } from './queueIdentity.js';
+import { checkLogPresent, ensureQueueIdentity, LOG_RULE, readQueueId } from './queueIdentity.js';
 import { withQueueLock } from './queueLock.js';
 import type { QueueEvent, TaskDefinition, TaskHead } from './schema.js';
 
@@ -57,6 +57,13 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   private definitions: DefinitionSource<Def>;
   private reader: ExecutionLogReader;
   private readonly writer: ExecutionLogWriter;
+  /**
+   * Set once the log this store was reading is deleted, replaced, emptied or damaged: the log is the
+   * truth, so from then on every refresh and append refuses with this error, and the process stops.
+   */
+  private logLost: DamagedFileError | undefined;
+  /** Whether the log's presence and header were checked against the queue's id. */
+  private logChecked = false;
 
   private constructor(root: string, private readonly foldOptions: FoldOptions, private readonly makeDefinitions: (queueFile: QueueFile, paths: QueuePaths) => DefinitionSource<Def>) {
     this.paths = queuePaths(root);
@@ -67,9 +74,13 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     this.state = new QueueState<Def>(foldOptions);
   }
 
-  /** Opens the queue below `root`, creating its folders, and reads it, keeping whole definitions. */
+  /**
+   * Opens the queue below `root` and reads it, keeping whole definitions. Creates nothing: a folder with no
+   * queue (a typo in --dir) is refused.
+   */
   static async open(root: string): Promise<QueueStore<TaskDefinition>> {
-    const store = await QueueStore.create(root);
+    requireQueue(queuePaths(root));
+    const store = new QueueStore<TaskDefinition>(root, { keepDetails: true }, wholeDefinitions);
     store.refresh();
     return store;
   }
@@ -90,6 +101,22 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     const store = new QueueStore<TaskDefinition>(root, { keepDetails: true }, wholeDefinitions);
     await store.makeFolders();
     return store;
+  }
+
+  /**
+   * Refuses, before anything is claimed, a queue folder this process cannot write to (read-only, full,
+   * permissions): by writing and removing a file in each of its folders.
+   */
+  checkWritable(): void {
+    for (const dir of [this.paths.queueDir, this.paths.locksDir]) {
+      const probe = join(dir, `.write-check-${process.pid}`);
+      try {
+        writeFileSync(probe, '');
+        unlinkSync(probe);
+      } catch (error) {
+        throw ioError('write to', dir, error);
+      }
+    }
   }
 
   private async makeFolders(): Promise<void> {
@@ -119,7 +146,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
 
   /** The queue's identity, made now if it has none yet. */
   queueId(): string {
-    return readOrCreateQueueId(this.paths.identityFile);
+    return ensureQueueIdentity(this.paths);
   }
 
   /** Torn records skipped so far: writers that died mid-write (see executionLog.ts). */
@@ -134,10 +161,14 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * by the next full refresh. On any error the fold is dropped and read again next time.
    */
   refresh({ definitions = true } = {}): void {
+    if (this.logLost) throw this.logLost;
     try {
+      if (!this.logChecked) checkLogPresent(this.paths);
       if (definitions) this.readDefinitionsIntoFold();
       for (const event of definitions ? this.reader.readNew() : this.reader.readAppended()) this.applyEvent(event);
+      if (!this.logChecked) this.checkLogHeader();
     } catch (error) {
+      if (error instanceof DamagedFileError && error.file === this.paths.logFile) this.logLost = error;
       this.reader.close();
       this.state = new QueueState<Def>(this.foldOptions);
       this.definitions.close();
@@ -145,6 +176,16 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       this.reader = new ExecutionLogReader(this.paths.logFile);
       throw error;
     }
+  }
+
+  /** A log that names another queue than queue/queue-id is not this queue's: refused like a damaged one. */
+  private checkLogHeader(): void {
+    const header = this.reader.header;
+    const id = readQueueId(this.paths.identityFile);
+    if (header !== undefined && id !== undefined && header.queue !== id) {
+      throw new DamagedFileError(this.paths.logFile, 'line 1', `it is the log of queue ${header.queue}, not of this queue (${id}): it was replaced by another queue's. ${LOG_RULE}`);
+    }
+    this.logChecked = true;
   }
 
   private readDefinitionsIntoFold(): void {
@@ -189,8 +230,15 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     });
   }
 
+  /** Appends to the log this store reads, never to another (see ExecutionLogWriter). */
   append(events: QueueEvent[]): void {
-    this.writer.append(events);
+    if (this.logLost) throw this.logLost;
+    try {
+      this.writer.append(events, this.reader.position());
+    } catch (error) {
+      if (error instanceof DamagedFileError) this.logLost = error;
+      throw error;
+    }
   }
 
   /**
@@ -265,4 +313,12 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     this.reader.close();
     this.definitions.close();
   }
+}
+
+/** Refuses a folder that holds no queue: commands that only read, or change existing tasks, create nothing. */
+export function requireQueue(paths: QueuePaths): void {
+  if (existsSync(paths.queueFile) || existsSync(paths.logFile)) return;
+  throw new WorkerError('NOT_FOUND', `no queue at ${paths.root} (worker add creates one)`, {
+    hint: 'check --dir (or WORKER_DIR) for a typo',
+  });
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { RunConfig } from '../config.js';
-import { WorkerError } from '../errors.js';
+import { DamagedFileError, WorkerError } from '../errors.js';
 import { formatDuration } from '../core/duration.js';
 import { decideFailure } from '../core/retryPolicy.js';
 import { MAX_PROBE_INTERVAL_MS, RATE_SEND_WITHIN_MS } from '../core/apiWeather.js';
@@ -60,7 +60,7 @@ export interface StopSignals {
   abort: AbortSignal;
 }
 
-export type ExitReason = 'max-iterations' | 'idle' | 'drained' | 'stopped' | 'aborted' | 'credentials-refused';
+export type ExitReason = 'max-iterations' | 'idle' | 'drained' | 'stopped' | 'aborted' | 'credentials-refused' | 'log-lost';
 
 export interface RunSummary {
   reason: ExitReason;
@@ -141,6 +141,8 @@ export class Worker {
       } catch (error) {
         this.summary.lastError = asWorkerError(error);
         logger.error(`could not look at the queue: ${this.summary.lastError.message}`, stackOf(error));
+        // The log is the truth: one that was deleted, replaced, emptied or damaged under this worker ends it.
+        if (this.isLogLost(error)) return await this.finish('log-lost', started);
       }
       if (claim !== null) {
         this.deps.changes.pause();
@@ -585,6 +587,10 @@ export class Worker {
         store.append([event]);
         break;
       } catch (error) {
+        if (this.isLogLost(error)) {
+          logger.error(`not recording the outcome of ${id} (${outcome.outcome}): ${asWorkerError(error).message}`);
+          break;
+        }
         logger.error(`could not record the outcome of ${id}, trying again in ${formatDuration(wait)}: ${asWorkerError(error).message}`);
         if (this.signals.abort.aborted) break;
         await new Promise((resolve) => setTimeout(resolve, wait));
@@ -603,6 +609,11 @@ export class Worker {
     try {
       store.refresh({ definitions: false });
     } catch (error) {
+      // Never into another file than the one the claim is in: a lost log records nothing more.
+      if (this.isLogLost(error)) {
+        logger.error(`not recording the outcome of ${id} (${outcome}): ${asWorkerError(error).message}`);
+        return true;
+      }
       logger.warn(`could not read the queue before recording ${id}; recording anyway (a lost claim's outcome does not count): ${asWorkerError(error).message}`);
       return false;
     }
@@ -611,6 +622,10 @@ export class Worker {
     this.summary.lostClaims += 1;
     logger.warn(`lost the claim on ${id}${current ? ` to ${current.worker}` : ''}: not recording this attempt's outcome (${outcome})`);
     return true;
+  }
+
+  private isLogLost(error: unknown): boolean {
+    return error instanceof DamagedFileError && error.file === this.deps.store.paths.logFile;
   }
 
   private releaseInBackground(claim: Claim): void {

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
-import { addAll, describeSlots, lockFiles, lockSlots, statusById } from '../helpers/queue.js';
+import { addAll, describeSlots, holdCallsFor, lockFiles, lockSlots, statusById } from '../helpers/queue.js';
 import { checkGuarantees, type Kill } from './checker.mjs';
 import { QueueStore } from '../../src/queue/store.js';
 import { DamagedFileError } from '../../src/errors.js';
@@ -193,7 +193,10 @@ describe('damaged files', () => {
       await smallQueue(dir);
       const file = join(dir, 'queue', 'execution-log.jsonl');
       const whole = await readFile(file);
-      for (let offset = 0; offset <= whole.length; offset += 1) {
+      // Emptied whole, it is refused: the queue has an id, so its log was made, and every task would look pending.
+      await writeFile(file, '');
+      await expect(QueueStore.open(dir)).rejects.toThrow(/execution-log\.jsonl is damaged \(whole file\): it is empty/);
+      for (let offset = 1; offset <= whole.length; offset += 1) {
         await writeFile(file, whole.subarray(0, offset));
         const store = await QueueStore.open(dir);
         const completeLines = whole.subarray(0, offset).toString('utf8').split('\n').slice(0, -1);
@@ -281,12 +284,24 @@ describe('full disk and a read-only folder', () => {
       expect(add.stderr).toMatch(/disk is full/);
       expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(queueBefore);
       expect((await readdir(join(dir, 'queue'))).filter((name) => /^queue\.json\.\d+$/.test(name))).toEqual([]);
-      api.setBehaviour((call, res) => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ status: 'completed', big: 'z'.repeat(8000), task: call.task_id }));
-      });
+      // A worker checks at start that it can write: on a full disk it stops at once, having claimed nothing.
+      const refused = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain']);
+      expect(refused.code).toBe(5);
+      expect(refused.stderr).toMatch(/disk is full/);
+      expect(api.calls).toHaveLength(0);
+      await rm(filler);
+      // A disk that fills while a call is in flight: the outcome is tried again until there is room.
+      const hold = holdCallsFor(api, 'a');
       const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--poll-interval', '50ms']);
-      await worker.waitForLog(/no space left on device|ENOSPC|disk is full/i);
+      await hold.arrived();
+      try {
+        execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=4k', 'count=1000'], { stdio: 'ignore' });
+      } catch {
+        // full
+      }
+      hold.held[0]!.res.writeHead(200, { 'content-type': 'application/json' });
+      hold.held[0]!.res.end(JSON.stringify({ status: 'completed', big: 'z'.repeat(8000) }));
+      await worker.waitForLog(/could not record the outcome of a.*(no space left on device|ENOSPC|disk is full)/i);
       await rm(filler);
       const result = await worker.exited;
       expect(result.code, result.stderr).toBe(0);
@@ -304,9 +319,10 @@ describe('full disk and a read-only folder', () => {
       const add = await runCli(['--dir', dir, 'add', 'b', 'x']);
       expect(add.code).toBe(5);
       expect(add.stderr).toMatch(/read-only/);
-      const run = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--max-idle', '1']);
-      expect(run.code).not.toBe(0);
-      expect(run.stderr).toMatch(/read-only|EROFS/);
+      // At once, before claiming anything: not after the idle limit.
+      const run = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--max-idle', '100']);
+      expect(run.code).toBe(5);
+      expect(run.stderr).toMatch(/could not write to .*queue: EROFS.*the file system is read-only/);
       expect((await runCli(['--dir', dir, 'status'])).code).toBe(0);
       expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(before);
       expect(api.calls).toHaveLength(0);

@@ -205,7 +205,9 @@ describe('worker add reads only what changed since the last add (queue/checked.j
     await withTempDir(async (dir) => {
       expect((await runCli(['--dir', dir, 'add', 'a', 'Do a'])).code).toBe(0);
       const older = await readFile(queueFile(dir));
-      await writeFile(logFile(dir), claimOf('a'));
+      // The log's first line names its queue; the events below are written after it, as workers would.
+      const header = `${(await readFile(logFile(dir), 'utf8')).split('\n')[0]}\n`;
+      await writeFile(logFile(dir), header + claimOf('a'));
       // This add reads the log to its end; the next one reads only what comes after.
       expect((await runCli(['--dir', dir, 'add', 'b', 'Do b'])).code).toBe(0);
       await writeFile(logFile(dir), claimOf('ghost'), { flag: 'a' });
@@ -213,7 +215,7 @@ describe('worker add reads only what changed since the last add (queue/checked.j
       expect(afterGhost.code, afterGhost.stderr).toBe(4);
       expect(afterGhost.stderr).toMatch(/records events of task "ghost"/);
 
-      await writeFile(logFile(dir), claimOf('a') + claimOf('b'));
+      await writeFile(logFile(dir), header + claimOf('a') + claimOf('b'));
       expect((await runCli(['--dir', dir, 'add', 'c', 'Do c'])).code).toBe(0);
       // A backup of queue.json from before b was added, while the log has b's claim: b must not be added again.
       await writeFile(queueFile(dir), older);
@@ -262,8 +264,22 @@ describe('worker status', () => {
     });
   });
 
+  it('a folder with no queue (a typo in --dir): commands that read refuse, exit 3, and create nothing', async () => {
+    await withTempDir(async (dir) => {
+      const typo = join(dir, 'queus');
+      for (const command of [['status'], ['status', '--json'], ['show', 'a'], ['logs'], ['graph'], ['workers'], ['retry', '--failed'], ['cancel', 'a'], ['unlock', 'a'], ['clean', '--completed']]) {
+        const result = await runCli(['--dir', typo, ...command]);
+        expect(result.code, command.join(' ')).toBe(3);
+        expect(result.stderr).toBe(`worker: no queue at ${typo} (worker add creates one); check --dir (or WORKER_DIR) for a typo\n`);
+      }
+      expect(await readdir(dir)).toEqual([]);
+    });
+  });
+
   it('prints an empty queue', async () => {
     await withTempDir(async (dir) => {
+      // A worker started before any task was added makes the queue.
+      expect((await runCli(['--dir', dir, 'run', '--api-url', 'http://127.0.0.1:9/', '--drain'])).code).toBe(0);
       expect((await runCli(['--dir', dir, 'status'])).stdout).toBe('0 tasks: 0 pending, 0 running, 0 completed, 0 failed, 0 blocked\n');
       expect((await runCli(['--dir', dir, 'status', '--json'])).stdout).toBe('[]\n');
     });
