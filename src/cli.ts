@@ -37,8 +37,33 @@ function dirOf(command: Command): string {
 }
 
 function inspectOptions(command: Command): InspectOptions {
-  return { dir: dirOf(command), lockStaleMs: lockStaleSetting(undefined, env), host: HOST, now: Date.now() };
+  const { lockStale } = command.opts<{ lockStale?: string }>();
+  return { dir: dirOf(command), lockStaleMs: lockStaleSetting(lockStale, env), host: HOST, now: Date.now() };
 }
+
+/** How `status` and `show` judge a running task's lock: the same setting as the workers'. */
+const LOCK_STALE_OPTION = ['--lock-stale <duration>', 'a running task whose lock is not refreshed for this long is shown stuck (env WORKER_LOCK_STALE; default 30s)'] as const;
+
+const ENVIRONMENT = `
+Environment (flags win over these, these over defaults):
+  WORKER_DIR            --dir: the folder that holds queue/ and locks/
+  WORKER_API_URL        run --api-url
+  WORKER_API_HEADERS    run --header, one "Name: value" per line
+  WORKER_API_TIMEOUT    run --timeout
+  WORKER_POLL_INTERVAL  run --poll-interval
+  WORKER_MAX_IDLE       run --max-idle
+  WORKER_MAX_ATTEMPTS   run --max-attempts
+  WORKER_LOCK_STALE     run, status, show, unlock --lock-stale
+  WORKER_BACKOFF        run --backoff
+  WORKER_RATE           run --rate
+  WORKER_MAX_API_WAIT   run --max-api-wait
+  WORKER_ID             run --worker-id
+  WORKER_MIN_BUDGET     add --min-budget
+  WORKER_MAX_BUDGET     add --max-budget
+  WORKER_INTENSITY      add --intensity
+  NO_COLOR              no colours
+Each command's options: worker <command> --help.
+`;
 
 const print = (text: string) => process.stdout.write(text);
 
@@ -59,7 +84,9 @@ function buildProgram(bin: string): Command {
     .option('--dir <path>', 'folder that holds queue/ and locks/ (env WORKER_DIR; default: the current folder)')
     .showSuggestionAfterError(true)
     .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ outputError: (message, write) => write(message) })
+    // One prefix for every error, commander's own included.
+    .configureOutput({ outputError: (message, write) => write(message.replace(/^error: /, 'worker: ')) })
+    .addHelpText('after', ENVIRONMENT)
     .exitOverride();
 
   program
@@ -101,6 +128,7 @@ function buildProgram(bin: string): Command {
     .option('--json', 'print a JSON array instead of the table')
     .addOption(new Option('--state <state>', 'show only tasks in this state').choices(TASK_STATES))
     .option('--watch [interval]', 'redraw every interval (default 1s) until Ctrl-C')
+    .option(...LOCK_STALE_OPTION)
     .addHelpText('after', examples('worker status', 'worker status --state failed', 'worker status --watch', 'worker status --json | jq \'.[] | select(.state == "failed")\''))
     .action(async (flags: { json?: boolean; state?: TaskState; watch?: string | boolean }, command: Command) => {
       const colors = palette(!flags.json && colorsEnabled(process.stdout, env));
@@ -182,6 +210,7 @@ function buildProgram(bin: string): Command {
     .description('everything about one task: definition, state and why, dependencies, dependents, every attempt, result')
     .argument('<task-id>')
     .option('--json', 'print JSON')
+    .option(...LOCK_STALE_OPTION)
     .addHelpText('after', examples('worker show fetch-7', 'worker show outline --json | jq .result'))
     .action(async (id: string, flags: { json?: boolean }, command: Command) => {
       const detail = await showTask(inspectOptions(command), id);

@@ -86,7 +86,7 @@ export function describeEvent(event: QueueEvent, result: ApplyResult): string {
     : ' (ignored: it came after another claim or outcome)';
   switch (event.type) {
     case 'claim':
-      return `${event.at}  ${event.task}  ${event.prev ? 'taken over' : 'claimed'} by ${event.worker} (attempt ${event.attempt}, pid ${event.pid} on ${event.host})${ignored}`;
+      return `${event.at}  ${event.task}  ${event.prev ? 'taken over' : 'claimed'} by ${event.worker} (attempt ${event.attempt}, pid ${event.pid} on ${event.host})${event.reason ? `: ${event.reason}` : ''}${ignored}`;
     case 'outcome': {
       const status = event.http_status === undefined || event.error ? '' : `, http ${event.http_status}`;
       const error = event.error ? `: ${describeError(event.error)}` : '';

@@ -119,7 +119,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     releaseWorkerId();
   }
   const why: Record<RunSummary['reason'], string> = {
-    'max-iterations': `executed ${config.maxIterations} tasks (max-iterations)`,
+    'max-iterations': `executed ${plural(config.maxIterations ?? 0, 'task')} (max-iterations)`,
     idle: `idle for ${config.maxIdle} checks in a row (--max-idle)`,
     drained: 'nothing left to do (--drain)',
     stopped: 'stopped by a signal',
@@ -128,7 +128,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     'log-lost': 'the execution log was lost',
   };
   logger.info(
-    `stopping: ${why[summary.reason]}; executed ${summary.executed}: ${summary.completed} completed, ${summary.retried} to retry, ${summary.failed} failed` +
+    `stopping: ${why[summary.reason]}; executed ${plural(summary.executed, 'task')}: ${summary.completed} completed, ${summary.retried} to retry, ${summary.failed} failed` +
       `${summary.lostClaims > 0 ? `, ${summary.lostClaims} lost claims` : ''} in ${formatDuration(summary.durationMs)}`,
   );
   const ended: Record<RunSummary['reason'], string> = {
@@ -180,4 +180,8 @@ function whatIsLeft(state: QueueState): string {
   if (counts.failed > 0) parts.push(`${counts.failed} failed (${firstFailed}${counts.failed > 1 ? ', …' : ''})`);
   for (const name of ['blocked', 'pending', 'running'] as const) if (counts[name] > 0) parts.push(`${counts[name]} ${name}`);
   return parts.join(', ');
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }

@@ -160,6 +160,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         task.waitingSince = null;
         task.generation += 1;
         task.retryAt = null;
+        task.lastError = null;
         task.updatedAt = event.at;
         this.enqueue(task);
         return 'accepted';

@@ -65,6 +65,12 @@ function describeConnect(code: string): string {
   return 'could not reach the API';
 }
 
+/** The first 200 characters of a body, on one line: enough to tell what the API meant. */
+export function bodyExcerpt(body: string): string {
+  const flat = body.trim().replace(/\s+/g, ' ');
+  return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat;
+}
+
 /** 408, 429 and 5xx are worth another attempt; any other non-2xx status is final. */
 export function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 429 || status >= 500;
@@ -73,7 +79,7 @@ export function isRetryableStatus(status: number): boolean {
 /** Maps a complete response. `body` is the text; JSON is parsed when the body is JSON. */
 export function classifyResponse(status: number, contentType: string | undefined, body: string, retryAfterMs: number | undefined): CallResult {
   if (status < 200 || status >= 300) {
-    const excerpt = body.trim().slice(0, 200).replace(/\s+/g, ' ');
+    const excerpt = bodyExcerpt(body);
     const retryable = isRetryableStatus(status);
     return {
       ok: false,
@@ -90,7 +96,12 @@ export function classifyResponse(status: number, contentType: string | undefined
       result = JSON.parse(body);
     } catch {
       if (/\bjson\b/i.test(contentType ?? '')) {
-        return { ok: false, error: { kind: 'bad_response', message: `the API answered ${status} with content-type ${contentType} but a body that is not valid JSON`, http_status: status }, retryable: true, reachedApi: true };
+        return {
+          ok: false,
+          error: { kind: 'bad_response', message: `the API answered ${status} with content-type ${contentType} but a body that is not valid JSON: ${bodyExcerpt(body) || '(empty)'}`, http_status: status },
+          retryable: true,
+          reachedApi: true,
+        };
       }
     }
   }

@@ -2,7 +2,7 @@ import { Agent, type Dispatcher } from 'undici';
 import type { TaskDefinition } from '../queue/schema.js';
 import { parseRetryAfter } from '../core/retryPolicy.js';
 import { redactor } from '../core/redact.js';
-import { classifyResponse, classifyThrown, findErrorCode, type CallResult } from './classify.js';
+import { bodyExcerpt, classifyResponse, classifyThrown, findErrorCode, type CallResult } from './classify.js';
 
 /** A response body larger than this is refused (kind bad_response) rather than held in memory. */
 export const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
@@ -132,7 +132,9 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
     if (findErrorCode(error) === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') {
-      this.finish({ ok: false, error: { kind: 'bad_response', message: `the response body is larger than ${MAX_RESPONSE_BYTES} bytes`, http_status: this.status }, retryable: false, reachedApi: true });
+      const start = bodyExcerpt(new TextDecoder().decode(Buffer.concat(this.chunks).subarray(0, 400)));
+      const message = `the response body is larger than ${MAX_RESPONSE_BYTES} bytes; it starts: ${start || '(nothing)'}`;
+      this.finish({ ok: false, error: { kind: 'bad_response', message, http_status: this.status }, retryable: false, reachedApi: true });
       return;
     }
     // Only an error before the call was stopped counts: undici reports its own timeouts by their codes.

@@ -76,6 +76,8 @@ export const claimEventSchema = z.looseObject({
   host: z.string(),
   at: isoTime,
   rate: z.optional(rateLimitSchema),
+  /** Why a takeover superseded `prev` (its worker was gone, or its lock stale): for `logs` and `show`. */
+  reason: z.optional(z.string()),
 });
 
 export const OUTCOMES = ['completed', 'failed', 'retry', 'released'] as const;

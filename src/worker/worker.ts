@@ -407,6 +407,7 @@ export class Worker {
         type: 'claim', task: id, token, prev, attempt: fresh.attempts + 1, worker: this.config.workerId, pid: this.deps.pid, host: this.deps.host, at: new Date(now()).toISOString(),
       };
       if (this.config.rate !== undefined) event.rate = this.config.rate;
+      if (takeoverReason !== null) event.reason = takeoverReason;
       store.append([event]);
       store.refresh({ definitions: false });
       if (fresh.claim?.token !== token) {
@@ -415,7 +416,7 @@ export class Worker {
         await lock.release();
         return null;
       }
-      logger.info(`claimed ${id} (attempt ${event.attempt}/${this.config.maxAttempts})${takeoverReason ? ` after taking it over: ${takeoverReason}` : ''}`);
+      logger.info(`claimed ${id} (${this.attemptOf(event.attempt)})${takeoverReason ? ` after taking it over: ${takeoverReason}` : ''}`);
       return { task: fresh, definition, event, lock, abandon };
     } catch (error) {
       await lock.release();
@@ -455,8 +456,10 @@ export class Worker {
     }
     const error = result.error;
     if (error.kind === 'aborted') {
+      // Abandoned for a second signal, the task goes back to pending; for a lost lock, it may be another worker's now.
+      const after = this.signals.abort.aborted ? 'it goes back to pending' : 'its lock was lost: another worker may hold the task now, and nothing is recorded unless it is still this one\'s';
       if (this.signals.abort.aborted) this.summary.abandoned = id;
-      logger.warn(`abandoned ${id} after ${took}: ${error.message}; it goes back to pending`);
+      logger.warn(`abandoned ${id} after ${took}: ${error.message}; ${after}`);
       await this.record(claim, { outcome: 'released', called: true, startedAt, endedAt, error });
       return;
     }
@@ -487,7 +490,7 @@ export class Worker {
       case 'retry': {
         const at = new Date(decision.retryAt).toISOString();
         if (decision.why === 'retry') {
-          logger.warn(`attempt ${event.attempt}/${this.config.maxAttempts} of ${what}; retry after ${at}`);
+          logger.warn(`${this.attemptOf(event.attempt)} of ${what}; retry after ${at}`);
         } else if (decision.why === 'unreached' && !weather.wouldBeOutage(id)) {
           logger.warn(`the call of ${what}; it never reached the API, so it is no attempt: retry after ${at}`);
         } else {
@@ -622,6 +625,12 @@ export class Worker {
     this.summary.lostClaims += 1;
     logger.warn(`lost the claim on ${id}${current ? ` to ${current.worker}` : ''}: not recording this attempt's outcome (${outcome})`);
     return true;
+  }
+
+  /** `attempt 2/3`; a takeover can go one past --max-attempts, which is said so rather than `attempt 2/1`. */
+  private attemptOf(attempt: number): string {
+    const max = this.config.maxAttempts;
+    return attempt <= max ? `attempt ${attempt}/${max}` : `attempt ${attempt}, after a takeover, beyond --max-attempts ${max}`;
   }
 
   private isLogLost(error: unknown): boolean {

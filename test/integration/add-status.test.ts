@@ -292,4 +292,16 @@ describe('the command line', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/Did you mean status\?/);
   });
+
+  it('worker --help lists the global option and every environment variable; every error has one prefix', async () => {
+    const help = await runCli(['--help']);
+    expect(help.code).toBe(0);
+    for (const name of ['--dir', 'WORKER_DIR', 'WORKER_API_URL', 'WORKER_API_HEADERS', 'WORKER_API_TIMEOUT', 'WORKER_POLL_INTERVAL', 'WORKER_MAX_IDLE', 'WORKER_MAX_ATTEMPTS',
+      'WORKER_LOCK_STALE', 'WORKER_BACKOFF', 'WORKER_RATE', 'WORKER_MAX_API_WAIT', 'WORKER_ID', 'WORKER_MIN_BUDGET', 'WORKER_MAX_BUDGET', 'WORKER_INTENSITY', 'NO_COLOR']) {
+      expect(help.stdout).toContain(name);
+    }
+    const unknown = await runCli(['--bogus']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^worker: unknown option '--bogus'/);
+  });
 });

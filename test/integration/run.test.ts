@@ -191,12 +191,14 @@ describe('worker run: exactly once, in dependency order', () => {
       const result = await runCli(runArgs(dir, '2'));
       expect(result.code, result.stderr).toBe(0);
       expect(api.calls.map((call) => call.task_id)).toEqual(['a', 'b']);
+      expect(result.stderr).toMatch(/stopping: executed 2 tasks \(max-iterations\); executed 2 tasks: 2 completed/);
+      expect((await runCli(runArgs(dir, '1'))).stderr).toMatch(/stopping: executed 1 task \(max-iterations\); executed 1 task: 1 completed/);
       for (const bad of ['0', '-1', 'two', '1.5']) {
         const refused = await runCli(runArgs(dir, bad));
         expect(refused.code).toBe(2);
         expect(refused.stderr).toMatch(/expected \[max-iterations\] to be a whole number of 1 or more/);
       }
-      expect(api.calls).toHaveLength(2);
+      expect(api.calls).toHaveLength(3);
     });
   });
 
@@ -290,7 +292,7 @@ describe('worker run: failures are classified and recorded', () => {
       });
       const result = await runCli(runArgs(dir, '--drain'));
       expect(result.code, result.stderr).toBe(6);
-      expect((await statusById(dir)).get('huge')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'bad_response' } });
+      expect((await statusById(dir)).get('huge')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'bad_response', message: expect.stringMatching(/larger than 33554432 bytes; it starts: x{200}…$/) } });
     });
   });
 
@@ -339,6 +341,8 @@ describe('worker run: failures are classified and recorded', () => {
       expect(missing.code).toBe(3);
 
       expect((await runCli(['--dir', dir, 'retry', 'root'])).stdout).toBe('pending again: root\n');
+      // Its old error goes with the retry: LAST ERROR shows what the new attempts meet.
+      expect((await statusById(dir)).get('root')!.last_error).toBeUndefined();
       const second = await runCli(runArgs(dir, '--drain'));
       expect(second.code, second.stderr).toBe(0);
       states = await statusById(dir);
@@ -359,17 +363,20 @@ describe('worker run: crashes, freezes and signals', () => {
       await doomed.exited;
       api.setBehaviour(answerOk);
       const started = Date.now();
-      const rescuer = await runCli(runArgs(dir, '--worker-id', 'rescuer', '--drain', '--lock-stale', '60s'));
+      const rescuer = await runCli(runArgs(dir, '--worker-id', 'rescuer', '--drain', '--lock-stale', '60s', '--max-attempts', '1'));
       expect(rescuer.code, rescuer.stderr).toBe(0);
       // Far sooner than --lock-stale: the owner's pid is gone.
       expect(Date.now() - started).toBeLessThan(30_000);
       expect(rescuer.stderr).toMatch(/taking over victim: held by doomed, whose process is gone/);
+      expect(rescuer.stderr).toMatch(/claimed victim \(attempt 2, after a takeover, beyond --max-attempts 1\)/);
       const states = await statusById(dir);
       expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
       expect(states.get('victim')!.attempts).toBe(2);
       const victimCalls = api.callsFor('victim');
       const key = `${await queueIdOf(dir)}:victim:1`;
       expect(victimCalls.map((call) => [call.worker, call.attempt, call.idempotencyKey])).toEqual([['doomed', 1, key], ['rescuer', 2, key]]);
+      // The log says why it was taken over.
+      expect((await runCli(['--dir', dir, 'logs', 'victim'])).stdout).toMatch(/victim {2}taken over by rescuer \(attempt 2, pid \d+ on .*\): held by doomed, whose process is gone/);
       for (const id of ['a', 'c', 'd']) expect(api.callsFor(id)).toHaveLength(1);
       expect(await lockFiles(dir)).toEqual([]);
     });
