@@ -15,9 +15,9 @@ import { palette } from './colors.js';
 import { repeatUntil } from './core/sleep.js';
 import { addTasks } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
-import { inspectQueue, readStatus, type InspectOptions } from './commands/status.js';
-import { followLog, logLines, renderDetail, renderGraph, showTask, type GraphFormat } from './commands/inspect.js';
-import { cancelTask, cleanTasks, retryTasks, unlockTask } from './commands/repair.js';
+import { inspectQueue, printStatusJson, readStatus, type InspectOptions } from './commands/status.js';
+import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
+import { cancelTask, cleanTasks, compactQueue, describeCompaction, retryTasks, unlockTask } from './commands/repair.js';
 import { idList, renderStatus, renderWorkers } from './render.js';
 import { QueueStore, requireQueue } from './queue/store.js';
 import { queuePaths } from './queue/paths.js';
@@ -133,8 +133,9 @@ function buildProgram(bin: string): Command {
     .action(async (flags: { json?: boolean; state?: TaskState; watch?: string | boolean }, command: Command) => {
       const colors = palette(!flags.json && colorsEnabled(process.stdout, env));
       const show = async () => {
-        const report = await readStatus(inspectOptions(command), flags.state);
-        if (flags.json) print(`${JSON.stringify(report.tasks, null, 2)}\n`);
+        const options = inspectOptions(command);
+        const report = await readStatus(options, flags.state);
+        if (flags.json) printStatusJson(report, queuePaths(options.dir), print);
         else print(renderStatus(report, Date.now(), colors));
         for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
       };
@@ -218,6 +219,17 @@ function buildProgram(bin: string): Command {
     });
 
   program
+    .command('result')
+    .description('one completed task\'s result alone, as the API sent it, for scripts')
+    .argument('<task-id>')
+    .option('--json', 'the parsed form, as JSON (a text result becomes a JSON string)')
+    .addHelpText('after', examples('worker result outline > outline.md', 'worker result fetch-1 --json | jq .output'))
+    .action(async (id: string, flags: { json?: boolean }, command: Command) => {
+      const result = await taskResult(inspectOptions(command), id);
+      print(flags.json ? `${JSON.stringify(result.parsed, null, 2)}\n` : result.raw);
+    });
+
+  program
     .command('logs')
     .description('the execution log as readable lines, of every task or of one')
     .argument('[task-id]')
@@ -296,8 +308,17 @@ function buildProgram(bin: string): Command {
     .addHelpText('after', examples('worker clean --completed --older-than 7d', 'worker clean fetch-1 summarize-1'))
     .action(async (ids: string[], flags: { completed?: boolean; olderThan?: string }, command: Command) => {
       const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting('--older-than', flags.olderThan, {}, '', '0s', 0);
-      const { removed, kept } = await cleanTasks(dirOf(command), ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now });
+      const { removed, kept, compaction } = await cleanTasks(dirOf(command), ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now });
       print(`removed ${removed.length} completed task${removed.length === 1 ? '' : 's'}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`);
+      if (compaction) print(`${describeCompaction(compaction)}\n`);
+    });
+
+  program
+    .command('compact')
+    .description('rewrite the execution log without what it no longer needs (events of removed tasks, events that did not count, unused results), while workers run')
+    .addHelpText('after', examples('worker compact', 'worker clean --completed --older-than 7d   # compacts too'))
+    .action(async (_flags, command: Command) => {
+      print(`${describeCompaction(await compactQueue(dirOf(command), () => new Date()))}\n`);
     });
 
   program

@@ -3,7 +3,10 @@ import { findTask, QueueState, type ApplyResult, type TaskRecord } from '../core
 import { ExecutionLogReader } from '../queue/executionLog.js';
 import { repeatUntil } from '../core/sleep.js';
 import { visible } from '../render.js';
-import type { QueueEvent } from '../queue/schema.js';
+import type { QueueEvent, TaskDefinition } from '../queue/schema.js';
+import type { QueuePaths } from '../queue/paths.js';
+import { readResult, readResultText } from '../queue/results.js';
+import { WorkerError } from '../errors.js';
 import type { QueueStore } from '../queue/store.js';
 import { idempotencyKey, readQueueId } from '../queue/queueIdentity.js';
 import { inspectQueue, taskStatus, type InspectOptions, type TaskStatus } from './status.js';
@@ -72,8 +75,37 @@ export async function showTask(options: InspectOptions, id: string): Promise<Tas
       attempts,
       history,
     };
-    if (task.result !== undefined) detail.result = task.result;
+    const result = resultOf(task, store.paths);
+    if (result !== undefined) detail.result = result;
     return detail;
+  } finally {
+    store.close();
+  }
+}
+
+/** A completed task's result, read from where it is kept; undefined when it has none. */
+function resultOf(task: TaskRecord<TaskDefinition>, paths: QueuePaths): unknown {
+  return task.resultRef !== null ? readResult(paths, task.resultRef) : task.result;
+}
+
+/**
+ * `worker result`: a completed task's result, as the API sent it (`raw`: a result kept apart byte for
+ * byte; one kept in the log as its text, or its JSON), and parsed.
+ */
+export async function taskResult(options: InspectOptions, id: string): Promise<{ raw: string; parsed: unknown }> {
+  const { store, context } = await inspectQueue(options);
+  try {
+    const task = findTask(context.state, id);
+    if (task.state !== 'completed') {
+      const state = context.state.stateOf(task, context.blocked);
+      throw new WorkerError('REJECTED', `task "${id}" is ${state}: only a completed task has a result`, { hint: `see worker show ${id}` });
+    }
+    if (task.resultRef !== null) {
+      const raw = readResultText(store.paths, task.resultRef);
+      return { raw, parsed: task.resultRef.json ? JSON.parse(raw) : raw };
+    }
+    const parsed = task.result;
+    return { raw: typeof parsed === 'string' ? parsed : parsed === undefined ? '' : JSON.stringify(parsed), parsed: parsed ?? null };
   } finally {
     store.close();
   }
@@ -180,7 +212,7 @@ export async function followLog(store: QueueStore, id: string | undefined, write
       fold.addDefinitions(store.readDefinitions());
       for (const event of reader.readNew()) {
         const result = fold.apply(event);
-        if (id === undefined || event.task === id) write(`${describeEvent(event, result)}\n`);
+        if (event.type !== 'weather' && (id === undefined || event.task === id)) write(`${describeEvent(event, result)}\n`);
       }
     });
   } finally {

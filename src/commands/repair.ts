@@ -6,17 +6,18 @@ import { TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
 import type { CancelEvent, RetryEvent } from '../queue/schema.js';
 import { QueueStore } from '../queue/store.js';
+import { compactLog, type CompactionReport } from '../queue/compaction.js';
 
 /**
  * The commands people reach for when something went wrong: retry, cancel, unlock, clean. Each runs under
  * the queue-wide lock, so two of them never interleave, and checks the state fresh inside it.
  */
-async function underQueueLock<T>(dir: string, change: (store: QueueStore) => Promise<T>): Promise<T> {
+async function underQueueLock<T>(dir: string, change: (store: QueueStore, assertHeld: () => void) => Promise<T>): Promise<T> {
   const store = await QueueStore.open(dir);
   try {
-    return await withQueueLock(store.paths.queueLock, async () => {
+    return await withQueueLock(store.paths.queueLock, async (assertHeld) => {
       store.refresh();
-      return change(store);
+      return change(store, assertHeld);
     });
   } finally {
     store.close();
@@ -91,6 +92,31 @@ export interface CleanResult {
   removed: string[];
   /** Completed tasks kept because a task that is not removed depends on them. */
   kept: string[];
+  /** The compaction that followed, when tasks were removed. */
+  compaction: CompactionReport | undefined;
+}
+
+/** `worker compact`: the execution log without what it no longer needs, while workers run. */
+export async function compactQueue(dir: string, now: () => Date): Promise<CompactionReport> {
+  const store = await QueueStore.open(dir);
+  try {
+    return await store.compact(now);
+  } finally {
+    store.close();
+  }
+}
+
+/** A compaction in one line, for people. */
+export function describeCompaction(report: CompactionReport): string {
+  const results = report.resultFilesRemoved > 0 ? `; removed ${report.resultFilesRemoved} results file${report.resultFilesRemoved === 1 ? '' : 's'} (${formatBytes(report.resultBytesRemoved)}) no remaining task refers to` : '';
+  return `compacted the execution log to generation ${report.generation}: ${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)}, ${report.eventsKept.toLocaleString('en')} of ${report.eventsBefore.toLocaleString('en')} events kept${results}`;
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GB`;
 }
 
 /**
@@ -103,7 +129,7 @@ export async function cleanTasks(dir: string, ids: readonly string[], options: {
       hint: 'worker clean --completed --older-than 7d   or   worker clean fetch-1 fetch-2',
     });
   }
-  return underQueueLock(dir, async (store) => {
+  return underQueueLock(dir, async (store, assertHeld) => {
     const state = store.state;
     const cutoff = options.olderThanMs === undefined ? Infinity : options.now() - options.olderThanMs;
     const named = new Set(ids);
@@ -124,7 +150,12 @@ export async function cleanTasks(dir: string, ids: readonly string[], options: {
       else if (named.has(task.def.id)) refuse(`task "${task.def.id}" is needed by "${stays.def.id}", which would be left depending on a task that no longer exists`, `remove "${stays.def.id}" too, or leave "${task.def.id}"`);
       else kept.push(task.def.id);
     }
-    if (removed.size > 0) store.removeTasks(removed);
-    return { removed: tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id), kept: kept.reverse() };
+    let compaction: CompactionReport | undefined;
+    if (removed.size > 0) {
+      store.removeTasks(removed);
+      // What the removed tasks left in the log (and their results) goes with them.
+      compaction = compactLog(store.paths, assertHeld, () => new Date(options.now()));
+    }
+    return { removed: tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id), kept: kept.reverse(), compaction };
   });
 }

@@ -12,6 +12,7 @@ import { Worker, type RunSummary, type StopSignals } from '../worker/worker.js';
 import { HeartbeatWriter } from '../worker/heartbeat.js';
 import { ProgressLine } from '../worker/progressLine.js';
 import { holdWorkerId } from '../worker/workerIdLock.js';
+import { ResultsWriter } from '../queue/results.js';
 import { palette } from '../colors.js';
 import { describeError, describeRate } from '../core/reasons.js';
 import type { QueueState } from '../core/queueState.js';
@@ -84,6 +85,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       `, max-api-wait ${config.maxApiWaitMs === 0 ? 'none' : formatDuration(config.maxApiWaitMs)}`,
   );
   const queueId = store.queueId();
+  const results = new ResultsWriter(store.paths, config.workerId);
   const worker = new Worker(
     config,
     {
@@ -96,6 +98,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       host: HOST,
       pid: process.pid,
       queueId,
+      results,
       changes: watcher,
       heartbeat: heartbeat.beat,
     },
@@ -115,6 +118,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     watcher.close();
     locks.close();
     executor.close();
+    results.close();
     store.close();
     releaseWorkerId();
   }

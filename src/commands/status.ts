@@ -2,7 +2,9 @@ import { TASK_STATES, type AttemptError, type TaskState } from '../types.js';
 import { QueueStore } from '../queue/store.js';
 import { reasonFor, stuckReason, weatherOf, type ReasonContext } from '../core/reasons.js';
 import type { TaskRecord } from '../core/queueState.js';
-import type { TaskDefinition } from '../queue/schema.js';
+import type { ResultRef, TaskDefinition } from '../queue/schema.js';
+import type { QueuePaths } from '../queue/paths.js';
+import { readResult } from '../queue/results.js';
 import { TaskLocks } from '../lock/taskLock.js';
 import { livenessOfRunning } from '../lock/liveness.js';
 
@@ -30,7 +32,9 @@ export interface TaskStatus {
 }
 
 export interface StatusReport {
+  /** Without the results kept apart: `resultRefs` says where those are, for whoever prints them. */
   tasks: TaskStatus[];
+  resultRefs: Map<string, ResultRef>;
   counts: Record<TaskState, number>;
   /** What holds the whole queue back (an outage, a pause the API asked for, the rate limit), or null. */
   weather: string | null;
@@ -71,12 +75,15 @@ export function statusOf(context: ReasonContext<TaskDefinition>, filter: TaskSta
   const { state, blocked } = context;
   const counts = Object.fromEntries(TASK_STATES.map((name) => [name, 0])) as Record<TaskState, number>;
   const tasks: TaskStatus[] = [];
+  const resultRefs = new Map<string, ResultRef>();
   for (const task of state.tasks()) {
     const taskState = state.stateOf(task, blocked);
     counts[taskState] += 1;
-    if (filter === undefined || taskState === filter) tasks.push(taskStatus(task, context));
+    if (filter !== undefined && taskState !== filter) continue;
+    tasks.push(taskStatus(task, context));
+    if (task.resultRef !== null) resultRefs.set(task.def.id, task.resultRef);
   }
-  return { tasks, counts, weather: weatherOf(state, context.now), warnings: [] };
+  return { tasks, resultRefs, counts, weather: weatherOf(state, context.now), warnings: [] };
 }
 
 /** One task as status and show give it. */
@@ -103,4 +110,21 @@ export function taskStatus(task: TaskRecord<TaskDefinition>, context: ReasonCont
   if (root) status.blocked_by = root.def.id;
   if (task.result !== undefined) status.result = task.result;
   return status;
+}
+
+/**
+ * `status --json`, one task at a time: a result kept apart is read just before its task is printed and
+ * dropped after, so memory holds one result, not all of them.
+ */
+export function printStatusJson(report: StatusReport, paths: Pick<QueuePaths, 'queueDir'>, print: (text: string) => void): void {
+  if (report.tasks.length === 0) {
+    print('[]\n');
+    return;
+  }
+  report.tasks.forEach((task, i) => {
+    const ref = report.resultRefs.get(task.id);
+    const shown = ref === undefined ? task : { ...task, result: readResult(paths, ref) };
+    const text = JSON.stringify(shown, null, 2).replace(/^/gm, '  ');
+    print(`${i === 0 ? '[\n' : ''}${text}${i === report.tasks.length - 1 ? '\n]\n' : ',\n'}`);
+  });
 }

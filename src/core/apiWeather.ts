@@ -59,13 +59,36 @@ export interface Pause {
 
 export type WeatherRefusal = 'paused' | 'rate';
 
+export interface WeatherSnapshot {
+  streak: (Omit<Outage, 'tasks'> & { taskIds: string[]; found: boolean }) | null;
+  pause: Pause | null;
+  pauses_in_a_row: number;
+  starts: number[];
+  rate_seen: (RateLimit & { worker: string }) | null;
+}
+
 export class ApiWeather {
   private streak: (Omit<Outage, 'tasks'> & { taskIds: Set<string>; found: boolean }) | null = null;
   private pauseState: Pause | null = null;
   /** Pauses asked for in a row without another answer between them: the backoff when the API gives no Retry-After. */
   private pausesInARow = 0;
-  private readonly starts = new RecentTimes(MAX_RATE_CALLS);
+  private starts = new RecentTimes(MAX_RATE_CALLS);
   private rateSeen: (RateLimit & { worker: string }) | null = null;
+
+  /** All of it, as plain data: what `worker compact` writes, since the events it came from may be dropped. */
+  snapshot(): WeatherSnapshot {
+    const streak = this.streak === null ? null : { ...this.streak, taskIds: [...this.streak.taskIds] };
+    return { streak, pause: this.pauseState, pauses_in_a_row: this.pausesInARow, starts: this.starts.all(), rate_seen: this.rateSeen };
+  }
+
+  restore(snapshot: WeatherSnapshot): void {
+    this.streak = snapshot.streak === null ? null : { ...snapshot.streak, taskIds: new Set(snapshot.streak.taskIds) };
+    this.pauseState = snapshot.pause;
+    this.pausesInARow = snapshot.pauses_in_a_row;
+    this.starts = new RecentTimes(MAX_RATE_CALLS);
+    for (const time of snapshot.starts) this.starts.insert(time);
+    this.rateSeen = snapshot.rate_seen;
+  }
 
   /**
    * Whether a claim may count, or why not: a claim stamped before the end of a pause the log already
@@ -219,6 +242,10 @@ export class RecentTimes {
       else low = middle + 1;
     }
     return this.length - low;
+  }
+
+  all(): number[] {
+    return Array.from({ length: this.length }, (_, i) => this.get(i));
   }
 
   /** The k-th latest time (1: the latest); -Infinity when fewer are kept. */

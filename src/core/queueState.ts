@@ -1,8 +1,8 @@
 import { MinHeap } from './heap.js';
-import { ApiWeather } from './apiWeather.js';
+import { ApiWeather, type WeatherSnapshot } from './apiWeather.js';
 import { WorkerError } from '../errors.js';
 import type { AttemptError, TaskState } from '../types.js';
-import type { ClaimEvent, OutcomeEvent, QueueEvent, TaskHead } from '../queue/schema.js';
+import type { ClaimEvent, FoldRecord, OutcomeEvent, ResultRef, TaskHead } from '../queue/schema.js';
 import type { QueueContents } from '../queue/queueFile.js';
 
 /** A task's current state: its definition (as much as the reader keeps of it) plus the fold of its events. */
@@ -27,7 +27,10 @@ export interface TaskRecord<Def extends TaskHead = TaskHead> {
   retryAt: number | null;
   lastError: AttemptError | null;
   lastOutcome: OutcomeEvent | null;
+  /** A completed task's result, when it is small enough to stay in the log... */
   result: unknown;
+  /** ...or where it is kept apart (queue/results/), read only by those who ask for it. */
+  resultRef: ResultRef | null;
   /** Time of the last accepted event, or the time the task was added. */
   updatedAt: string;
   /** Dependencies not yet completed. The task is ready when this is 0 and it is pending. */
@@ -124,6 +127,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         lastError: null,
         lastOutcome: null,
         result: undefined,
+        resultRef: null,
         updatedAt: def.added_at,
         unmetDeps: 0,
         dependents: undefined,
@@ -140,7 +144,12 @@ export class QueueState<Def extends TaskHead = TaskHead> {
     }
   }
 
-  apply(event: QueueEvent): ApplyResult {
+  apply(event: FoldRecord): ApplyResult {
+    if (event.type === 'weather') {
+      // What `worker compact` kept of the weather: it stands for the events it dropped.
+      this.weather.restore(event.state as unknown as WeatherSnapshot);
+      return 'accepted';
+    }
     const task = this.byId.get(event.task);
     if (task === undefined && !this.removed.has(event.task)) return 'unknown-task';
     // The weather takes every claim and outcome, even of tasks removed since, so that all readers agree on it.
@@ -209,7 +218,10 @@ export class QueueState<Def extends TaskHead = TaskHead> {
       case 'completed':
         task.state = 'completed';
         task.lastError = null;
-        if (this.options.keepDetails) task.result = outcome.result;
+        if (this.options.keepDetails) {
+          task.result = outcome.result;
+          task.resultRef = outcome.result_ref ?? null;
+        }
         for (const dependent of task.dependents ?? []) {
           dependent.unmetDeps -= 1;
           this.enqueue(dependent);

@@ -2,7 +2,8 @@ import type { AttemptError, ErrorKind } from '../types.js';
 
 /** What one call of the API came to, before the retry policy decides what it means for the task. */
 export type CallResult =
-  | { ok: true; httpStatus: number; result: unknown }
+  /** `body`: the text as the API sent it; `result`: it parsed, when it is JSON. */
+  | { ok: true; httpStatus: number; result: unknown; body: string; json: boolean }
   | {
       ok: false;
       error: AttemptError;
@@ -110,5 +111,5 @@ export function classifyResponse(status: number, contentType: string | undefined
     const message = Array.isArray(detail) ? detail.map(String).join('; ') : detail === undefined ? 'no error given' : typeof detail === 'string' ? detail : JSON.stringify(detail);
     return { ok: false, error: { kind: 'api_failed', message: `the API reported the task failed: ${message}`, http_status: status }, retryable: false, reachedApi: true };
   }
-  return { ok: true, httpStatus: status, result };
+  return { ok: true, httpStatus: status, result, body, json: result !== body };
 }

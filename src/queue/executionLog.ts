@@ -1,6 +1,6 @@
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { DamagedFileError, ioError } from '../errors.js';
-import { eventSchema, type LogHeader, type LogRecord, type QueueEvent } from './schema.js';
+import { eventSchema, logHeaderSchema, type FoldRecord, type LogHeader, type LogRecord, type Seal } from './schema.js';
 import * as z from 'zod/mini';
 
 /**
@@ -21,9 +21,11 @@ export const RECORD_MARK = '{"type":"';
 const NEWLINE = 0x0a;
 
 export interface LogChunk {
-  events: QueueEvent[];
+  events: FoldRecord[];
   /** The log's header, when the chunk began with it (line 1). */
   header?: LogHeader;
+  /** The seal that ends this file's generation: records after it do not count, and were not parsed. */
+  seal?: Seal;
   /** Torn records (writers that died mid-write) skipped in this chunk. */
   torn: number;
 }
@@ -45,16 +47,19 @@ export function serializeEvent(event: LogRecord): string {
 
 /** Parses complete lines (without their newlines). `firstLine` is the 1-based number of lines[0]. */
 export function parseLines(file: string, lines: string[], firstLine: number): LogChunk {
-  const events: QueueEvent[] = [];
+  const events: FoldRecord[] = [];
   let header: LogHeader | undefined;
+  let seal: Seal | undefined;
   let torn = 0;
   const take = (record: LogRecord, lineNo: number) => {
-    if (record.type !== 'log') events.push(record);
+    if (seal !== undefined) return;
+    if (record.type === 'sealed') seal = record;
+    else if (record.type !== 'log') events.push(record);
     else if (lineNo === 1) header = record;
     else throw new DamagedFileError(file, `line ${lineNo}`, 'a log header in the middle of the log: two logs were joined');
   };
   lines.forEach((line, index) => {
-    if (line.length === 0) return;
+    if (line.length === 0 || seal !== undefined) return;
     const lineNo = firstLine + index;
     const whole = tryParseEvent(line);
     if (whole.ok) {
@@ -69,7 +74,29 @@ export function parseLines(file: string, lines: string[], firstLine: number): Lo
       else throw new DamagedFileError(file, `line ${lineNo}`, describeBadLine(line, whole.problem));
     }
   });
-  return header === undefined ? { events, torn } : { events, torn, header };
+  const chunk: LogChunk = { events, torn };
+  if (header !== undefined) chunk.header = header;
+  if (seal !== undefined) chunk.seal = seal;
+  return chunk;
+}
+
+/**
+ * Thrown when the log moved on by more than one generation since this reader last read it (two
+ * compactions): it cannot go on from where it was, and must read the new log from its start.
+ */
+/** The writer's file is no longer the one at the log's path, or not the one its readers read. */
+export class LogFileChanged extends Error {
+  constructor(file: string) {
+    super(`${file} is not the file this process was reading`);
+    this.name = 'LogFileChanged';
+  }
+}
+
+export class LogMovedOn extends Error {
+  constructor(file: string) {
+    super(`${file} was compacted more than once since it was last read: reading it again from the start`);
+    this.name = 'LogMovedOn';
+  }
 }
 
 type ParseResult = { ok: true; event: LogRecord } | { ok: false; problem: string; json: boolean };
@@ -127,6 +154,10 @@ export class ExecutionLogReader {
   tornRecords = 0;
   /** The log's first line, once read, if it is a header (logs of earlier versions have none). */
   header: LogHeader | undefined;
+  /** The seal this reader reached: its successor (the next generation) is where reading goes on. */
+  private sealed: Seal | undefined;
+  /** Generations this reader moved on to (see followSuccessor). */
+  switches = 0;
 
   /** `from`: where to start, a position an earlier reader of the same file reached. */
   constructor(readonly file: string, from: LogPosition = { inode: undefined, offset: 0, line: 1 }) {
@@ -140,21 +171,27 @@ export class ExecutionLogReader {
     return { inode: this.inode, offset: this.offset - this.pending.length, line: this.lineNo };
   }
 
-  readNew(): QueueEvent[] {
+  readNew(): FoldRecord[] {
+    if (this.sealed !== undefined) return this.followSuccessor();
     let size: number;
     try {
       const info = statSync(this.file);
-      if (this.inode !== undefined && info.ino !== this.inode) {
-        throw new DamagedFileError(this.file, 'whole file', 'it was replaced while it was being read; an execution log is only ever appended to');
-      }
       if (this.fd === undefined) {
+        if (this.inode !== undefined && info.ino !== this.inode) {
+          throw new DamagedFileError(this.file, 'whole file', 'it was replaced while it was being read; an execution log is only ever appended to');
+        }
         this.fd = openSync(this.file, 'r');
         this.inode = fstatSync(this.fd).ino;
         if (this.inode !== info.ino) return this.readNew();
+      } else if (info.ino !== this.inode) {
+        // Another file at the path: what is left of ours is read first. A compaction sealed it before.
+        const rest = this.readTo(fstatSync(this.fd).size);
+        if (this.sealed !== undefined) return [...rest, ...this.followSuccessor()];
+        throw new DamagedFileError(this.file, 'whole file', 'it was replaced while in use; an execution log is only ever appended to');
       }
       size = info.size;
     } catch (error) {
-      if (error instanceof DamagedFileError) throw error;
+      if (error instanceof DamagedFileError || error instanceof LogMovedOn) throw error;
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
         if (this.inode === undefined && this.offset === 0) return [];
         throw new DamagedFileError(this.file, 'whole file', 'it was deleted or moved away while in use; an execution log is never removed');
@@ -164,12 +201,18 @@ export class ExecutionLogReader {
     if (size < this.offset) {
       throw new DamagedFileError(this.file, `byte ${size}`, `it shrank from ${this.offset} bytes; an execution log is only ever appended to`);
     }
-    if (size === this.offset) return [];
+    const records = this.readTo(size);
+    return this.sealed !== undefined ? [...records, ...this.followSuccessor()] : records;
+  }
+
+  /** Reads this reader's file from where it is to `size`. */
+  private readTo(size: number): FoldRecord[] {
+    if (size <= this.offset) return [];
     const fresh = Buffer.allocUnsafe(size - this.offset);
     let filled = 0;
     try {
       while (filled < fresh.length) {
-        const bytesRead = readSync(this.fd, fresh, filled, fresh.length - filled, this.offset + filled);
+        const bytesRead = readSync(this.fd!, fresh, filled, fresh.length - filled, this.offset + filled);
         if (bytesRead === 0) break;
         filled += bytesRead;
       }
@@ -180,12 +223,47 @@ export class ExecutionLogReader {
   }
 
   /**
+   * After a seal: the next generation, once `worker compact` put it in place, is read from where what it
+   * compacted ends, since this reader folded all of that already. Until it is in place, nothing is new.
+   */
+  private followSuccessor(): FoldRecord[] {
+    const sealed = this.sealed!;
+    let info;
+    try {
+      info = statSync(this.file);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('read', this.file, error);
+      throw new DamagedFileError(this.file, 'whole file', 'it was deleted or moved away while in use; an execution log is never removed');
+    }
+    if (info.ino === this.inode) return [];
+    const header = readHeader(this.file);
+    const ours = header !== undefined && (this.header === undefined || header.queue === this.header.queue);
+    if (!ours) throw new DamagedFileError(this.file, 'whole file', 'it was replaced by a file that is not the next generation of this queue\'s log');
+    if (header.generation !== sealed.generation + 1 || header.continues_at === undefined) throw new LogMovedOn(this.file);
+    const fd = openSync(this.file, 'r');
+    if (fstatSync(fd).ino !== info.ino) {
+      closeSync(fd);
+      throw new LogMovedOn(this.file);
+    }
+    this.close();
+    this.fd = fd;
+    this.inode = info.ino;
+    this.offset = header.continues_at.offset;
+    this.lineNo = header.continues_at.line;
+    this.pending = Buffer.alloc(0);
+    this.header = header;
+    this.sealed = undefined;
+    this.switches += 1;
+    return this.readNew();
+  }
+
+  /**
    * The events appended since the last read, read from where it ended, without looking at the file: for
    * re-checks inside a claim, several per task. readNew, once per task, checks that it was not replaced
    * or shrunk (a stat cost as much as the read).
    */
-  readAppended(): QueueEvent[] {
-    if (this.fd === undefined) return this.readNew();
+  readAppended(): FoldRecord[] {
+    if (this.fd === undefined || this.sealed !== undefined) return this.readNew();
     let bytesRead: number;
     try {
       bytesRead = readSync(this.fd, this.scratch, 0, this.scratch.length, this.offset);
@@ -195,8 +273,8 @@ export class ExecutionLogReader {
     if (bytesRead === 0) return [];
     // consume keeps copies of what it holds on to: the scratch buffer serves the next read.
     const events = this.consume(this.scratch.subarray(0, bytesRead));
-    // More was appended than the buffer holds (a large result): the rest is read whole, with the checks.
-    return bytesRead < this.scratch.length ? events : [...events, ...this.readNew()];
+    // More was appended than the buffer holds, or a seal ends this file: the rest is read with the checks.
+    return bytesRead < this.scratch.length && this.sealed === undefined ? events : [...events, ...this.readNew()];
   }
 
   close(): void {
@@ -204,13 +282,19 @@ export class ExecutionLogReader {
     this.fd = undefined;
   }
 
+  /** Whether this reader reached a seal whose successor is not in place yet: nothing may be appended meanwhile. */
+  get waitingForSuccessor(): boolean {
+    return this.sealed !== undefined;
+  }
+
   /** Parses first, then moves on: a damaged line leaves the reader where it was, to be read again. */
-  private consume(fresh: Buffer): QueueEvent[] {
+  private consume(fresh: Buffer): FoldRecord[] {
     const data = this.pending.length > 0 ? Buffer.concat([this.pending, fresh]) : fresh;
     const lastNewline = data.lastIndexOf(NEWLINE);
     const lines = lastNewline === -1 ? [] : data.subarray(0, lastNewline).toString('utf8').split('\n');
     const chunk = parseLines(this.file, lines, this.lineNo);
     if (chunk.header !== undefined) this.header = chunk.header;
+    if (chunk.seal !== undefined) this.sealed = chunk.seal;
     this.offset += fresh.length;
     this.lineNo += lines.length;
     this.tornRecords += chunk.torn;
@@ -245,20 +329,17 @@ export class ExecutionLogWriter {
       this.fd ??= openSync(this.file, expected?.inode === undefined ? 'a' : constants.O_WRONLY | constants.O_APPEND);
       if (expected?.inode !== undefined) {
         const info = fstatSync(this.fd);
-        const problem = info.nlink === 0
-          ? 'it was deleted or moved away while in use'
-          : info.ino !== expected.inode
-            ? 'it was replaced while in use'
-            : info.size < expected.offset
-              ? `it shrank from ${expected.offset} to ${info.size} bytes while in use`
-              : undefined;
-        if (problem !== undefined) throw new DamagedFileError(this.file, 'whole file', `${problem}; nothing more is written to it, and an execution log is only ever appended to`);
+        // Not the file its readers read (compacted since, or gone): the store decides, having read on.
+        if (info.nlink === 0 || info.ino !== expected.inode) throw new LogFileChanged(this.file);
+        if (info.size < expected.offset) {
+          throw new DamagedFileError(this.file, 'whole file', `it shrank from ${expected.offset} to ${info.size} bytes while in use; nothing more is written to it, and an execution log is only ever appended to`);
+        }
       }
       let written = 0;
       while (written < bytes.length) written += writeSync(this.fd, bytes, written, bytes.length - written);
     } catch (error) {
       this.close();
-      if (error instanceof DamagedFileError) throw error;
+      if (error instanceof DamagedFileError || error instanceof LogFileChanged) throw error;
       if ((error as NodeJS.ErrnoException).code === 'ENOENT' && expected?.inode !== undefined) {
         throw new DamagedFileError(this.file, 'whole file', 'it was deleted or moved away while in use; nothing more is written, and an execution log is never removed');
       }
@@ -269,5 +350,30 @@ export class ExecutionLogWriter {
   close(): void {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
+  }
+}
+
+/** The first line of a log file, if it is a valid header. */
+export function readHeader(file: string): LogHeader | undefined {
+  let text: string;
+  try {
+    const fd = openSync(file, 'r');
+    try {
+      const buffer = Buffer.alloc(1024);
+      text = buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, 0)).toString('utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw ioError('read', file, error);
+  }
+  const newline = text.indexOf('\n');
+  if (newline === -1) return undefined;
+  try {
+    const parsed = logHeaderSchema.safeParse(JSON.parse(text.slice(0, newline)));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
   }
 }

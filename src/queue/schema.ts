@@ -83,6 +83,16 @@ export const claimEventSchema = z.looseObject({
 export const OUTCOMES = ['completed', 'failed', 'retry', 'released'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
+/** Where a result larger than INLINE_RESULT_BYTES is kept: bytes of a file in queue/results/ (see results.ts). */
+export const resultRefSchema = z.object({
+  file: z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]*\.results$/, 'must be the name of a results file')),
+  offset: z.int().check(z.nonnegative()),
+  length: z.int().check(z.nonnegative()),
+  /** The API sent JSON: the result is that JSON parsed. */
+  json: z.boolean(),
+});
+export type ResultRef = z.infer<typeof resultRefSchema>;
+
 /** How one attempt ended. Counts only while its token is the task's claim in force (fencing). */
 export const outcomeEventSchema = z.looseObject({
   type: z.literal('outcome'),
@@ -111,6 +121,7 @@ export const outcomeEventSchema = z.looseObject({
   /** --max-attempts of the worker that recorded it, so that others can say "retry 2/3". */
   max_attempts: z.optional(z.int().check(z.positive())),
   result: z.optional(z.unknown()),
+  result_ref: z.optional(resultRefSchema),
 });
 
 /** `worker retry`: a failed task goes back to pending with fresh attempts and a new idempotency key. */
@@ -135,6 +146,30 @@ export const logHeaderSchema = z.looseObject({
   type: z.literal('log'),
   queue: z.string().check(z.minLength(1)),
   at: isoTime,
+  /** 1 for a log as made; each `worker compact` makes the next. */
+  generation: z.optional(z.int().check(z.positive())),
+  /**
+   * In a compacted log: where what was compacted ends. A reader that read the previous generation to its
+   * seal goes on from here, without reading again what it already folded.
+   */
+  continues_at: z.optional(z.object({ offset: z.int().check(z.nonnegative()), line: z.int().check(z.positive()) })),
+});
+
+/** The last record of a generation: `worker compact` put its successor in place. Nothing after it counts. */
+export const sealSchema = z.looseObject({
+  type: z.literal('sealed'),
+  generation: z.int().check(z.positive()),
+  at: isoTime,
+});
+
+/**
+ * The last record of what `worker compact` kept: the API's weather at the seal, which the dropped events
+ * had made. Readers take it as it is (see ApiWeather.restore).
+ */
+export const weatherRecordSchema = z.looseObject({
+  type: z.literal('weather'),
+  at: isoTime,
+  state: z.looseObject({ starts: z.array(z.number()), pauses_in_a_row: z.int() }),
 });
 
 export const eventSchema = z.discriminatedUnion('type', [
@@ -143,6 +178,8 @@ export const eventSchema = z.discriminatedUnion('type', [
   retryEventSchema,
   cancelEventSchema,
   logHeaderSchema,
+  sealSchema,
+  weatherRecordSchema,
 ]);
 
 export type ClaimEvent = z.infer<typeof claimEventSchema>;
@@ -150,7 +187,11 @@ export type OutcomeEvent = z.infer<typeof outcomeEventSchema>;
 export type RetryEvent = z.infer<typeof retryEventSchema>;
 export type CancelEvent = z.infer<typeof cancelEventSchema>;
 export type LogHeader = z.infer<typeof logHeaderSchema>;
+export type Seal = z.infer<typeof sealSchema>;
+export type WeatherRecord = z.infer<typeof weatherRecordSchema>;
 /** Every line of the log. */
 export type LogRecord = z.infer<typeof eventSchema>;
-/** What happens to a task: every record but the header. */
-export type QueueEvent = Exclude<LogRecord, LogHeader>;
+/** What the fold reads: every record but the header and the seal, which the reader keeps to itself. */
+export type FoldRecord = Exclude<LogRecord, LogHeader | Seal>;
+/** What happens to a task. */
+export type QueueEvent = Exclude<FoldRecord, WeatherRecord>;

@@ -4,13 +4,14 @@ import { basename, join } from 'node:path';
 import { DamagedFileError, ioError, WorkerError } from '../errors.js';
 import { QueueState, type ApplyResult, type FoldOptions, type TaskRecord } from '../core/queueState.js';
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
-import { ExecutionLogReader, ExecutionLogWriter, type LogPosition } from './executionLog.js';
+import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
 import { QueueFile, QueueIndex, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { checkLogPresent, ensureQueueIdentity, LOG_RULE, readQueueId } from './queueIdentity.js';
+import { compactLog, type CompactionReport } from './compaction.js';
 import { withQueueLock } from './queueLock.js';
-import type { QueueEvent, TaskDefinition, TaskHead } from './schema.js';
+import type { FoldRecord, OutcomeEvent, QueueEvent, TaskDefinition, TaskHead } from './schema.js';
 
 /** Where a store gets its task definitions, and what it keeps of them. */
 interface DefinitionSource<Def extends TaskHead> {
@@ -64,6 +65,8 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   private logLost: DamagedFileError | undefined;
   /** Whether the log's presence and header were checked against the queue's id. */
   private logChecked = false;
+  /** Outcomes this store appended and has not read back yet, by token (see append). */
+  private readonly unconfirmed = new Map<string, OutcomeEvent>();
 
   private constructor(root: string, private readonly foldOptions: FoldOptions, private readonly makeDefinitions: (queueFile: QueueFile, paths: QueuePaths) => DefinitionSource<Def>) {
     this.paths = queuePaths(root);
@@ -160,20 +163,25 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * tasks do not matter (an event naming one still reads queue.json), and a replaced or shrunk log is found
    * by the next full refresh. On any error the fold is dropped and read again next time.
    */
-  refresh({ definitions = true } = {}): void {
+  refresh({ definitions = true } = {}, restarts = 0): void {
     if (this.logLost) throw this.logLost;
     try {
       if (!this.logChecked) checkLogPresent(this.paths);
       if (definitions) this.readDefinitionsIntoFold();
+      const switches = this.reader.switches;
       for (const event of definitions ? this.reader.readNew() : this.reader.readAppended()) this.applyEvent(event);
+      if (this.reader.switches !== switches) this.appendAgainWhatTheSealCut();
       if (!this.logChecked) this.checkLogHeader();
     } catch (error) {
       if (error instanceof DamagedFileError && error.file === this.paths.logFile) this.logLost = error;
-      this.reader.close();
-      this.state = new QueueState<Def>(this.foldOptions);
-      this.definitions.close();
-      this.definitions = this.makeDefinitions(this.queueFile, this.paths);
-      this.reader = new ExecutionLogReader(this.paths.logFile);
+      if (error instanceof LogMovedOn && restarts < 3) {
+        // Compacted more than once since the last read: the new log, read from its start, holds it all.
+        this.reset();
+        this.refresh({ definitions: true }, restarts + 1);
+        this.appendAgainWhatTheSealCut();
+        return;
+      }
+      this.reset();
       throw error;
     }
   }
@@ -193,7 +201,12 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     this.state.addDefinitions(contents, rebuilt);
   }
 
-  private applyEvent(event: QueueEvent): void {
+  private applyEvent(event: FoldRecord): void {
+    if (event.type === 'weather') {
+      this.state.apply(event);
+      return;
+    }
+    if (event.type === 'outcome') this.unconfirmed.delete(event.token);
     if (this.state.apply(event) !== 'unknown-task') return;
     // Written after the task was added, so a fresh read of queue.json must define it.
     this.readDefinitionsIntoFold();
@@ -215,7 +228,10 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     fold.addDefinitions(this.readDefinitions());
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
-      for (const event of reader.readNew()) onEvent(event, fold.apply(event));
+      for (const record of reader.readNew()) {
+        const result = fold.apply(record);
+        if (record.type !== 'weather') onEvent(record, result);
+      }
     } finally {
       reader.close();
     }
@@ -230,15 +246,66 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     });
   }
 
-  /** Appends to the log this store reads, never to another (see ExecutionLogWriter). */
+  /**
+   * Appends to the log this store reads, never to another (see ExecutionLogWriter). While a compaction
+   * switches generations (this store read a seal whose successor is not in place yet), appends wait:
+   * LogBusyError. An outcome appended after a seal it had not read yet does not count in the next
+   * generation: it is kept until read back, and appended again there (appendAgainWhatTheSealCut).
+   */
   append(events: QueueEvent[]): void {
     if (this.logLost) throw this.logLost;
+    // Between two generations: the next one may be in place by now.
+    if (this.reader.waitingForSuccessor) this.refresh({ definitions: false });
+    if (this.reader.waitingForSuccessor) throw new LogBusyError(this.paths.logFile);
     try {
-      this.writer.append(events, this.reader.position());
+      try {
+        this.writer.append(events, this.reader.position());
+      } catch (error) {
+        if (!(error instanceof LogFileChanged)) throw error;
+        // Compacted since this store last read (or gone): read on, then write to what it reads now.
+        this.refresh({ definitions: false });
+        if (this.reader.waitingForSuccessor) throw new LogBusyError(this.paths.logFile);
+        try {
+          this.writer.append(events, this.reader.position());
+        } catch (again) {
+          if (again instanceof LogFileChanged) throw new DamagedFileError(this.paths.logFile, 'whole file', 'it was replaced while in use; nothing more is written to it');
+          throw again;
+        }
+      }
     } catch (error) {
       if (error instanceof DamagedFileError) this.logLost = error;
       throw error;
     }
+    for (const event of events) if (event.type === 'outcome') this.unconfirmed.set(event.token, event);
+  }
+
+  /** After a switch of generations: this store's own outcomes that the seal cut off, for claims still in force. */
+  private appendAgainWhatTheSealCut(): void {
+    const cut = [...this.unconfirmed.values()].filter((outcome) => this.state.get(outcome.task)?.claim?.token === outcome.token);
+    this.unconfirmed.clear();
+    if (cut.length > 0) this.append(cut);
+  }
+
+  /** Whether this store read a seal whose next generation is not in place yet (a compaction is switching). */
+  get betweenGenerations(): boolean {
+    return this.reader.waitingForSuccessor;
+  }
+
+  /**
+   * `worker compact` under the queue-wide lock (see compaction.ts); it also finishes a compaction whose
+   * process died after sealing the log.
+   */
+  async compact(now: () => Date): Promise<CompactionReport> {
+    return withQueueLock(this.paths.queueLock, async (assertHeld) => compactLog(this.paths, assertHeld, now));
+  }
+
+  /** Drops the fold and the reader: the next refresh reads everything again. */
+  private reset(): void {
+    this.reader.close();
+    this.state = new QueueState<Def>(this.foldOptions);
+    this.definitions.close();
+    this.definitions = this.makeDefinitions(this.queueFile, this.paths);
+    this.reader = new ExecutionLogReader(this.paths.logFile);
   }
 
   /**
@@ -277,7 +344,9 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       const events = reader.readNew();
       if (events.length > 0) {
         const ids = new Set(queue.ids);
-        for (const event of events) if (!ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event, ids.size);
+        for (const event of events) {
+          if (event.type !== 'weather' && !ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event, ids.size);
+        }
       }
       return reader.position();
     } finally {
@@ -321,4 +390,12 @@ export function requireQueue(paths: QueuePaths): void {
   throw new WorkerError('NOT_FOUND', `no queue at ${paths.root} (worker add creates one)`, {
     hint: 'check --dir (or WORKER_DIR) for a typo',
   });
+}
+
+/** The log is between two generations (a compaction is switching them): an append waits and is tried again. */
+export class LogBusyError extends WorkerError {
+  constructor(file: string) {
+    super('IO', `${file} is being compacted: appends wait for its next generation`, { hint: 'this passes by itself; run the command again' });
+    this.name = 'LogBusyError';
+  }
 }

@@ -10,9 +10,10 @@ import type { CallResult } from '../http/classify.js';
 import { goneFromThisHost } from '../lock/processes.js';
 import type { HeldLock, TaskLocks } from '../lock/taskLock.js';
 import { withQueueLock } from '../queue/queueLock.js';
-import type { ClaimEvent, Outcome, OutcomeEvent, TaskDefinition } from '../queue/schema.js';
+import type { ClaimEvent, Outcome, OutcomeEvent, ResultRef, TaskDefinition } from '../queue/schema.js';
+import { INLINE_RESULT_BYTES } from '../queue/results.js';
 import type { AttemptError } from '../types.js';
-import type { QueueStore } from '../queue/store.js';
+import { LogBusyError, type QueueStore } from '../queue/store.js';
 import { clock, describeError, describeOutage, describePause, describeRate, stuckReason } from '../core/reasons.js';
 import { idempotencyKey } from '../queue/queueIdentity.js';
 import { claimLiveness } from '../lock/liveness.js';
@@ -26,6 +27,10 @@ const CANDIDATES_PER_CHECK = 16;
 const OTHERS_ACTIVE_MS = 2000;
 /** Workers spread their probes of an unreachable API over this long after the probe is due. */
 const MAX_PROBE_STAGGER_MS = 500;
+/** How often a worker looks again while a compaction switches generations. */
+const COMPACTION_POLL_MS = 20;
+/** A seal with no next generation after this long was left by a compaction that died. */
+const STALLED_COMPACTION_MS = 15_000;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
 
@@ -40,6 +45,8 @@ export interface WorkerDeps {
   pid: number;
   /** The queue's identity: part of every idempotency key. */
   queueId: string;
+  /** Where results too large for the log go (see results.ts). */
+  results: { write(text: string, json: boolean): ResultRef };
   /** Changes to the queue folder: what wakes an idle worker. */
   changes: {
     /** Clears the record of changes: called right before each look at the queue. */
@@ -110,6 +117,8 @@ export class Worker {
   /** The outage and the pause this worker has logged: each is logged once, when first seen, and its end once. */
   private reportedOutageSince: number | null = null;
   private reportedPauseSince: number | null = null;
+  /** When this worker first found the log between two generations, while it still is. */
+  private sealSeenAt: number | null = null;
   private readonly probeDelayMs: number;
   private lastTakeoverScan = -Infinity;
   /** When this worker last saw another one at work (a running task, a lock it held). */
@@ -139,6 +148,13 @@ export class Worker {
         claim = await this.claimNext();
         this.summary.lastError = undefined;
       } catch (error) {
+        if (error instanceof LogBusyError) {
+          // A compaction is switching generations: a moment, not a failure.
+          logger.debug(error.message);
+          await this.finishStalledCompaction();
+          await this.deps.changes.wait(COMPACTION_POLL_MS, this.signals.stop);
+          continue;
+        }
         this.summary.lastError = asWorkerError(error);
         logger.error(`could not look at the queue: ${this.summary.lastError.message}`, stackOf(error));
         // The log is the truth: one that was deleted, replaced, emptied or damaged under this worker ends it.
@@ -451,7 +467,10 @@ export class Worker {
     if (result.ok) {
       logger.info(`completed ${id} in ${took} (http ${result.httpStatus})`);
       this.summary.completed += 1;
-      await this.record(claim, { outcome: 'completed', called: true, startedAt, endedAt, httpStatus: result.httpStatus, result: result.result });
+      const apart = Buffer.byteLength(result.body) > INLINE_RESULT_BYTES;
+      await this.record(claim, {
+        outcome: 'completed', called: true, startedAt, endedAt, httpStatus: result.httpStatus, ...(apart ? { resultApart: { body: result.body, json: result.json } } : { result: result.result }),
+      });
       return;
     }
     const error = result.error;
@@ -556,6 +575,8 @@ export class Worker {
       pauseUntil?: number | undefined;
       waitingSince?: number | undefined;
       result?: unknown;
+      /** A result too large for the log: kept in this worker's results file, which the outcome refers to. */
+      resultApart?: { body: string; json: boolean };
     },
   ): Promise<void> {
     const { store, logger } = this.deps;
@@ -587,12 +608,19 @@ export class Worker {
     }
     for (let wait = 100; ; wait = Math.min(wait * 2, 5000)) {
       try {
+        if (outcome.resultApart !== undefined) event.result_ref ??= this.deps.results.write(outcome.resultApart.body, outcome.resultApart.json);
         store.append([event]);
         break;
       } catch (error) {
         if (this.isLogLost(error)) {
           logger.error(`not recording the outcome of ${id} (${outcome.outcome}): ${asWorkerError(error).message}`);
           break;
+        }
+        if (error instanceof LogBusyError) {
+          logger.debug(`${error.message}: recording the outcome of ${id} in a moment`);
+          await this.finishStalledCompaction();
+          await new Promise((resolve) => setTimeout(resolve, COMPACTION_POLL_MS));
+          continue;
         }
         logger.error(`could not record the outcome of ${id}, trying again in ${formatDuration(wait)}: ${asWorkerError(error).message}`);
         if (this.signals.abort.aborted) break;
@@ -625,6 +653,27 @@ export class Worker {
     this.summary.lostClaims += 1;
     logger.warn(`lost the claim on ${id}${current ? ` to ${current.worker}` : ''}: not recording this attempt's outcome (${outcome})`);
     return true;
+  }
+
+  /**
+   * A log sealed for longer than a compaction takes, with no next generation: its compactor died. The
+   * compaction is finished under the queue-wide lock (which a live compactor would hold).
+   */
+  private async finishStalledCompaction(): Promise<void> {
+    const { store, logger, now } = this.deps;
+    if (!store.betweenGenerations) {
+      this.sealSeenAt = null;
+      return;
+    }
+    this.sealSeenAt ??= now();
+    if (now() - this.sealSeenAt < STALLED_COMPACTION_MS) return;
+    this.sealSeenAt = null;
+    logger.warn('the execution log has been sealed for a compaction that did not finish: finishing it');
+    try {
+      await store.compact(() => new Date(now()));
+    } catch (error) {
+      logger.error(`could not finish the compaction: ${asWorkerError(error).message}`);
+    }
   }
 
   /** `attempt 2/3`; a takeover can go one past --max-attempts, which is said so rather than `attempt 2/1`. */

@@ -146,3 +146,66 @@ describe('mistakes caught early', () => {
     });
   });
 });
+
+describe('results apart from the events, and a log that stops growing', () => {
+  const big = (id: string) => JSON.stringify({ status: 'completed', task: id, text: `${id}:`.padEnd(20_000, 'x') });
+
+  it('a large result is kept in queue/results, not in the log: worker result prints it as sent, show and status --json read it', async () => {
+    await withTempDir(async (dir) => {
+      api.setBehaviour((call, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(call.task_id === 'small' ? '{"status":"completed","n":1}' : big(call.task_id));
+      });
+      await addAll(dir, [{ id: 'large' }, { id: 'small' }, { id: 'waiting' , deps: ['never'] }].filter((task) => task.id !== 'waiting'));
+      expect((await runCli(runArgs(dir, '--drain'))).code).toBe(0);
+      expect((await stat(logFile(dir))).size).toBeLessThan(4000);
+      const raw = await runCli(['--dir', dir, 'result', 'large']);
+      expect(raw.code).toBe(0);
+      expect(raw.stdout).toBe(big('large'));
+      const parsed = await runCli(['--dir', dir, 'result', 'large', '--json']);
+      expect(JSON.parse(parsed.stdout)).toEqual(JSON.parse(big('large')));
+      expect((await runCli(['--dir', dir, 'result', 'small'])).stdout).toBe('{"status":"completed","n":1}');
+      expect((await statusById(dir)).get('large')!.result).toEqual(JSON.parse(big('large')));
+      expect(JSON.parse((await runCli(['--dir', dir, 'show', 'large', '--json'])).stdout).result.text).toMatch(/^large:x+$/);
+      await addAll(dir, [{ id: 'later' }]);
+      const none = await runCli(['--dir', dir, 'result', 'later']);
+      expect(none.code).toBe(3);
+      expect(none.stderr).toMatch(/task "later" is pending: only a completed task has a result/);
+    });
+  });
+
+  it('clean and compact while 4 workers drain other tasks: no event lost, no task called twice, the log and results shrink', async () => {
+    await withTempDir(async (dir) => {
+      api.setBehaviour((call, res) => {
+        setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(big(call.task_id));
+        }, Math.random() * 5);
+      });
+      const old = Array.from({ length: 100 }, (_, i) => ({ id: `old-${i}` }));
+      await addAll(dir, old);
+      expect((await runCli(runArgs(dir, '--drain'))).code).toBe(0);
+      const fresh = Array.from({ length: 400 }, (_, i) => ({ id: `new-${i}`, deps: i >= 10 && i % 7 === 0 ? [`new-${i - 10}`] : [] }));
+      await addAll(dir, fresh);
+      const workers = ['c1', 'c2', 'c3', 'c4'].map((id) => startCli(runArgs(dir, '--drain', '--worker-id', id)));
+      await sleep(200);
+      const cleaned = await runCli(['--dir', dir, 'clean', ...old.map((task) => task.id)]);
+      expect(cleaned.code, cleaned.stderr).toBe(0);
+      expect(cleaned.stdout).toMatch(/removed 100 completed tasks\ncompacted the execution log to generation 2: .*; removed 1 results file/);
+      for (let round = 0; round < 5; round += 1) {
+        await sleep(100);
+        expect((await runCli(['--dir', dir, 'compact'])).code).toBe(0);
+      }
+      for (const result of await Promise.all(workers.map((worker) => worker.exited))) expect(result.code, result.stderr).toBe(0);
+      const freshCalls = api.calls.filter((call) => call.task_id.startsWith('new-'));
+      expect(freshCalls).toHaveLength(400);
+      expect(new Set(freshCalls.map((call) => call.task_id)).size).toBe(400);
+      const states = await statusById(dir);
+      expect([...states.keys()].every((id) => id.startsWith('new-'))).toBe(true);
+      for (const task of fresh) expect(states.get(task.id)).toMatchObject({ state: 'completed', attempts: 1 });
+      // The log holds one claim and one outcome per remaining task, and the header, seal-free.
+      expect((await runCli(['--dir', dir, 'compact'])).stdout).toMatch(/800 of 800 events kept/);
+      expect((await runCli(['--dir', dir, 'result', 'new-399'])).stdout).toBe(big('new-399'));
+    });
+  }, 60_000);
+});

@@ -57,8 +57,8 @@ describe('error classification', () => {
     expect(classifyResponse(status, undefined, '', undefined)).toMatchObject({ ok: false, retryable, error: { kind: 'http', http_status: status } });
   });
   it('keeps 2xx bodies as results, parsed when JSON; "status": "failed" fails the task', () => {
-    expect(classifyResponse(200, 'application/json', '{"a":1}', undefined)).toEqual({ ok: true, httpStatus: 200, result: { a: 1 } });
-    expect(classifyResponse(201, 'text/plain', 'hello', undefined)).toEqual({ ok: true, httpStatus: 201, result: 'hello' });
+    expect(classifyResponse(200, 'application/json', '{"a":1}', undefined)).toEqual({ ok: true, httpStatus: 200, result: { a: 1 }, body: '{"a":1}', json: true });
+    expect(classifyResponse(201, 'text/plain', 'hello', undefined)).toEqual({ ok: true, httpStatus: 201, result: 'hello', body: 'hello', json: false });
     expect(classifyResponse(200, 'application/json', '{"status":"failed","error":"nope"}', undefined)).toMatchObject({ retryable: false, error: { kind: 'api_failed', message: expect.stringContaining('nope') } });
     expect(classifyResponse(200, 'application/json', '{"trunc', undefined)).toMatchObject({ error: { kind: 'bad_response' } });
   });

@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { compactLog } from '../../src/queue/compaction.js';
+import { ExecutionLogWriter } from '../../src/queue/executionLog.js';
+import type { ClaimEvent, OutcomeEvent } from '../../src/queue/schema.js';
+import { QueueStore } from '../../src/queue/store.js';
+import { withTempDir } from '../helpers/cli.js';
+import { addAll } from '../helpers/queue.js';
+
+/**
+ * The switch between generations, step by step on real files, where processes would make it a matter of
+ * timing: what a reader does at a seal, and what becomes of an outcome appended after a seal it had not
+ * read yet.
+ */
+
+const AT = new Date().toISOString();
+const claim = (task: string, token: string): ClaimEvent => ({ type: 'claim', task, token, prev: null, attempt: 1, worker: 'w', pid: 1, host: 'h', at: AT });
+const completed = (task: string, token: string): OutcomeEvent => ({
+  type: 'outcome', task, token, attempt: 1, worker: 'w', outcome: 'completed', called: true, started_at: AT, ended_at: AT, duration_ms: 1, http_status: 200, result: { done: task },
+});
+
+describe('compaction: the switch between generations', () => {
+  it('a reader at the seal goes on in the next generation from where it was, without reading the compacted part again', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b' }]);
+      const worker = await QueueStore.open(dir);
+      worker.append([claim('a', 'ta'), completed('a', 'ta')]);
+      worker.refresh();
+      compactLog(worker.paths, () => undefined, () => new Date());
+      const other = await QueueStore.open(dir);
+      other.append([claim('b', 'tb')]);
+      worker.refresh();
+      expect(worker.state.get('a')!.state).toBe('completed');
+      expect(worker.state.get('b')!.state).toBe('running');
+      // It went on from the compacted part's end: had it read it again, it would have met a's claim twice.
+      expect(worker.state.get('a')!.attempts).toBe(1);
+      worker.close();
+      other.close();
+    });
+  });
+
+  it('an outcome appended after a seal its writer had not read is appended again in the next generation', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      const worker = await QueueStore.open(dir);
+      worker.append([claim('a', 'ta')]);
+      worker.refresh();
+      // A compaction seals the log while the worker's call runs; the worker has not read the seal.
+      const sealer = new ExecutionLogWriter(worker.paths.logFile);
+      sealer.append([{ type: 'sealed', generation: 1, at: AT }]);
+      sealer.close();
+      worker.append([completed('a', 'ta')]);
+      // The compaction finishes: the outcome, after the seal, is not in the next generation.
+      compactLog(worker.paths, () => undefined, () => new Date());
+      const before = await QueueStore.open(dir);
+      expect(before.state.get('a')!.state).toBe('running');
+      before.close();
+      // The worker reads on, finds its claim still in force there, and appends the outcome again.
+      worker.refresh();
+      const after = await QueueStore.open(dir);
+      expect(after.state.get('a')).toMatchObject({ state: 'completed', attempts: 1, result: { done: 'a' } });
+      after.close();
+      worker.close();
+    });
+  });
+
+  it('a reader that missed two compactions reads the new log from its start', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b' }]);
+      const sleeper = await QueueStore.open(dir);
+      const other = await QueueStore.open(dir);
+      other.append([claim('a', 'ta'), completed('a', 'ta')]);
+      compactLog(other.paths, () => undefined, () => new Date());
+      compactLog(other.paths, () => undefined, () => new Date());
+      other.refresh();
+      other.append([claim('b', 'tb')]);
+      sleeper.refresh();
+      expect(sleeper.state.get('a')!.state).toBe('completed');
+      expect(sleeper.state.get('b')!.state).toBe('running');
+      sleeper.close();
+      other.close();
+    });
+  });
+});
