@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { DamagedFileError, ioError } from '../errors.js';
-import { serializeEvent } from './executionLog.js';
+import { readHeader, serializeEvent } from './executionLog.js';
 import type { QueuePaths } from './paths.js';
 import type { LogHeader } from './schema.js';
 
@@ -24,7 +24,7 @@ export function ensureQueueIdentity(paths: Pick<QueuePaths, 'identityFile' | 'lo
     createWhole(paths.logFile, serializeEvent(header));
   }
   // A log made by this version names its queue: a process that died between the two files left the name there.
-  createWhole(paths.identityFile, `${readLogHeader(paths.logFile)?.queue ?? randomUUID()}\n`);
+  createWhole(paths.identityFile, `${readHeader(paths.logFile)?.queue ?? randomUUID()}\n`);
   const created = readQueueId(paths.identityFile);
   if (created === undefined) throw new DamagedFileError(paths.identityFile, 'whole file', 'it vanished right after it was created');
   return created;
@@ -48,28 +48,6 @@ export function checkLogPresent(paths: Pick<QueuePaths, 'identityFile' | 'logFil
 
 /** What to say of a log that was touched. */
 export const LOG_RULE = 'The execution log must never be rotated, emptied, edited or deleted: `worker clean` and `worker compact` keep it small';
-
-/** The first line of the log, if it is a header. */
-function readLogHeader(file: string): LogHeader | undefined {
-  let text: string;
-  try {
-    const fd = openSync(file, 'r');
-    try {
-      const buffer = Buffer.alloc(512);
-      text = buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, 0)).toString('utf8');
-    } finally {
-      closeSync(fd);
-    }
-  } catch (error) {
-    throw ioError('read', file, error);
-  }
-  try {
-    const first = JSON.parse(text.slice(0, text.indexOf('\n'))) as Partial<LogHeader>;
-    return first.type === 'log' && typeof first.queue === 'string' ? (first as LogHeader) : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * Creates `file` with `content` unless it exists: written whole under a name of its own, then linked into
