@@ -8,6 +8,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startBenchApi } from './api.mjs';
 import { seedQueue } from './seed.mjs';
+import { historyScenarios } from './history.mjs';
 
 const BIN = resolve(import.meta.dirname, '../bin/worker.cjs');
 const quick = process.argv.includes('--quick');
@@ -246,6 +247,7 @@ async function main() {
     }
     row('worker add --file (10,000 tasks)', 10_000, 0, times.bulkMs / 1000);
     row(`worker status --json (${bigQueue.toLocaleString('en')} tasks)`, bigQueue, 0, times.statusMs / 1000);
+    await historyScenarios(row, notes, quick);
   } finally {
     await api.close();
   }
