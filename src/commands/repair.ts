@@ -152,6 +152,7 @@ export async function cleanTasks(dir: string, ids: readonly string[], options: {
     }
     let compaction: CompactionReport | undefined;
     if (removed.size > 0) {
+      assertHeld();
       store.removeTasks(removed);
       // What the removed tasks left in the log (and their results) goes with them.
       compaction = compactLog(store.paths, assertHeld, () => new Date(options.now()));

@@ -1,5 +1,6 @@
-import { execFileSync } from 'node:child_process';
-import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { appendFile, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -369,4 +370,63 @@ describe('hostile input', () => {
       expect(shown.stdout).not.toMatch(/\u0007/);
     });
   }, 120_000);
+});
+
+describe('the queue-wide lock', () => {
+  it('one left by a killed holder on this host is taken at once; one that names no holder once it is not refreshed for 10 s', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }]);
+      const lock = join(dir, 'queue', 'queue.lock');
+      const gone = spawn(process.execPath, ['-e', '0']);
+      await new Promise((resolve) => gone.on('exit', resolve));
+      await mkdir(lock);
+      const { ino, birthtimeMs } = await stat(lock);
+      await writeFile(`${lock}.owner`, JSON.stringify({ pid: gone.pid, host: hostname(), ino, birthtimeMs }));
+      const started = Date.now();
+      expect((await runCli(['--dir', dir, 'add', 'b', 'x'])).code).toBe(0);
+      expect(Date.now() - started).toBeLessThan(5000);
+      // No holder named: judged by its age alone.
+      await mkdir(lock);
+      const past = new Date(Date.now() - 11_000);
+      await utimes(lock, past, past);
+      expect((await runCli(['--dir', dir, 'add', 'c', 'x'])).code).toBe(0);
+      expect([...(await statusById(dir)).keys()]).toEqual(['a', 'b', 'c']);
+    });
+  });
+
+  /** A command run under strace, one of whose stats of queue.json (the `when`-th) stalls for `seconds`: the event loop, and with it the lock's refresh, stalls too. */
+  function stalled(dir: string, when: number, seconds: number, ...args: string[]) {
+    return startCli(['--dir', dir, ...args], {
+      prefix: ['strace', '-f', '-o', '/dev/null', '-P', join(dir, 'queue', 'queue.json'), '-e', 'trace=statx', '-e', `inject=statx:delay_enter=${seconds * 1_000_000}:when=${when}`],
+    });
+  }
+  const hasStrace = (() => {
+    try {
+      execFileSync('strace', ['-V'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  it.for([
+    { what: 'a clean', when: 4, args: ['clean', '--completed'] },
+    { what: 'an add', when: 1, args: ['add', 'slow', 'stalled inside the lock'] },
+  ])('$what stalled inside the lock longer than its staleness keeps it: an add waiting meanwhile is not lost', { timeout: 60_000 }, async ({ when, args }, context) => {
+    if (!hasStrace) return context.skip('strace is not installed: .ci/run installs it');
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b' }]);
+      expect((await runCli(['--dir', dir, 'run', '1', '--api-url', api.url])).code).toBe(0);
+      // Longer than the 10 s after which a lock that is not refreshed counts as stale.
+      const holder = stalled(dir, when, 11, ...args);
+      await sleep(1500);
+      const waiting = await runCli(['--dir', dir, 'add', 'new1', 'added while the lock is held']);
+      expect(waiting.code, waiting.stderr).toBe(0);
+      const held = await holder.exited;
+      expect(held.code, held.stderr).toBe(0);
+      const ids = [...(await statusById(dir)).keys()];
+      expect(ids).toContain('new1');
+      if (args[0] === 'add') expect(ids).toContain('slow');
+    });
+  });
 });

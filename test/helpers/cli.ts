@@ -40,8 +40,10 @@ export interface RunningCli {
   waitForOutput: (pattern: RegExp, timeoutMs?: number) => Promise<string>;
 }
 
-export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): RunningCli {
-  const child = spawn(process.execPath, [BIN, ...args], { env: cleanEnv(options.env), cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+/** `prefix`: a command the CLI runs under, e.g. strace with its arguments. */
+export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string; prefix?: string[] } = {}): RunningCli {
+  const [command, ...commandArgs] = [...(options.prefix ?? []), process.execPath, BIN, ...args];
+  const child = spawn(command!, commandArgs, { env: cleanEnv(options.env), cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   const listeners = new Set<() => void>();
@@ -87,6 +89,7 @@ export async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise
   try {
     return await body(dir);
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    // A process the test stopped may still be writing its last files (a heartbeat, its worker id's lock).
+    await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 }
