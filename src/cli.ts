@@ -12,6 +12,7 @@ import {
   type Env,
 } from './config.js';
 import { palette } from './colors.js';
+import { safeJson, visible, visibleLines } from './core/visible.js';
 import { repeatUntil } from './core/sleep.js';
 import { addTasks } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
@@ -160,7 +161,7 @@ function buildProgram(bin: string): Command {
     .option('--max-attempts <n>', 'attempts per task before it fails (env WORKER_MAX_ATTEMPTS; default 3)')
     .option('--lock-stale <duration>', 'a claim whose lock is not refreshed for this long is taken over (env WORKER_LOCK_STALE; default 30s)')
     .option('--backoff <duration>', 'first retry delay, doubled each attempt, with jitter (env WORKER_BACKOFF; default 1s)')
-    .option('--worker-id <id>', 'name in logs and claims (env WORKER_ID; default w-<4 hex>)')
+    .option('--worker-id <id>', 'name in logs and claims (env WORKER_ID; default w-<8 hex>)')
     .option('--drain', 'exit as soon as nothing is ready or running anywhere')
     .option('--rate <calls/period>', 'all workers of the queue together start at most this many calls per period: 60/m, 5/s, 1000/h (env WORKER_RATE; default none)')
     .option('--no-pause-on-429', 'a 429 is one task\'s retryable error, not a pause of the whole queue')
@@ -215,7 +216,7 @@ function buildProgram(bin: string): Command {
     .addHelpText('after', examples('worker show fetch-7', 'worker show outline --json | jq .result'))
     .action(async (id: string, flags: { json?: boolean }, command: Command) => {
       const detail = await showTask(inspectOptions(command), id);
-      print(flags.json ? `${JSON.stringify(detail, null, 2)}\n` : renderDetail(detail, Date.now()));
+      print(flags.json ? `${safeJson(detail, 2)}\n` : renderDetail(detail, Date.now()));
     });
 
   program
@@ -226,7 +227,8 @@ function buildProgram(bin: string): Command {
     .addHelpText('after', examples('worker result outline > outline.md', 'worker result fetch-1 --json | jq .output'))
     .action(async (id: string, flags: { json?: boolean }, command: Command) => {
       const result = await taskResult(inspectOptions(command), id);
-      print(flags.json ? `${JSON.stringify(result.parsed, null, 2)}\n` : result.raw);
+      // As the API sent it into a pipe or a file; on a terminal, its controls escaped.
+      print(flags.json ? `${safeJson(result.parsed, 2)}\n` : process.stdout.isTTY ? visibleLines(result.raw) : result.raw);
     });
 
   program
@@ -265,7 +267,7 @@ function buildProgram(bin: string): Command {
       const paths = queuePaths(dirOf(command));
       requireQueue(paths);
       const workers = readWorkers(paths, HOST, Date.now());
-      print(flags.json ? `${JSON.stringify(workers, null, 2)}\n` : renderWorkers(workers, Date.now()));
+      print(flags.json ? `${safeJson(workers, 2)}\n` : renderWorkers(workers, Date.now()));
     });
 
   program
@@ -307,7 +309,7 @@ function buildProgram(bin: string): Command {
     .option('--older-than <duration>', 'with --completed: only tasks completed at least this long ago, e.g. 7d')
     .addHelpText('after', examples('worker clean --completed --older-than 7d', 'worker clean fetch-1 summarize-1'))
     .action(async (ids: string[], flags: { completed?: boolean; olderThan?: string }, command: Command) => {
-      const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting('--older-than', flags.olderThan, {}, '', '0s', 0);
+      const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting('--older-than', flags.olderThan, {}, '', '0s', 0, Number.MAX_SAFE_INTEGER);
       const { removed, kept, compaction } = await cleanTasks(dirOf(command), ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now });
       print(`removed ${removed.length} completed task${removed.length === 1 ? '' : 's'}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`);
       if (compaction) print(`${describeCompaction(compaction)}\n`);
@@ -364,7 +366,7 @@ export async function main(argv: string[], bin: string): Promise<number> {
       return error.exitCode === 0 ? 0 : EXIT_CODES.USAGE;
     }
     if (error instanceof WorkerError) {
-      process.stderr.write(`worker: ${error.message}${error.hint ? `; ${error.hint}` : ''}\n`);
+      process.stderr.write(`worker: ${visible(`${error.message}${error.hint ? `; ${error.hint}` : ''}`)}\n`);
       return EXIT_CODES[error.code];
     }
     process.stderr.write(`worker: internal error (a bug; please report it with this output):\n${error instanceof Error ? error.stack : String(error)}\n`);

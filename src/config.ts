@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { WorkerError } from './errors.js';
-import { parseDuration } from './core/duration.js';
+import { MAX_TIMER_MS, parseDuration } from './core/duration.js';
 import { INTENSITIES, type Intensity } from './types.js';
 import type { TaskDefaults } from './core/newTasks.js';
 import { MAX_RATE_CALLS, type RateLimit } from './core/apiWeather.js';
@@ -41,11 +41,16 @@ function configError(setting: string, expected: string, got: string): WorkerErro
   });
 }
 
-export function durationSetting(flag: string, flagValue: string | undefined, env: Env, envName: string, fallback: string, minimumMs = 1): number {
+/**
+ * A duration setting, at least `minimumMs` and at most `maximumMs`: by default what a timer can wait
+ * (MAX_TIMER_MS), since every duration of a worker ends up in one; a longer one would fire at once.
+ */
+export function durationSetting(flag: string, flagValue: string | undefined, env: Env, envName: string, fallback: string, minimumMs = 1, maximumMs = MAX_TIMER_MS): number {
   const text = pick(flagValue, env, envName) ?? fallback;
   const ms = parseDuration(text);
-  if (ms === undefined || ms < minimumMs) {
-    throw configError(settingName(flag, envName), `a duration like 500ms, 2s, 5m or plain seconds${minimumMs > 1 ? ` of at least ${minimumMs}ms` : ''}`, text);
+  if (ms === undefined || ms < minimumMs || ms > maximumMs) {
+    const at = [minimumMs > 1 ? `at least ${minimumMs}ms` : '', maximumMs === MAX_TIMER_MS ? 'at most 24d (the longest a timer can wait)' : ''].filter(Boolean).join(' and ');
+    throw configError(settingName(flag, envName), `a duration like 500ms, 2s, 5m or plain seconds${at ? ` of ${at}` : ''}`, text);
   }
   return ms;
 }
@@ -91,7 +96,8 @@ export function resolveTaskDefaults(flags: TaskDefaultFlags, env: Env): TaskDefa
 }
 
 export function generateWorkerId(): string {
-  return `w-${randomBytes(2).toString('hex')}`;
+  // 32 bits: two workers started in the 7 days heartbeats are kept do not meet by chance.
+  return `w-${randomBytes(4).toString('hex')}`;
 }
 
 export const HOST = hostname();
@@ -167,7 +173,7 @@ export function parseRate(text: string): RateLimit | undefined {
   if (!match) return undefined;
   const calls = Number(match[1]);
   const perMs = RATE_PERIODS[match[2]!] ?? parseDuration(match[2]!);
-  if (!Number.isSafeInteger(calls) || calls < 1 || calls > MAX_RATE_CALLS || perMs === undefined || perMs < 10) return undefined;
+  if (!Number.isSafeInteger(calls) || calls < 1 || calls > MAX_RATE_CALLS || perMs === undefined || perMs < 10 || perMs > MAX_TIMER_MS) return undefined;
   return { calls, per_ms: perMs };
 }
 

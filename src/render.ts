@@ -1,15 +1,11 @@
 import { TASK_STATES } from './types.js';
 import { describeError, formatSpan } from './core/reasons.js';
 import { palette, type Palette } from './colors.js';
+import { visible } from './core/visible.js';
 import type { WorkerStatus } from './worker/heartbeat.js';
 import type { StatusReport } from './commands/status.js';
 
 /** Text for people. Pure: the CLI decides where it goes. */
-
-/** Control characters (but tab) shown as \u escapes, so a task's text cannot ring, move or clear a terminal. */
-export function visible(line: string): string {
-  return line.replace(/[\u0000-\u0008\u000a-\u001f\u007f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
 
 /** Ids for a one-line message: the first `shown`, then how many more, so a long list never floods the terminal. */
 export function idList(ids: readonly string[], more: string, shown = 10): string {
@@ -18,13 +14,15 @@ export function idList(ids: readonly string[], more: string, shown = 10): string
 }
 
 function clip(text: string, width: number): string {
-  const flat = text.replace(/[\u0000-\u001f\u007f]+/g, ' ');
+  const flat = text.replace(/[\u0000-\u001f\u007f-\u009f]+/g, ' ');
   return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;
 }
 
 /** Aligned columns. `decorate` may colour a padded cell (row -1 is the header): escape codes do not upset the widths. */
 export function renderTable(header: string[], rows: string[][], decorate: (row: number, column: number, cell: string) => string = (_r, _c, cell) => cell): string {
-  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => row[i]!.length)));
+  // A loop, not Math.max(...cells): spreading 150,000 rows into arguments overflows the stack.
+  const widths = header.map((title) => title.length);
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i]!, cell.length)));
   const line = (cells: string[], row: number) =>
     cells.map((cell, i) => decorate(row, i, i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd();
   return [line(header, -1), ...rows.map((cells, row) => line(cells, row))].join('\n');
@@ -54,8 +52,8 @@ export function renderStatus(report: StatusReport, now: number, colors: Palette 
     );
   }
   parts.push(summaryLine(report, colors));
-  if (report.weather !== null) parts.push(`queue held back: ${report.weather}`);
-  parts.push(...report.warnings.map((warning) => `warning: ${warning}`));
+  if (report.weather !== null) parts.push(`queue held back: ${visible(report.weather)}`);
+  parts.push(...report.warnings.map((warning) => `warning: ${visible(warning)}`));
   return `${parts.join('\n')}\n`;
 }
 

@@ -13,6 +13,7 @@ import { renderStatus } from '../render.js';
 import { ProgressLine } from '../worker/progressLine.js';
 import type { NewTask } from '../core/newTasks.js';
 import { describeEvent } from './inspect.js';
+import { visible } from '../core/visible.js';
 import { readStatus, type StatusReport } from './status.js';
 
 export interface DemoOptions {
@@ -80,7 +81,7 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
       for (const event of reader.readNew()) {
         if (event.type === 'outcome') {
           const mark = event.outcome === 'completed' ? colors.state('completed', '✓') : event.outcome === 'failed' ? colors.state('failed', '✗') : colors.state('blocked', '↻');
-          say(`${mark} ${describeEvent(event, 'accepted').split('  ').slice(1).join('  ')}`);
+          say(`${mark} ${visible(describeEvent(event, 'accepted').split('  ').slice(1).join('  '))}`);
         }
       }
     };

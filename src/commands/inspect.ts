@@ -2,7 +2,7 @@ import { describeError, formatSpan, reasonFor, type ReasonContext } from '../cor
 import { findTask, QueueState, type ApplyResult, type TaskRecord } from '../core/queueState.js';
 import { ExecutionLogReader } from '../queue/executionLog.js';
 import { repeatUntil } from '../core/sleep.js';
-import { visible } from '../render.js';
+import { visible } from '../core/visible.js';
 import type { QueueEvent, TaskDefinition } from '../queue/schema.js';
 import type { QueuePaths } from '../queue/paths.js';
 import { readResult, readResultText } from '../queue/results.js';
@@ -146,7 +146,7 @@ export function renderDetail(detail: TaskDetail, now: number): string {
     `budget     min ${task.min_budget}, max ${task.max_budget}, intensity ${task.intensity}`,
     `added      ${task.added_at} (${formatSpan(now - Date.parse(task.added_at))} ago)`,
     `instruction`,
-    ...task.instruction.split('\n').map((line) => `  ${visible(line)}`),
+    ...task.instruction.split('\n').map((line) => `  ${line}`),
     `dependencies (${detail.dependencies.length})`,
     ...detail.dependencies.map((dep) => `  ${dep.id}  ${dep.reason}`),
     `dependents (${detail.dependents.length})`,
@@ -157,7 +157,8 @@ export function renderDetail(detail: TaskDetail, now: number): string {
   if (detail.result !== undefined) {
     lines.push('result', ...JSON.stringify(detail.result, null, 2).split('\n').map((line) => `  ${line}`));
   }
-  return `${lines.join('\n')}\n`;
+  // Every line may carry text from outside: the instruction, the API's errors and result.
+  return `${lines.map(visible).join('\n')}\n`;
 }
 
 /** `worker logs`: the execution log as readable lines, optionally of one task. */
@@ -165,7 +166,7 @@ export function logLines(store: QueueStore, id: string | undefined): string[] {
   if (id !== undefined) findTask(store.state, id);
   const lines: string[] = [];
   store.replay((event, result) => {
-    if (id === undefined || event.task === id) lines.push(describeEvent(event, result));
+    if (id === undefined || event.task === id) lines.push(visible(describeEvent(event, result)));
   });
   return lines;
 }
@@ -212,7 +213,7 @@ export async function followLog(store: QueueStore, id: string | undefined, write
       fold.addDefinitions(store.readDefinitions());
       for (const event of reader.readNew()) {
         const result = fold.apply(event);
-        if (event.type !== 'weather' && (id === undefined || event.task === id)) write(`${describeEvent(event, result)}\n`);
+        if (event.type !== 'weather' && (id === undefined || event.task === id)) write(`${visible(describeEvent(event, result))}\n`);
       }
     });
   } finally {

@@ -5,6 +5,7 @@ import type { TaskRecord } from '../core/queueState.js';
 import type { ResultRef, TaskDefinition } from '../queue/schema.js';
 import type { QueuePaths } from '../queue/paths.js';
 import { readResult } from '../queue/results.js';
+import { safeJson } from '../core/visible.js';
 import { TaskLocks } from '../lock/taskLock.js';
 import { livenessOfRunning } from '../lock/liveness.js';
 
@@ -124,7 +125,7 @@ export function printStatusJson(report: StatusReport, paths: Pick<QueuePaths, 'q
   report.tasks.forEach((task, i) => {
     const ref = report.resultRefs.get(task.id);
     const shown = ref === undefined ? task : { ...task, result: readResult(paths, ref) };
-    const text = JSON.stringify(shown, null, 2).replace(/^/gm, '  ');
+    const text = safeJson(shown, 2).replace(/^/gm, '  ');
     print(`${i === 0 ? '[\n' : ''}${text}${i === report.tasks.length - 1 ? '\n]\n' : ',\n'}`);
   });
 }

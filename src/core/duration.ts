@@ -1,5 +1,8 @@
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
+/** The longest delay a Node timer can be armed with (2^31 - 1 ms, 24.8 days): a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Parses `500ms`, `2s`, `1.5s`, `5m`, `1h`, `7d` or plain seconds (`30`) into milliseconds; undefined if malformed. */
 export function parseDuration(text: string): number | undefined {
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);

@@ -56,7 +56,7 @@ export function defineNewTasks(
     if (sameButCase !== undefined) {
       reject(`task id "${task.id}" differs from "${sameButCase}" only in case`, 'ids name files, so they must differ in more than case');
     }
-    if (task.instruction.trim().length === 0) reject(`task "${task.id}" has an empty instruction`, 'give the instruction to send to the API');
+    if (task.instruction.length === 0) reject(`task "${task.id}" has an empty instruction`, 'give the instruction to send to the API');
     if (task.instruction.length > MAX_INSTRUCTION_LENGTH) {
       reject(`the instruction of task "${task.id}" has ${task.instruction.length} characters`, `the limit is ${MAX_INSTRUCTION_LENGTH}`);
     }

@@ -46,21 +46,19 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
   const bytesBefore = statSync(paths.logFile).size;
   const kept: QueueEvent[] = [];
   let eventsBefore = 0;
-  const take = (records: FoldRecord[]) => {
-    for (const record of records) {
-      const result = fold.apply(record);
-      if (record.type === 'weather') continue;
-      eventsBefore += 1;
-      if (result === 'unknown-task') {
-        throw new DamagedFileError(paths.queueFile, 'whole file', `the execution log records events of task "${record.task}", which it does not define`);
-      }
-      if (result === 'accepted') kept.push(record);
+  const take = (record: FoldRecord) => {
+    const result = fold.apply(record);
+    if (record.type === 'weather') return;
+    eventsBefore += 1;
+    if (result === 'unknown-task') {
+      throw new DamagedFileError(paths.queueFile, 'whole file', `the execution log records events of task "${record.task}", which it does not define`);
     }
+    if (result === 'accepted') kept.push(record);
   };
   const reader = new ExecutionLogReader(paths.logFile);
   let generation: number;
   try {
-    take(reader.readNew());
+    reader.readNew(take);
     generation = reader.header?.generation ?? 1;
     if (!reader.waitingForSuccessor) {
       const seal: Seal = { type: 'sealed', generation, at: now().toISOString() };
@@ -71,7 +69,7 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
         writer.close();
       }
       // What workers appended before the seal belongs to this generation: read up to it.
-      while (!reader.waitingForSuccessor) take(reader.readNew());
+      while (!reader.waitingForSuccessor) reader.readNew(take);
     }
   } finally {
     reader.close();

@@ -19,6 +19,8 @@ import * as z from 'zod/mini';
 export const RECORD_MARK = '{"type":"';
 
 const NEWLINE = 0x0a;
+/** How much of the log is read, parsed and handed over at a time. */
+const READ_PIECE_BYTES = 16 * 1024 * 1024;
 
 export interface LogChunk {
   events: FoldRecord[];
@@ -171,8 +173,22 @@ export class ExecutionLogReader {
     return { inode: this.inode, offset: this.offset - this.pending.length, line: this.lineNo };
   }
 
-  readNew(): FoldRecord[] {
-    if (this.sealed !== undefined) return this.followSuccessor();
+  /**
+   * The records appended since the last read. With `onRecord`, each is handed over as its piece of the
+   * file is parsed, and none are kept: reading a log of any size then holds one piece at a time.
+   */
+  readNew(onRecord?: (record: FoldRecord) => void): FoldRecord[] {
+    if (onRecord === undefined) {
+      const all: FoldRecord[] = [];
+      this.readNew((record) => all.push(record));
+      return all;
+    }
+    this.readNewInto(onRecord);
+    return [];
+  }
+
+  private readNewInto(onRecord: (record: FoldRecord) => void): void {
+    if (this.sealed !== undefined) return this.followSuccessor(onRecord);
     let size: number;
     try {
       const info = statSync(this.file);
@@ -182,18 +198,18 @@ export class ExecutionLogReader {
         }
         this.fd = openSync(this.file, 'r');
         this.inode = fstatSync(this.fd).ino;
-        if (this.inode !== info.ino) return this.readNew();
+        if (this.inode !== info.ino) return this.readNewInto(onRecord);
       } else if (info.ino !== this.inode) {
         // Another file at the path: what is left of ours is read first. A compaction sealed it before.
-        const rest = this.readTo(fstatSync(this.fd).size);
-        if (this.sealed !== undefined) return [...rest, ...this.followSuccessor()];
+        this.readTo(fstatSync(this.fd).size, onRecord);
+        if (this.sealed !== undefined) return this.followSuccessor(onRecord);
         throw new DamagedFileError(this.file, 'whole file', 'it was replaced while in use; an execution log is only ever appended to');
       }
       size = info.size;
     } catch (error) {
       if (error instanceof DamagedFileError || error instanceof LogMovedOn) throw error;
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-        if (this.inode === undefined && this.offset === 0) return [];
+        if (this.inode === undefined && this.offset === 0) return;
         throw new DamagedFileError(this.file, 'whole file', 'it was deleted or moved away while in use; an execution log is never removed');
       }
       throw ioError('read', this.file, error);
@@ -201,32 +217,37 @@ export class ExecutionLogReader {
     if (size < this.offset) {
       throw new DamagedFileError(this.file, `byte ${size}`, `it shrank from ${this.offset} bytes; an execution log is only ever appended to`);
     }
-    const records = this.readTo(size);
-    return this.sealed !== undefined ? [...records, ...this.followSuccessor()] : records;
+    this.readTo(size, onRecord);
+    if (this.sealed !== undefined) this.followSuccessor(onRecord);
   }
 
-  /** Reads this reader's file from where it is to `size`. */
-  private readTo(size: number): FoldRecord[] {
-    if (size <= this.offset) return [];
-    const fresh = Buffer.allocUnsafe(size - this.offset);
-    let filled = 0;
-    try {
-      while (filled < fresh.length) {
-        const bytesRead = readSync(this.fd!, fresh, filled, fresh.length - filled, this.offset + filled);
-        if (bytesRead === 0) break;
-        filled += bytesRead;
+  /**
+   * Reads this reader's file from where it is to `size`, in pieces of at most READ_PIECE_BYTES: a log is
+   * never one buffer or one string (a JavaScript string cannot pass 512 MiB).
+   */
+  private readTo(size: number, onRecord: (record: FoldRecord) => void): void {
+    while (size > this.offset && this.sealed === undefined) {
+      const fresh = Buffer.allocUnsafe(Math.min(READ_PIECE_BYTES, size - this.offset));
+      let filled = 0;
+      try {
+        while (filled < fresh.length) {
+          const bytesRead = readSync(this.fd!, fresh, filled, fresh.length - filled, this.offset + filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+      } catch (error) {
+        throw ioError('read', this.file, error);
       }
-    } catch (error) {
-      throw ioError('read', this.file, error);
+      if (filled === 0) return;
+      for (const record of this.consume(fresh.subarray(0, filled))) onRecord(record);
     }
-    return this.consume(fresh.subarray(0, filled));
   }
 
   /**
    * After a seal: the next generation, once `worker compact` put it in place, is read from where what it
    * compacted ends, since this reader folded all of that already. Until it is in place, nothing is new.
    */
-  private followSuccessor(): FoldRecord[] {
+  private followSuccessor(onRecord: (record: FoldRecord) => void): void {
     const sealed = this.sealed!;
     let info;
     try {
@@ -235,7 +256,7 @@ export class ExecutionLogReader {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('read', this.file, error);
       throw new DamagedFileError(this.file, 'whole file', 'it was deleted or moved away while in use; an execution log is never removed');
     }
-    if (info.ino === this.inode) return [];
+    if (info.ino === this.inode) return;
     const header = readHeader(this.file);
     const ours = header !== undefined && (this.header === undefined || header.queue === this.header.queue);
     if (!ours) throw new DamagedFileError(this.file, 'whole file', 'it was replaced by a file that is not the next generation of this queue\'s log');
@@ -254,7 +275,7 @@ export class ExecutionLogReader {
     this.header = header;
     this.sealed = undefined;
     this.switches += 1;
-    return this.readNew();
+    this.readNewInto(onRecord);
   }
 
   /**

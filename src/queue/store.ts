@@ -169,7 +169,9 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       if (!this.logChecked) checkLogPresent(this.paths);
       if (definitions) this.readDefinitionsIntoFold();
       const switches = this.reader.switches;
-      for (const event of definitions ? this.reader.readNew() : this.reader.readAppended()) this.applyEvent(event);
+      // A full read hands each record over as it is parsed: a log of any size is never held whole.
+      if (definitions) this.reader.readNew((event) => this.applyEvent(event));
+      else for (const event of this.reader.readAppended()) this.applyEvent(event);
       if (this.reader.switches !== switches) this.appendAgainWhatTheSealCut();
       if (!this.logChecked) this.checkLogHeader();
     } catch (error) {
@@ -228,10 +230,10 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     fold.addDefinitions(this.readDefinitions());
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
-      for (const record of reader.readNew()) {
+      reader.readNew((record) => {
         const result = fold.apply(record);
         if (record.type !== 'weather') onEvent(record, result);
-      }
+      });
     } finally {
       reader.close();
     }

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { visible } from '../core/visible.js';
 
 /**
  * A small API that speaks the task contract, for trying worker out and for tests: it echoes each task
@@ -8,6 +9,9 @@ import type { AddressInfo } from 'node:net';
  * or the task's refusal) is stored under its key and replayed for the same key, marked as a replay,
  * instead of doing the work again; transient failures (5xx, 429) are not stored.
  */
+/** Bodies larger than this are refused with 413: a task's instruction is at most a few MB. */
+export const MAX_BODY_BYTES = 16 * 1024 * 1024;
+
 export interface ReferenceApiOptions {
   host: string;
   port: number;
@@ -31,7 +35,8 @@ export function parseLatency(text: string, parseDuration: (text: string) => numb
   const [low, high] = text.split('..');
   const min = parseDuration(low ?? '');
   const max = high === undefined ? min : parseDuration(high);
-  if (min === undefined || max === undefined || max < min) return undefined;
+  // Each call waits on one timer: a latency beyond what a timer can wait would answer at once.
+  if (min === undefined || max === undefined || max < min || max > 2 ** 31 - 1) return undefined;
   return { min, max };
 }
 
@@ -40,11 +45,33 @@ export async function startReferenceApi(options: ReferenceApiOptions): Promise<R
   let calls = 0;
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    let size = 0;
+    const tooLarge = () => {
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' });
+      res.end(JSON.stringify({ status: 'failed', error: `the body is larger than ${MAX_BODY_BYTES} bytes` }));
+      options.log(`${new Date().toISOString()} ${visible(req.method ?? '?')} ${visible(req.url ?? '')} → 413 (body over ${MAX_BODY_BYTES} bytes)`);
+      req.destroy();
+    };
+    // Refused before it is read whole: one request must not take the server's memory.
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) {
+      tooLarge();
+      return;
+    }
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        chunks.length = 0;
+        if (!res.headersSent) tooLarge();
+        return;
+      }
+      chunks.push(chunk);
+    });
     req.on('end', () => {
+      if (size > MAX_BODY_BYTES) return;
       calls += 1;
       void answer(req, res, Buffer.concat(chunks).toString('utf8'));
     });
+    req.on('error', () => undefined);
   });
 
   async function answer(req: IncomingMessage, res: ServerResponse, text: string): Promise<void> {
@@ -53,7 +80,7 @@ export async function startReferenceApi(options: ReferenceApiOptions): Promise<R
       const json = JSON.stringify(body);
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(json);
-      options.log(`${new Date().toISOString()} ${req.method} ${req.url} task=${task?.task_id ?? '?'} attempt=${task?.attempt ?? '?'} worker=${req.headers['x-worker-id'] ?? '?'} → ${status} in ${Date.now() - started} ms${note}`);
+      options.log(`${new Date().toISOString()} ${visible(`${req.method} ${req.url} task=${JSON.stringify(task?.task_id ?? '?')} attempt=${String(task?.attempt ?? '?')} worker=${String(req.headers['x-worker-id'] ?? '?')}`)} → ${status} in ${Date.now() - started} ms${note}`);
       return json;
     };
     let task: { task_id?: unknown; instruction?: unknown; attempt?: unknown } | undefined;
@@ -76,7 +103,7 @@ export async function startReferenceApi(options: ReferenceApiOptions): Promise<R
     if (replay !== undefined) {
       res.writeHead(replay.status, { 'content-type': 'application/json', 'idempotent-replayed': 'true' });
       res.end(replay.body);
-      options.log(`${new Date().toISOString()} POST ${req.url} task=${task.task_id} attempt=${String(task.attempt)} → ${replay.status} (replayed: this idempotency key was answered before)`);
+      options.log(`${new Date().toISOString()} ${visible(`POST ${req.url} task=${JSON.stringify(task.task_id)} attempt=${String(task.attempt)}`)} → ${replay.status} (replayed: this idempotency key was answered before)`);
       return;
     }
     const { min, max } = options.latencyMs;

@@ -1,5 +1,6 @@
 import type { LogFormat, Verbosity } from '../config.js';
 import { redactor } from '../core/redact.js';
+import { safeJson, visible } from '../core/visible.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type LogFields = Record<string, unknown>;
@@ -32,11 +33,12 @@ export function createLogger(options: LoggerOptions): Logger {
     if (RANK[level] < least) return;
     const time = options.now().toISOString();
     if (options.format === 'json') {
-      options.write(`${redact(JSON.stringify({ time, level, worker: options.workerId, msg: message, ...fields }))}\n`);
+      options.write(`${redact(safeJson({ time, level, worker: options.workerId, msg: message, ...fields }))}\n`);
       return;
     }
     const stack = typeof fields.stack === 'string' ? `\n${fields.stack}` : '';
-    options.write(`${redact(`${time} ${level.toUpperCase().padEnd(5)} ${options.workerId} ${message}${stack}`)}\n`);
+    // A message carries the API's words: they never reach the terminal raw.
+    options.write(`${redact(`${time} ${level.toUpperCase().padEnd(5)} ${options.workerId} ${visible(message)}${stack}`)}\n`);
   };
   return { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
 }

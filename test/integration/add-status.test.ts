@@ -51,7 +51,7 @@ describe('worker add', () => {
     ['an id with a control character', ['a\u0007', 'x'], /invalid task id "a\\u0007"/],
     ['a duplicate id', ['base', 'again'], /task "base" already exists/],
     ['an id differing only in case', ['BASE', 'x'], /differs from "base" only in case/],
-    ['an empty instruction', ['e', '   '], /empty instruction/],
+    ['an empty instruction', ['e', ''], /empty instruction/],
     ['an unknown dependency', ['f', 'x', 'base,nope'], /depends on "nope", which does not exist/],
     ['a self-dependency', ['g', 'x', 'base,g'], /task "g" depends on itself/],
     ['min above max budget', ['h', 'x', '--min-budget', '10', '--max-budget', '5'], /above --max-budget/],
@@ -69,6 +69,13 @@ describe('worker add', () => {
       expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
       expect(result.stdout).toBe('');
       expect(await readFile(queueFile(dir))).toEqual(before);
+    });
+  });
+
+  it('takes any text as an instruction, whitespace alone included', async () => {
+    await withTempDir(async (dir) => {
+      expect((await runCli(['--dir', dir, 'add', 'spaces', '   '])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'show', 'spaces', '--json'])).stdout).toMatch(/"instruction": " {3}"/);
     });
   });
 

@@ -34,11 +34,18 @@ describe('worker serve', () => {
     expect(refused.status).toBe(422);
     expect(await refused.json()).toEqual({ status: 'failed', error: 'refused: no source' });
     expect((await post({ nothing: true })).status).toBe(400);
-    await server.waitForOutput(/task=a attempt=1 worker=\? → 200/);
+    await server.waitForOutput(/task="a" attempt=1 worker=\? → 200/);
+    // An id with escape codes is logged escaped; a body over 16 MiB is refused unread, and the server stays up.
+    expect((await post({ task_id: 'c\u001b[2J\u009b2J', instruction: 'x' })).status).toBe(200);
+    await server.waitForOutput(/task="c\\u001b\[2J\\u009b2J"/);
+    expect(server.stdout()).not.toMatch(/[\u001b\u009b]/);
+    const huge = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(17 * 1024 * 1024) }).catch((error: unknown) => error);
+    if (huge instanceof Response) expect(huge.status).toBe(413);
+    expect((await post({ task_id: 'd', instruction: 'still up' })).status).toBe(200);
     server.process.kill('SIGINT');
     const result = await server.exited;
     expect(result.code).toBe(0);
-    expect(result.stdout).toMatch(/stopped after 4 calls/);
+    expect(result.stdout).toMatch(/stopped after 6 calls/);
 
     const failing = startCli(['serve', '--port', '0', '--latency', '1ms', '--fail-rate', '1', '--status-code', '500']);
     const failingUrl = /(http:\/\/\S+)/.exec(await failing.waitForOutput(/listening at/))![1]!;
@@ -340,7 +347,7 @@ describe('live progress', () => {
         }
         const lines = screen.split('\n').filter((line) => line.trim() !== '');
         expect(lines.at(-1)).toMatch(/^6\/6 completed · 0 running · 0 failed · 0 blocked · \d+\.\d\/s · [\d.]+m?s$/);
-        expect(screen).toMatch(/INFO {2}w-[0-9a-f]{4} completed t5 in \d+ms \(http 200\)/);
+        expect(screen).toMatch(/INFO {2}w-[0-9a-f]{8} completed t5 in \d+ms \(http 200\)/);
         expect(screen).not.toMatch(/\u001b\[3\dm/);
       } finally {
         execFileSync('tmux', ['kill-session', '-t', session]);

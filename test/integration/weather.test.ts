@@ -235,7 +235,7 @@ describe('exit codes and the last line of a run', () => {
       await addAll(dir, [{ id: 'fetch-1' }]);
       const ok = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain']);
       expect(ok.code, ok.stderr).toBe(0);
-      expect(ok.stderr.trim().split('\n').at(-1)).toMatch(/INFO {2}w-[0-9a-f]{4} drained: 1 completed$/);
+      expect(ok.stderr.trim().split('\n').at(-1)).toMatch(/INFO {2}w-[0-9a-f]{8} drained: 1 completed$/);
       await addAll(dir, [{ id: 'fetch-7' }, { id: 'summary', deps: ['fetch-1', 'fetch-7'] }, { id: 'fetch-8' }]);
       const failed = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain']);
       expect(failed.code, failed.stderr).toBe(6);
@@ -294,7 +294,7 @@ describe('idempotency keys belong to one queue and one try of a task', () => {
         expect((await statusById(first)).get('fetch-2')).toMatchObject({ state: 'completed', result: { output: 'done: chapter two, found again' } });
         const logged = server.stdout();
         const queueId = await queueIdOf(first);
-        expect(logged).toMatch(/task=fetch-2 attempt=1 worker=\S+ → 422/);
+        expect(logged).toMatch(/task="fetch-2" attempt=1 worker=\S+ → 422/);
         expect(logged).not.toMatch(/replayed/);
         expect(queueId).toMatch(/^[0-9a-f-]{36}$/);
       } finally {

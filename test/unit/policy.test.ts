@@ -89,7 +89,7 @@ describe('settings', () => {
     const config = resolveRunConfig({ timeout: '9s' }, undefined, env);
     expect(config).toMatchObject({ timeoutMs: 9000, maxIdle: 4, maxAttempts: 3, pollIntervalMs: 2000, lockStaleMs: 30_000, headers: { a: '1', b: '2' } });
     expect(config.apiUrl.href).toBe('http://env/');
-    expect(config.workerId).toMatch(/^w-[0-9a-f]{4}$/);
+    expect(config.workerId).toMatch(/^w-[0-9a-f]{8}$/);
     expect(() => resolveRunConfig({ pollInterval: 'soon' }, undefined, env)).toThrowError(/expected --poll-interval \(or WORKER_POLL_INTERVAL\) to be a duration/);
     expect(() => resolveRunConfig({ lockStale: '1s' }, undefined, env)).toThrowError(/at least 2000ms/);
     expect(() => resolveRunConfig({ apiUrl: 'ftp://x' }, undefined, {})).toThrowError(/http:\/\/ or https:\/\//);
