@@ -1,5 +1,4 @@
 import { Command, CommanderError, Option } from 'commander';
-import { text as readStream } from 'node:stream/consumers';
 import { EXIT_BUG, EXIT_CODES, WorkerError } from './errors.js';
 import {
   colorsEnabled,
@@ -117,7 +116,7 @@ function buildProgram(bin: string): Command {
         task: id !== undefined && instruction !== undefined ? { id, instruction, deps } : undefined,
         file: flags.file,
         defaults: resolveTaskDefaults(flags, env),
-        readStdin: () => readStream(process.stdin),
+        stdin: process.stdin,
         now: () => new Date(),
       });
       print(added.length === 1 ? `added ${added[0]!.id}\n` : `added ${added.length} tasks\n`);

@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { WorkerError, ioError } from '../errors.js';
 import { parseBulkTasks, parseDependencyList, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { QueueStore } from '../queue/store.js';
@@ -11,7 +12,7 @@ export interface AddOptions {
   /** …or a bulk file of JSON lines (`-` for standard input). */
   file?: string | undefined;
   defaults: TaskDefaults;
-  readStdin: () => Promise<string>;
+  stdin: NodeJS.ReadableStream;
   now: () => Date;
 }
 
@@ -41,12 +42,16 @@ async function collectTasks(options: AddOptions): Promise<{ tasks: NewTask[]; wh
     });
   }
   const source = options.file === '-' ? 'standard input' : options.file;
-  let text: string;
+  const input = options.file === '-' ? options.stdin : createReadStream(options.file);
+  // Line by line: a bulk file past 512 MiB is never one string.
+  const lines = createInterface({ input, crlfDelay: Infinity });
   try {
-    text = options.file === '-' ? await options.readStdin() : await readFile(options.file, 'utf8');
+    const { tasks, lines: lineNumbers } = await parseBulkTasks(lines, source);
+    return { tasks, where: (index) => `${source} line ${lineNumbers[index]}` };
   } catch (error) {
+    if (error instanceof WorkerError) throw error;
     throw ioError('read', source, error);
+  } finally {
+    lines.close();
   }
-  const { tasks, lines } = parseBulkTasks(text, source);
-  return { tasks, where: (index) => `${source} line ${lines[index]}` };
 }

@@ -85,13 +85,18 @@ export function defineNewTasks(
   });
 }
 
-/** Reads a bulk file: one JSON object per line, blank lines skipped. Line numbers are 1-based. */
-export function parseBulkTasks(text: string, source: string): { tasks: NewTask[]; lines: number[] } {
+/**
+ * Reads a bulk file: one JSON object per line, blank lines skipped. Line numbers are 1-based. Takes the
+ * lines one at a time, so a file of any size is never one string.
+ */
+export async function parseBulkTasks(rawLines: AsyncIterable<string> | Iterable<string>, source: string): Promise<{ tasks: NewTask[]; lines: number[] }> {
   const tasks: NewTask[] = [];
   const lines: number[] = [];
-  text.split('\n').forEach((raw, i) => {
+  let i = -1;
+  for await (const raw of rawLines) {
+    i += 1;
     const line = raw.trim();
-    if (line.length === 0) return;
+    if (line.length === 0) continue;
     const lineNo = i + 1;
     const bad = (message: string): never => {
       throw new WorkerError('REJECTED', `${source} line ${lineNo}: ${message}`, {
@@ -125,7 +130,7 @@ export function parseBulkTasks(text: string, source: string): { tasks: NewTask[]
     }
     tasks.push(task);
     lines.push(lineNo);
-  });
+  }
   if (tasks.length === 0) {
     throw new WorkerError('REJECTED', `${source} holds no tasks`, { hint: 'give one JSON object per line' });
   }

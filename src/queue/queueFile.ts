@@ -90,7 +90,7 @@ export class QueueFile {
   readIds(): QueueIds {
     const bytes = readFileBytes(this.file);
     if (bytes === null) return { ids: [], removed: new Set(), bytes: Buffer.alloc(0) };
-    const contents = parseQueue(this.file, [bytes], () => bytes.toString('utf8'), keepWholeDefinitions());
+    const contents = parseQueue(this.file, piecesOf(bytes), () => bytes.toString('utf8'), keepWholeDefinitions());
     return { ids: contents.tasks.map((task) => task.id), removed: contents.removed, bytes };
   }
 
@@ -300,34 +300,42 @@ function formatQueueFile(contents: QueueContents): Buffer {
 
 /**
  * Ids and removed ids of a file in the layout this tool writes, or undefined for any other layout. The
- * bytes are read as Latin-1, one character each, without decoding UTF-8: ids and the header are ASCII
- * (schema.ts), and nothing else is looked at.
+ * bytes are searched as they are, never made one string (which cannot pass 512 MiB), and only ids and
+ * the header, which are ASCII (schema.ts), are decoded.
  */
 function scanIds(bytes: Buffer): { ids: string[]; removed: ReadonlySet<string> } | undefined {
-  const text = bytes.toString('latin1');
-  const headerEnd = text.indexOf('\n');
-  if (headerEnd === -1 || !text.endsWith(FILE_END)) return undefined;
+  const headerEnd = bytes.indexOf(NEWLINE_BYTE);
+  if (headerEnd === -1 || !bytes.subarray(-FILE_END_BYTES.length).equals(FILE_END_BYTES)) return undefined;
   let header: { removed?: string[] };
   try {
-    header = JSON.parse(`${text.slice(0, headerEnd)}]}`) as { removed?: string[] };
+    header = JSON.parse(`${bytes.toString('latin1', 0, headerEnd)}]}`) as { removed?: string[] };
   } catch {
     return undefined;
   }
   const ids: string[] = [];
-  const tasksEnd = text.length - FILE_END.length + 1; // where the footer line starts
+  const tasksEnd = bytes.length - FILE_END_BYTES.length + 1; // where the footer line starts
   for (let start = headerEnd + 1; start < tasksEnd; ) {
-    const end = text.indexOf('\n', start);
+    const end = bytes.indexOf(NEWLINE_BYTE, start);
     if (end === start && ids.length === 0 && end + 1 === tasksEnd) break; // a queue with no tasks yet
     // Ids hold no quotes or backslashes (schema.ts), so the first quote after `{"id":"` ends one.
-    const idEnd = text.indexOf('"', start + ID_START.length);
-    if (!text.startsWith(ID_START, start) || idEnd === -1 || idEnd > end) return undefined;
-    ids.push(text.slice(start + ID_START.length, idEnd));
+    const idEnd = bytes.indexOf(QUOTE_BYTE, start + ID_START.length);
+    const startsWithId = bytes.compare(ID_START_BYTES, 0, ID_START_BYTES.length, start, start + ID_START_BYTES.length) === 0;
+    if (!startsWithId || idEnd === -1 || idEnd > end) return undefined;
+    ids.push(bytes.toString('latin1', start + ID_START.length, idEnd));
     start = end + 1;
   }
   return { ids, removed: new Set(header.removed ?? []) };
 }
 
 const ID_START = '{"id":"';
+const ID_START_BYTES = Buffer.from(ID_START);
+const NEWLINE_BYTE = 0x0a;
+const QUOTE_BYTE = 0x22;
+
+/** A buffer in pieces of CHUNK_BYTES, for the line reader: a whole file is never decoded as one string. */
+function* piecesOf(bytes: Buffer): Generator<Buffer> {
+  for (let start = 0; start < bytes.length; start += CHUNK_BYTES) yield bytes.subarray(start, start + CHUNK_BYTES);
+}
 
 /** A file's bytes, or null when there is no file (an empty one is damage, found by parsing). */
 function readFileBytes(file: string): Buffer | null {

@@ -1,4 +1,4 @@
-import { open, writeFile } from 'node:fs/promises';
+import { open, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startApi, type Api } from '../helpers/apiServer.js';
@@ -85,6 +85,28 @@ describe('large tables and logs', () => {
       expect(status.stdout).toMatch(/150000 tasks: 150000 pending/);
     });
   }, 60_000);
+
+  it('a queue.json past 512 MiB: add --file, add one more, status and a worker', async () => {
+    await withTempDir(async (dir) => {
+      // 540 tasks with instructions of a million characters, the longest allowed.
+      const file = join(dir, 'tasks.jsonl');
+      const handle = await open(file, 'w');
+      const instruction = 'y'.repeat(999_000);
+      for (let i = 0; i < 540; i += 1) await handle.write(`${i === 0 ? '' : '\n'}${JSON.stringify({ id: `t${i}`, instruction, deps: [] })}`);
+      await handle.close();
+      const bulk = await runCli(['--dir', dir, 'add', '--file', file]);
+      expect(bulk.code, bulk.stderr).toBe(0);
+      expect((await stat(join(dir, 'queue', 'queue.json'))).size).toBeGreaterThan(512 * 1024 * 1024);
+      const one = await runCli(['--dir', dir, 'add', 'one', 'more']);
+      expect(one.code, one.stderr).toBe(0);
+      const status = await runCli(['--dir', dir, 'status']);
+      expect(status.code, status.stderr).toBe(0);
+      expect(status.stdout).toMatch(/541 tasks: 541 pending/);
+      expect((await runCli(['--dir', dir, 'run', '1', '--api-url', api.url])).code).toBe(0);
+      expect(api.calls.map((call) => call.task_id)).toEqual(['t0']);
+      expect(api.calls[0]!.body.instruction).toBe(instruction);
+    });
+  }, 120_000);
 
   it('a log past 512 MiB is read in pieces: status and a worker read it', async () => {
     await withTempDir(async (dir) => {
