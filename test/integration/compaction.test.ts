@@ -81,3 +81,24 @@ describe('compaction: the switch between generations', () => {
     });
   });
 });
+
+describe('a compaction that died after sealing the log', () => {
+  it('is finished by the next command that takes the queue-wide lock', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b' }]);
+      const store = await QueueStore.open(dir);
+      store.append([claim('a', 'ta'), completed('a', 'ta')]);
+      const sealer = new ExecutionLogWriter(store.paths.logFile);
+      sealer.append([{ type: 'sealed', generation: 1, at: AT }]);
+      sealer.close();
+      store.close();
+      const { cancelTask } = await import('../../src/commands/repair.js');
+      await cancelTask(dir, 'b', () => new Date());
+      const after = await QueueStore.open(dir);
+      expect(after.state.get('a')!.state).toBe('completed');
+      expect(after.state.get('b')!.lastError).toMatchObject({ kind: 'cancelled' });
+      expect(after.betweenGenerations).toBe(false);
+      after.close();
+    });
+  });
+});
