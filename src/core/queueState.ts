@@ -333,6 +333,10 @@ export function isClaimableAt(task: TaskRecord, now: number): boolean {
 /** The task with this id, or the error a person sees when there is none. */
 export function findTask<Def extends TaskHead>(state: QueueState<Def>, id: string): TaskRecord<Def> {
   const task = state.get(id);
-  if (!task) throw new WorkerError('NOT_FOUND', `no task "${id}"`, { hint: 'see `worker status` for the task ids' });
+  if (!task) throw noSuchTask(id);
   return task;
+}
+
+export function noSuchTask(id: string): WorkerError {
+  return new WorkerError('NOT_FOUND', `no task "${id}"`, { hint: 'see `worker status` for the task ids' });
 }

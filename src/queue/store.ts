@@ -221,18 +221,35 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     return this.queueFile.read();
   }
 
+  /** What a fold needs of every task (ids, dependencies), as this store keeps them: for replays. */
+  lightDefinitions(): QueueContents<TaskHead> {
+    return this.definitions.read(() => false).contents;
+  }
+
+  /**
+   * Opens the queue to replay its log (`logs`): definitions as a worker keeps them, without instructions,
+   * and no fold until asked. Creates nothing.
+   */
+  static openForReplay(root: string): QueueStore<IndexedTask> {
+    requireQueue(queuePaths(root));
+    return new QueueStore<IndexedTask>(root, { keepDetails: false }, (queueFile, paths) => new QueueIndex(queueFile.file, () => readCheckedRecord(paths.checkedFile)?.queue ?? null));
+  }
+
   /**
    * Reads the whole log again from the start through a fold of its own, telling for each event whether
    * it counted: for `show` and `logs`, which need the history, not just the states.
    */
   replay(onEvent: (event: QueueEvent, result: ApplyResult) => void): void {
+    checkLogPresent(this.paths);
     const fold = new QueueState({ keepDetails: false });
-    fold.addDefinitions(this.readDefinitions());
+    fold.addDefinitions(this.lightDefinitions());
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
       reader.readNew((record) => {
         const result = fold.apply(record);
-        if (record.type !== 'weather') onEvent(record, result);
+        if (record.type === 'weather') return;
+        if (result === 'unknown-task') this.throwUndefinedTask(record, fold.size);
+        onEvent(record, result);
       });
     } finally {
       reader.close();
