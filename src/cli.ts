@@ -18,7 +18,7 @@ import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, printStatusJson, readStatus, type InspectOptions } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
 import { cancelTask, cleanTasks, compactQueue, describeCompaction, retryTasks, unlockTask } from './commands/repair.js';
-import { idList, renderStatus, renderWorkers } from './render.js';
+import { idList, renderWorkers, writeStatus } from './render.js';
 import { QueueStore, requireQueue } from './queue/store.js';
 import { queuePaths } from './queue/paths.js';
 import { readWorkers } from './worker/heartbeat.js';
@@ -136,7 +136,7 @@ function buildProgram(bin: string): Command {
         const options = inspectOptions(command);
         const report = await readStatus(options, flags.state);
         if (flags.json) printStatusJson(report, queuePaths(options.dir), print);
-        else print(renderStatus(report, Date.now(), colors));
+        else writeStatus(report, Date.now(), print, colors);
         for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
       };
       if (flags.watch === undefined) return show();

@@ -18,14 +18,33 @@ function clip(text: string, width: number): string {
   return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;
 }
 
-/** Aligned columns. `decorate` may colour a padded cell (row -1 is the header): escape codes do not upset the widths. */
-export function renderTable(header: string[], rows: string[][], decorate: (row: number, column: number, cell: string) => string = (_r, _c, cell) => cell): string {
+type Decorate = (row: number, column: number, cell: string) => string;
+
+/**
+ * Aligned columns, handed to `write` a few thousand lines at a time: a table of millions of rows is never
+ * one string. `decorate` may colour a padded cell (row -1 is the header): escape codes do not upset the widths.
+ */
+export function writeTable(header: string[], rows: string[][], write: (text: string) => void, decorate: Decorate = (_r, _c, cell) => cell): void {
   // A loop, not Math.max(...cells): spreading 150,000 rows into arguments overflows the stack.
   const widths = header.map((title) => title.length);
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i]!, cell.length)));
   const line = (cells: string[], row: number) =>
     cells.map((cell, i) => decorate(row, i, i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd();
-  return [line(header, -1), ...rows.map((cells, row) => line(cells, row))].join('\n');
+  let batch = [line(header, -1)];
+  rows.forEach((cells, row) => {
+    batch.push(line(cells, row));
+    if (batch.length >= 4096) {
+      write(`${batch.join('\n')}\n`);
+      batch = [];
+    }
+  });
+  if (batch.length > 0) write(`${batch.join('\n')}\n`);
+}
+
+export function renderTable(header: string[], rows: string[][], decorate?: Decorate): string {
+  const pieces: string[] = [];
+  writeTable(header, rows, (text) => pieces.push(text), decorate);
+  return pieces.join('').slice(0, -1);
 }
 
 export function summaryLine(report: StatusReport, colors: Palette = palette(false)): string {
@@ -34,6 +53,13 @@ export function summaryLine(report: StatusReport, colors: Palette = palette(fals
 }
 
 export function renderStatus(report: StatusReport, now: number, colors: Palette = palette(false)): string {
+  const pieces: string[] = [];
+  writeStatus(report, now, (text) => pieces.push(text), colors);
+  return pieces.join('');
+}
+
+/** The status table, its summary and what holds the queue back, written a few thousand lines at a time. */
+export function writeStatus(report: StatusReport, now: number, write: (text: string) => void, colors: Palette = palette(false)): void {
   const rows = report.tasks.map((task) => [
     clip(task.id, 40),
     task.stuck ? 'running (stuck)' : task.state,
@@ -43,18 +69,15 @@ export function renderStatus(report: StatusReport, now: number, colors: Palette 
     formatSpan(now - Date.parse(task.updated_at)),
     clip(task.reason, 90),
   ]);
-  const parts = [];
   if (rows.length > 0) {
-    parts.push(
-      renderTable(['ID', 'STATE', 'ATTEMPTS', 'DEPS', 'LAST ERROR', 'AGE', 'REASON'], rows, (row, column, cell) =>
-        row === -1 ? colors.bold(cell) : column === 1 ? colors.state(report.tasks[row]!.state, cell) : cell,
-      ),
+    writeTable(['ID', 'STATE', 'ATTEMPTS', 'DEPS', 'LAST ERROR', 'AGE', 'REASON'], rows, write, (row, column, cell) =>
+      row === -1 ? colors.bold(cell) : column === 1 ? colors.state(report.tasks[row]!.state, cell) : cell,
     );
   }
-  parts.push(summaryLine(report, colors));
+  const parts = [summaryLine(report, colors)];
   if (report.weather !== null) parts.push(`queue held back: ${visible(report.weather)}`);
   parts.push(...report.warnings.map((warning) => `warning: ${visible(warning)}`));
-  return `${parts.join('\n')}\n`;
+  write(`${parts.join('\n')}\n`);
 }
 
 export function renderWorkers(workers: readonly WorkerStatus[], now: number): string {
