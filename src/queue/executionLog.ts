@@ -336,21 +336,32 @@ export interface LogPosition {
 /**
  * Appends whole events, each batch with one write(2) on a descriptor opened in append mode. Never into a
  * file other than the one its readers read: `expected` is where they are (see ExecutionLogReader.position),
- * and a log deleted, replaced or shrunk since is refused (one fstat per append).
+ * and a log deleted, replaced or shrunk since is refused (an fstat per outcome; see append).
  */
 export class ExecutionLogWriter {
   private fd: number | undefined;
+  /** The inode of the file `fd` was opened on. */
+  private inode: number | undefined;
 
   constructor(readonly file: string) {}
 
-  append(events: readonly LogRecord[], expected?: LogPosition): void {
+  /**
+   * `verify`: also check with an fstat that the file was not deleted or shrunk since `expected` was read
+   * (the store skips it for claims, which follow a full read closely). That it is the file at `expected`
+   * (same inode: not an earlier generation) is always checked, from what was seen when it was opened.
+   */
+  append(events: readonly LogRecord[], expected?: LogPosition, verify = true): void {
     const bytes = Buffer.from(events.map(serializeEvent).join(''), 'utf8');
     try {
-      // A log its readers have seen is never created again: gone is gone.
-      this.fd ??= openSync(this.file, expected?.inode === undefined ? 'a' : constants.O_WRONLY | constants.O_APPEND);
-      if (expected?.inode !== undefined) {
+      if (this.fd === undefined) {
+        // A log its readers have seen is never created again: gone is gone.
+        this.fd = openSync(this.file, expected?.inode === undefined ? 'a' : constants.O_WRONLY | constants.O_APPEND);
+        this.inode = fstatSync(this.fd).ino;
+      }
+      // Not the file its readers read (compacted since, or gone): the store decides, having read on.
+      if (expected?.inode !== undefined && this.inode !== expected.inode) throw new LogFileChanged(this.file);
+      if (verify && expected?.inode !== undefined) {
         const info = fstatSync(this.fd);
-        // Not the file its readers read (compacted since, or gone): the store decides, having read on.
         if (info.nlink === 0 || info.ino !== expected.inode) throw new LogFileChanged(this.file);
         if (info.size < expected.offset) {
           throw new DamagedFileError(this.file, 'whole file', `it shrank from ${expected.offset} to ${info.size} bytes while in use; nothing more is written to it, and an execution log is only ever appended to`);

@@ -276,16 +276,20 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     // Between two generations: the next one may be in place by now.
     if (this.reader.waitingForSuccessor) this.refresh({ definitions: false });
     if (this.reader.waitingForSuccessor) throw new LogBusyError(this.paths.logFile);
+    // Outcomes are checked to go into the file this store reads (an fstat): a call may have lasted minutes.
+    // Claims are not: the full read before every claim looked at the file a moment ago, and costs a claim
+    // a second fstat per task (A/B of the drain: ~6% of its CPU).
+    const check = events.some((event) => event.type !== 'claim');
     try {
       try {
-        this.writer.append(events, this.reader.position());
+        this.writer.append(events, this.reader.position(), check);
       } catch (error) {
         if (!(error instanceof LogFileChanged)) throw error;
         // Compacted since this store last read (or gone): read on, then write to what it reads now.
         this.refresh({ definitions: false });
         if (this.reader.waitingForSuccessor) throw new LogBusyError(this.paths.logFile);
         try {
-          this.writer.append(events, this.reader.position());
+          this.writer.append(events, this.reader.position(), check);
         } catch (again) {
           if (again instanceof LogFileChanged) throw new DamagedFileError(this.paths.logFile, 'whole file', 'it was replaced while in use; nothing more is written to it');
           throw again;
