@@ -76,7 +76,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     onRefresh: (lockPath) => logger.debug(`refreshed ${lockPath}`),
   });
   logger.info(
-    `starting: pid ${process.pid} on ${HOST}, queue ${store.paths.root} (${store.state.size} tasks), api ${redactUrl(config.apiUrl.toString())}` +
+    `starting: pid ${process.pid} on ${HOST}, queue ${store.paths.root} (${plural(store.state.size, 'task')}), api ${redactUrl(config.apiUrl.toString())}` +
       `${Object.keys(config.headers).length > 0 ? ` with headers ${Object.keys(config.headers).map((name) => `${name}: ***`).join(', ')}` : ''}` +
       `, timeout ${formatDuration(config.timeoutMs)}, poll ${formatDuration(config.pollIntervalMs)}, max-idle ${config.maxIdle}, max-attempts ${config.maxAttempts}` +
       `, lock-stale ${formatDuration(config.lockStaleMs)}, backoff ${formatDuration(config.backoffMs)}${config.drain ? ', drain' : ''}` +
