@@ -1,5 +1,5 @@
 import { describeError, formatSpan, reasonFor, type ReasonContext } from '../core/reasons.js';
-import { findTask, noSuchTask, QueueState, type ApplyResult, type TaskRecord } from '../core/queueState.js';
+import { findTask, noSuchTask, type ApplyResult, type TaskRecord } from '../core/queueState.js';
 import { ExecutionLogReader } from '../queue/executionLog.js';
 import { repeatUntil } from '../core/sleep.js';
 import { visible } from '../core/visible.js';
@@ -113,7 +113,7 @@ export async function taskResult(options: InspectOptions, id: string): Promise<{
 
 /** Refuses an id queue.json does not define, as findTask does for a fold. */
 function requireDefined(store: QueueStore, id: string): void {
-  if (!store.lightDefinitions().tasks.some((task) => task.id === id)) throw noSuchTask(id);
+  if (!store.defines(id)) throw noSuchTask(id);
 }
 
 /** One event as a readable line: what happened to which task, and whether the fold counted it. */
@@ -172,7 +172,7 @@ export function logLines(store: QueueStore, id: string | undefined): string[] {
   const lines: string[] = [];
   store.replay((event, result) => {
     if (id === undefined || event.task === id) lines.push(visible(describeEvent(event, result)));
-  });
+  }, id);
   return lines;
 }
 
@@ -212,10 +212,11 @@ export function renderGraph(context: ReasonContext, format: GraphFormat): string
 export async function followLog(store: QueueStore, id: string | undefined, write: (line: string) => void, signal: AbortSignal, pollMs = 250): Promise<void> {
   if (id !== undefined) requireDefined(store, id);
   const reader = new ExecutionLogReader(store.paths.logFile);
-  const fold = new QueueState({ keepDetails: false });
+  // One task's ancestry is fixed once it is added; all tasks are read again as the queue grows.
+  const fold = store.foldFor(id);
   try {
     await repeatUntil(signal, pollMs, () => {
-      fold.addDefinitions(store.lightDefinitions());
+      if (id === undefined) fold.addDefinitions(store.lightDefinitions());
       for (const event of reader.readNew()) {
         const result = fold.apply(event);
         if (event.type !== 'weather' && (id === undefined || event.task === id)) write(`${visible(describeEvent(event, result))}\n`);

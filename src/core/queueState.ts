@@ -52,6 +52,11 @@ export type ApplyResult = 'accepted' | 'ignored' | 'held-back' | 'unknown-task';
 export interface FoldOptions {
   /** Results and last outcomes, for people. Workers decide from states alone and leave them in the log. */
   keepDetails: boolean;
+  /**
+   * The fold was given some tasks only (a task and what it depends on, for `logs` of that task): events of
+   * other tasks count toward the weather and are otherwise ignored, not taken for damage.
+   */
+  partial?: boolean;
 }
 
 const byAddOrder = (a: QueueEntry, b: QueueEntry) => a.task.index < b.task.index;
@@ -151,7 +156,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
       return 'accepted';
     }
     const task = this.byId.get(event.task);
-    if (task === undefined && !this.removed.has(event.task)) return 'unknown-task';
+    if (task === undefined && !this.removed.has(event.task) && !this.options.partial) return 'unknown-task';
     // The weather takes every claim and outcome, even of tasks removed since, so that all readers agree on it.
     if (event.type === 'claim' && this.weather.admit(event) !== null) return 'held-back';
     if (event.type === 'outcome') this.weather.observe(event);

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
 import writeFileAtomic from 'write-file-atomic';
 import * as z from 'zod/mini';
@@ -325,6 +325,66 @@ function scanIds(bytes: Buffer): { ids: string[]; removed: ReadonlySet<string> }
     start = end + 1;
   }
   return { ids, removed: new Set(header.removed ?? []) };
+}
+
+/**
+ * A task and every task it depends on, directly or through others, from a file in the layout this tool
+ * writes (none when the task is not there); undefined for another layout. Read backwards from the end a
+ * megabyte at a time, keeping only those lines: dependencies come before their dependents, so the scan
+ * stops at the last one needed, and what it holds is the size of the task's ancestry, not of the queue.
+ */
+export function readAncestry(file: string, id: string): TaskHead[] | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw ioError('read', file, error);
+  }
+  try {
+    const wanted = new Set([id]);
+    const found: TaskHead[] = [];
+    let position = fstatSync(fd).size;
+    // Only a file in this tool's layout is read this way: anything else is read whole by the caller.
+    const footer = Buffer.alloc(FILE_END_BYTES.length);
+    if (position < footer.length || readSync(fd, footer, 0, footer.length, position - footer.length) !== footer.length || !footer.equals(FILE_END_BYTES)) return undefined;
+    let tail = Buffer.alloc(0); // the start of a line whose beginning is in the part not read yet
+    while (position > 0 && found.length < wanted.size) {
+      const length = Math.min(CHUNK_BYTES, position);
+      position -= length;
+      const chunk = Buffer.allocUnsafe(length);
+      readSync(fd, chunk, 0, length, position);
+      const data = tail.length > 0 ? Buffer.concat([chunk, tail]) : chunk;
+      let end = data.length;
+      const newlineBefore = (at: number) => (at <= 0 ? -1 : data.lastIndexOf(NEWLINE_BYTE, at - 1));
+      for (let newline = newlineBefore(end); newline !== -1 || position === 0; newline = newlineBefore(end)) {
+        const start = newline + 1;
+        const lineId = idOfLine(data, start, end);
+        if (lineId !== undefined && wanted.has(lineId)) {
+          const text = data.toString('utf8', start, end).replace(/,$/, '');
+          const task = JSON.parse(text) as TaskDefinition;
+          found.push({ id: task.id, deps: task.deps, added_at: task.added_at });
+          for (const dep of task.deps) wanted.add(dep);
+        }
+        end = newline;
+        if (newline === -1) break;
+      }
+      tail = Buffer.from(data.subarray(0, Math.max(0, end)));
+    }
+    return found.reverse();
+  } catch (error) {
+    if (error instanceof SyntaxError) return undefined;
+    throw ioError('read', file, error);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The id of a task line (`{"id":"…",…`) between `start` and `end`, or undefined for any other line. */
+function idOfLine(data: Buffer, start: number, end: number): string | undefined {
+  if (end - start < ID_START_BYTES.length || data.compare(ID_START_BYTES, 0, ID_START_BYTES.length, start, start + ID_START_BYTES.length) !== 0) return undefined;
+  const idEnd = data.indexOf(QUOTE_BYTE, start + ID_START_BYTES.length);
+  return idEnd === -1 || idEnd > end ? undefined : data.toString('latin1', start + ID_START_BYTES.length, idEnd);
 }
 
 const ID_START = '{"id":"';

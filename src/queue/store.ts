@@ -6,7 +6,7 @@ import { QueueState, type ApplyResult, type FoldOptions, type TaskRecord } from 
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
-import { QueueFile, QueueIndex, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
+import { QueueFile, QueueIndex, readAncestry, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { checkLogPresent, ensureQueueIdentity, LOG_RULE, readQueueId } from './queueIdentity.js';
 import { compactLog, type CompactionReport } from './compaction.js';
@@ -221,6 +221,24 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     return this.queueFile.read();
   }
 
+  /**
+   * A fold for replays: of every task, or (`onlyTask`) of that task and its ancestry alone, found without
+   * reading the rest of queue.json, so `logs` of one task costs the size of the log, not of the queue.
+   */
+  foldFor(onlyTask?: string): QueueState<TaskHead> {
+    // undefined: queue.json is not in this tool's layout (edited by hand), and is read whole.
+    const ancestry = onlyTask === undefined ? undefined : readAncestry(this.paths.queueFile, onlyTask);
+    const fold = new QueueState<TaskHead>({ keepDetails: false, partial: ancestry !== undefined });
+    fold.addDefinitions(ancestry === undefined ? this.lightDefinitions() : { tasks: ancestry, removed: new Set() });
+    return fold;
+  }
+
+  /** Whether queue.json defines the task: from the end of the file, where recent tasks are. */
+  defines(id: string): boolean {
+    const ancestry = readAncestry(this.paths.queueFile, id);
+    return ancestry !== undefined ? ancestry.some((task) => task.id === id) : this.lightDefinitions().tasks.some((task) => task.id === id);
+  }
+
   /** What a fold needs of every task (ids, dependencies), as this store keeps them: for replays. */
   lightDefinitions(): QueueContents<TaskHead> {
     return this.definitions.read(() => false).contents;
@@ -239,10 +257,9 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * Reads the whole log again from the start through a fold of its own, telling for each event whether
    * it counted: for `show` and `logs`, which need the history, not just the states.
    */
-  replay(onEvent: (event: QueueEvent, result: ApplyResult) => void): void {
+  replay(onEvent: (event: QueueEvent, result: ApplyResult) => void, onlyTask?: string): void {
     checkLogPresent(this.paths);
-    const fold = new QueueState({ keepDetails: false });
-    fold.addDefinitions(this.lightDefinitions());
+    const fold = this.foldFor(onlyTask);
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
       reader.readNew((record) => {
