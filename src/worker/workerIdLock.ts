@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { WorkerError, ioError } from '../errors.js';
@@ -13,6 +13,8 @@ interface Holder {
 
 /** How long a holder is given to write its name into a lock it just made. */
 const NAMING_GRACE_MS = 1000;
+/** A lock with no name this long after it was made (or last refreshed) was left by a worker killed while making it. */
+const UNNAMED_LOCK_KEPT_MS = 10_000;
 
 /**
  * One live worker per worker id: two with one id (an `export WORKER_ID` in a shell profile) would share a
@@ -79,7 +81,10 @@ function removeHeld(dir: string, workerId: string): void {
   rmSync(join(dir, `${workerId}.holder`), { force: true });
 }
 
-/** Worker-id locks of killed workers of this host: they would stay until a worker of the same id came. */
+/**
+ * Worker-id locks of killed workers of this host, which would stay until a worker of the same id came;
+ * and those that name no holder long after they were made (a worker killed between the two steps).
+ */
 function removeLeftByGoneProcesses(dir: string, host: string): void {
   let names: string[];
   try {
@@ -88,8 +93,15 @@ function removeLeftByGoneProcesses(dir: string, host: string): void {
     return;
   }
   for (const name of names) {
-    if (!name.endsWith('.holder')) continue;
-    const holder = readHolder(join(dir, name));
-    if (holder !== undefined && goneFromThisHost(holder, host)) removeHeld(dir, name.slice(0, -'.holder'.length));
+    if (name.endsWith('.holder')) {
+      const holder = readHolder(join(dir, name));
+      if (holder !== undefined && goneFromThisHost(holder, host)) removeHeld(dir, name.slice(0, -'.holder'.length));
+    } else if (name.endsWith('.lock') && !names.includes(`${name.slice(0, -'.lock'.length)}.holder`)) {
+      try {
+        if (Date.now() - statSync(join(dir, name)).mtimeMs > UNNAMED_LOCK_KEPT_MS) removeHeld(dir, name.slice(0, -'.lock'.length));
+      } catch {
+        // gone meanwhile
+      }
+    }
   }
 }

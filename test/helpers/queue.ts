@@ -42,10 +42,13 @@ export async function describeSlots(dir: string): Promise<string> {
   return `slots left: ${described.join('; ')}`;
 }
 
-/** Locks left anywhere below locks/ (shard folders, heartbeats and slots may stay). */
+/**
+ * Task locks left below locks/ (shard folders, heartbeats and slots may stay, and so may the worker-id lock
+ * of a SIGKILLed worker until the next worker starts: see workerIdLock.ts).
+ */
 export async function lockFiles(dir: string): Promise<string[]> {
   const entries = await readdir(join(dir, 'locks'), { recursive: true });
-  return entries.filter((name) => /\.lock$/.test(name));
+  return entries.filter((name) => /\.lock$/.test(name) && !name.startsWith('workers/'));
 }
 
 /** Holds every call for `taskId` until the test answers it; other tasks are answered at once. */
