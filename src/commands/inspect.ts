@@ -213,7 +213,7 @@ export async function followLog(store: QueueStore, id: string | undefined, write
   if (id !== undefined) requireDefined(store, id);
   const reader = new ExecutionLogReader(store.paths.logFile);
   // One task's ancestry is fixed once it is added; all tasks are read again as the queue grows.
-  const fold = store.foldFor(id);
+  const fold = store.foldFor(id === undefined ? undefined : [id]);
   try {
     await repeatUntil(signal, pollMs, () => {
       if (id === undefined) fold.addDefinitions(store.lightDefinitions());

@@ -101,6 +101,11 @@ export class QueueState<Def extends TaskHead = TaskHead> {
     return this.byId.get(id);
   }
 
+  /** Whether `worker clean` removed this task (its events count for nothing). */
+  isRemoved(id: string): boolean {
+    return this.removed.has(id);
+  }
+
   /**
    * Adds definitions not seen before. New tasks are only ever appended to queue.json (clean removes, never
    * inserts), so they are found from the end: O(new tasks). Dependencies always precede their dependents.

@@ -328,12 +328,12 @@ function scanIds(bytes: Buffer): { ids: string[]; removed: ReadonlySet<string> }
 }
 
 /**
- * A task and every task it depends on, directly or through others, from a file in the layout this tool
- * writes (none when the task is not there); undefined for another layout. Read backwards from the end a
+ * Tasks and every task they depend on, directly or through others, from a file in the layout this tool
+ * writes (those that are not there are left out); undefined for another layout. Read backwards from the end a
  * megabyte at a time, keeping only those lines: dependencies come before their dependents, so the scan
  * stops at the last one needed, and what it holds is the size of the task's ancestry, not of the queue.
  */
-export function readAncestry(file: string, id: string): TaskHead[] | undefined {
+export function readAncestry(file: string, ids: Iterable<string>): TaskHead[] | undefined {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -342,7 +342,7 @@ export function readAncestry(file: string, id: string): TaskHead[] | undefined {
     throw ioError('read', file, error);
   }
   try {
-    const wanted = new Set([id]);
+    const wanted = new Set(ids);
     const found: TaskHead[] = [];
     let position = fstatSync(fd).size;
     // Only a file in this tool's layout is read this way: anything else is read whole by the caller.
@@ -375,6 +375,32 @@ export function readAncestry(file: string, id: string): TaskHead[] | undefined {
   } catch (error) {
     if (error instanceof SyntaxError) return undefined;
     throw ioError('read', file, error);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The ids `clean` removed, from queue.json's first line; none when there is no file. */
+export function readRemovedIds(file: string): ReadonlySet<string> {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new Set();
+    throw ioError('read', file, error);
+  }
+  try {
+    let header = '';
+    for (const chunk of chunksOf(fd, file)) {
+      const newline = chunk.indexOf(NEWLINE_BYTE);
+      header += chunk.toString('latin1', 0, newline === -1 ? chunk.length : newline);
+      if (newline !== -1) break;
+    }
+    const parsed = JSON.parse(`${header}]}`) as { removed?: string[] };
+    return new Set(parsed.removed ?? []);
+  } catch (error) {
+    if (error instanceof SyntaxError) return new Set();
+    throw error;
   } finally {
     closeSync(fd);
   }

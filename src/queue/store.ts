@@ -6,7 +6,7 @@ import { QueueState, type ApplyResult, type FoldOptions, type TaskRecord } from 
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
-import { QueueFile, QueueIndex, readAncestry, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
+import { QueueFile, QueueIndex, readAncestry, readRemovedIds, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { checkLogPresent, ensureQueueIdentity, LOG_RULE, readQueueId } from './queueIdentity.js';
 import { compactLog, type CompactionReport } from './compaction.js';
@@ -213,7 +213,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     // Written after the task was added, so a fresh read of queue.json must define it.
     this.readDefinitionsIntoFold();
     if (this.state.apply(event) !== 'unknown-task') return;
-    this.throwUndefinedTask(event, this.state.size);
+    this.throwUndefinedTask(event.task, this.state.size);
   }
 
   /** The task definitions as queue.json holds them now. */
@@ -225,17 +225,44 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * A fold for replays: of every task, or (`onlyTask`) of that task and its ancestry alone, found without
    * reading the rest of queue.json, so `logs` of one task costs the size of the log, not of the queue.
    */
-  foldFor(onlyTask?: string): QueueState<TaskHead> {
+  foldFor(onlyTasks?: Iterable<string>): QueueState<TaskHead> {
     // undefined: queue.json is not in this tool's layout (edited by hand), and is read whole.
-    const ancestry = onlyTask === undefined ? undefined : readAncestry(this.paths.queueFile, onlyTask);
+    const ancestry = onlyTasks === undefined ? undefined : readAncestry(this.paths.queueFile, onlyTasks);
     const fold = new QueueState<TaskHead>({ keepDetails: false, partial: ancestry !== undefined });
     fold.addDefinitions(ancestry === undefined ? this.lightDefinitions() : { tasks: ancestry, removed: new Set() });
     return fold;
   }
 
+  /** A fold of the tasks the log speaks of and their ancestry; an event of a task queue.json never defined is damage. */
+  private foldForLog(): QueueState<TaskHead> {
+    const inLog = this.tasksInLog();
+    const fold = this.foldFor(inLog);
+    const missing = [...inLog].filter((id) => fold.get(id) === undefined);
+    if (missing.length > 0) {
+      const removed = readRemovedIds(this.paths.queueFile);
+      const undefinedTask = missing.find((id) => !removed.has(id) && !fold.isRemoved(id));
+      if (undefinedTask !== undefined) this.throwUndefinedTask(undefinedTask, fold.size);
+    }
+    return fold;
+  }
+
+  /** The ids of every task the log has an event of. */
+  private tasksInLog(): Set<string> {
+    const ids = new Set<string>();
+    const reader = new ExecutionLogReader(this.paths.logFile);
+    try {
+      reader.readNew((record) => {
+        if (record.type !== 'weather') ids.add(record.task);
+      });
+    } finally {
+      reader.close();
+    }
+    return ids;
+  }
+
   /** Whether queue.json defines the task: from the end of the file, where recent tasks are. */
   defines(id: string): boolean {
-    const ancestry = readAncestry(this.paths.queueFile, id);
+    const ancestry = readAncestry(this.paths.queueFile, [id]);
     return ancestry !== undefined ? ancestry.some((task) => task.id === id) : this.lightDefinitions().tasks.some((task) => task.id === id);
   }
 
@@ -259,13 +286,15 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    */
   replay(onEvent: (event: QueueEvent, result: ApplyResult) => void, onlyTask?: string): void {
     checkLogPresent(this.paths);
-    const fold = this.foldFor(onlyTask);
+    // The tasks the log speaks of, and their ancestry, are all a replay needs: a short log of a large
+    // queue reads little of queue.json.
+    const fold = onlyTask !== undefined ? this.foldFor([onlyTask]) : this.foldForLog();
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
       reader.readNew((record) => {
         const result = fold.apply(record);
         if (record.type === 'weather') return;
-        if (result === 'unknown-task') this.throwUndefinedTask(record, fold.size);
+        if (result === 'unknown-task') this.throwUndefinedTask(record.task, fold.size);
         onEvent(record, result);
       });
     } finally {
@@ -385,7 +414,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       if (events.length > 0) {
         const ids = new Set(queue.ids);
         for (const event of events) {
-          if (event.type !== 'weather' && !ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event, ids.size);
+          if (event.type !== 'weather' && !ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event.task, ids.size);
         }
       }
       return reader.position();
@@ -394,10 +423,10 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     }
   }
 
-  private throwUndefinedTask(event: QueueEvent, defined: number): never {
+  private throwUndefinedTask(taskId: string, defined: number): never {
     const what = defined === 0
-      ? `it is missing or empty, but the execution log records events of task "${event.task}"`
-      : `the execution log records events of task "${event.task}", which it does not define (replaced by an older copy?)`;
+      ? `it is missing or empty, but the execution log records events of task "${taskId}"`
+      : `the execution log records events of task "${taskId}", which it does not define (replaced by an older copy?)`;
     throw new DamagedFileError(this.paths.queueFile, 'whole file', what);
   }
 
