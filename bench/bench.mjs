@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { startBenchApi } from './api.mjs';
 import { seedQueue } from './seed.mjs';
 import { historyScenarios } from './history.mjs';
+import { startTracked } from './processes.mjs';
 
 const BIN = resolve(import.meta.dirname, '../bin/worker.cjs');
 const quick = process.argv.includes('--quick');
@@ -28,28 +29,6 @@ function timed(args, env = process.env) {
 
 const cli = (dir, ...args) => timed([BIN, '--dir', dir, ...args]);
 
-/** Starts a process and follows its peak resident memory (VmHWM) until it exits. */
-function startTracked(args) {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
-  let peakKb = 0;
-  const sample = () => {
-    try {
-      const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      if (match) peakKb = Math.max(peakKb, Number(match[1]));
-    } catch {
-      // exited
-    }
-  };
-  const timer = setInterval(sample, 50);
-  const exited = new Promise((resolveExit, rejectExit) => {
-    child.on('exit', (code) => {
-      clearInterval(timer);
-      if (code === 0) resolveExit(peakKb);
-      else rejectExit(new Error(`${args.join(' ')} exited ${code}`));
-    });
-  });
-  return { child, exited, sample };
-}
 
 function runWorkers(dir, api, count, extra = []) {
   return Array.from({ length: count }, (_, i) =>

@@ -1,11 +1,12 @@
 // Large results and a history that stops growing: the rows of `npm run bench` for queues whose results are
 // 100 KB each (a 1 GB history at 10,000 tasks), and for `worker compact` while workers drain.
 // Also runs alone: `node bench/history.mjs [--quick]`.
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { startTracked } from './processes.mjs';
 
 const BIN = resolve(import.meta.dirname, '../bin/worker.cjs');
 const RESULT_BYTES = 100 * 1024;
@@ -42,28 +43,11 @@ function addTasks(dir, ids) {
 }
 
 /** Runs the CLI to its end: wall time, peak RSS (VmHWM), stdout. */
-function measure(args) {
-  return new Promise((done, fail) => {
-    const started = performance.now();
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let peakKb = 0;
-    let out = '';
-    child.stdout.on('data', (chunk) => { out += chunk; });
-    const sample = () => {
-      try {
-        const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        if (match) peakKb = Math.max(peakKb, Number(match[1]));
-      } catch {
-        // exited
-      }
-    };
-    const timer = setInterval(sample, 20);
-    child.on('exit', (code) => {
-      clearInterval(timer);
-      if (code !== 0) fail(new Error(`worker ${args.join(' ')} exited ${code}`));
-      else done({ ms: performance.now() - started, peakMb: peakKb / 1024, out });
-    });
-  });
+async function measure(args) {
+  const started = performance.now();
+  const tracked = startTracked([BIN, ...args], { captureStdout: true, everyMs: 20 });
+  const peakKb = await tracked.exited;
+  return { ms: performance.now() - started, peakMb: peakKb / 1024, out: tracked.output() };
 }
 
 const drain = (dir, api, workers, id = 'h') => Promise.all(Array.from({ length: workers }, (_, i) =>
