@@ -3,7 +3,7 @@
 // Runs the built CLI (dist/) as separate processes against a local API on 127.0.0.1 that answers at once,
 // and checks from the API's own record that every task was called exactly once.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startBenchApi } from './api.mjs';
