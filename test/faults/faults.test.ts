@@ -81,6 +81,55 @@ describe('kill storm', () => {
   }, 180_000);
 });
 
+describe('compaction under a kill storm', () => {
+  it('6 workers drain 600 tasks, one SIGKILLed every few hundred ms, while worker compact runs again and again', async () => {
+    await withTempDir(async (dir) => {
+      const tasks = layeredGraph(600, 11);
+      await addAll(dir, tasks);
+      api.setBehaviour(answerOkWithin(5));
+      const kills: Kill[] = [];
+      let incarnation = 0;
+      const ids: string[] = [];
+      const start = (slot: number): RunningCli => {
+        ids[slot] = `k${slot}-${(incarnation += 1)}`;
+        return startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', ids[slot]]);
+      };
+      const workers = Array.from({ length: 6 }, (_, slot) => start(slot));
+      let storming = true;
+      let compactions = 0;
+      const storm = (async () => {
+        while (storming) {
+          await sleep(150 + Math.random() * 250);
+          if (!storming) break;
+          const slot = Math.floor(Math.random() * workers.length);
+          if (workers[slot]!.process.exitCode !== null) continue;
+          kills.push({ worker: ids[slot]!, at: Date.now() });
+          workers[slot]!.process.kill('SIGKILL');
+          await workers[slot]!.exited;
+          workers[slot] = start(slot);
+        }
+      })();
+      const compacting = (async () => {
+        while (storming) {
+          const result = await runCli(['--dir', dir, 'compact']);
+          expect(result.code, result.stderr).toBe(0);
+          compactions += 1;
+          await sleep(100);
+        }
+      })();
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline && new Set(api.calls.map((call) => call.task_id)).size < tasks.length) await sleep(100);
+      storming = false;
+      await Promise.all([storm, compacting]);
+      for (const result of await Promise.all(workers.map((worker) => worker.exited))) expect([0, null]).toContain(result.code);
+      expect(compactions).toBeGreaterThan(0);
+      const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
+      expect(verdict.problems).toEqual([]);
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+  }, 120_000);
+});
+
 describe('signals at random moments', () => {
   it('SIGINT and SIGTERM while claiming, calling or recording leave no task running and no lock behind', async () => {
     await withTempDir(async (dir) => {
