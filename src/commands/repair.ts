@@ -17,11 +17,7 @@ async function underQueueLock<T>(dir: string, change: (store: QueueStore, assert
   try {
     return await withQueueLock(store.paths.queueLock, async (assertHeld) => {
       store.refresh();
-      if (store.betweenGenerations) {
-        // Sealed, with no next generation, while no compaction holds the lock: its compactor died. Finished here.
-        compactLog(store.paths, assertHeld, () => new Date());
-        store.refresh();
-      }
+      store.finishDeadCompaction(assertHeld, () => new Date());
       return change(store, assertHeld);
     });
   } finally {

@@ -368,6 +368,25 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     return withQueueLock(this.paths.queueLock, async (assertHeld) => compactLog(this.paths, assertHeld, now));
   }
 
+  /**
+   * Waits out a compaction that is switching generations (LogBusyError): its compactor holds the queue-wide
+   * lock until the next generation is in place, so once this process holds it, the switch is done.
+   */
+  async awaitNextGeneration(now: () => Date): Promise<void> {
+    await withQueueLock(this.paths.queueLock, async (assertHeld) => this.finishDeadCompaction(assertHeld, now));
+  }
+
+  /**
+   * For a holder of the queue-wide lock: a log still sealed with no next generation was left by a
+   * compaction whose process died (a live one would hold the lock). It is finished here.
+   */
+  finishDeadCompaction(assertHeld: () => void, now: () => Date): void {
+    this.refresh({ definitions: false });
+    if (!this.betweenGenerations) return;
+    compactLog(this.paths, assertHeld, now);
+    this.refresh({ definitions: false });
+  }
+
   /** Drops the fold and the reader: the next refresh reads everything again. */
   private reset(): void {
     this.reader.close();

@@ -27,10 +27,6 @@ const CANDIDATES_PER_CHECK = 16;
 const OTHERS_ACTIVE_MS = 2000;
 /** Workers spread their probes of an unreachable API over this long after the probe is due. */
 const MAX_PROBE_STAGGER_MS = 500;
-/** How often a worker looks again while a compaction switches generations. */
-const COMPACTION_POLL_MS = 20;
-/** A seal with no next generation after this long was left by a compaction that died. */
-const STALLED_COMPACTION_MS = 15_000;
 /** How often a busy worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
 
@@ -117,8 +113,6 @@ export class Worker {
   /** The outage and the pause this worker has logged: each is logged once, when first seen, and its end once. */
   private reportedOutageSince: number | null = null;
   private reportedPauseSince: number | null = null;
-  /** When this worker first found the log between two generations, while it still is. */
-  private sealSeenAt: number | null = null;
   private readonly probeDelayMs: number;
   private lastTakeoverScan = -Infinity;
   /** When this worker last saw another one at work (a running task, a lock it held). */
@@ -151,8 +145,7 @@ export class Worker {
         if (error instanceof LogBusyError) {
           // A compaction is switching generations: a moment, not a failure.
           logger.debug(error.message);
-          await this.finishStalledCompaction();
-          await this.deps.changes.wait(COMPACTION_POLL_MS, this.signals.stop);
+          await this.awaitNextGeneration();
           continue;
         }
         this.summary.lastError = asWorkerError(error);
@@ -618,8 +611,7 @@ export class Worker {
         }
         if (error instanceof LogBusyError) {
           logger.debug(`${error.message}: recording the outcome of ${id} in a moment`);
-          await this.finishStalledCompaction();
-          await new Promise((resolve) => setTimeout(resolve, COMPACTION_POLL_MS));
+          await this.awaitNextGeneration();
           continue;
         }
         logger.error(`could not record the outcome of ${id}, trying again in ${formatDuration(wait)}: ${asWorkerError(error).message}`);
@@ -655,24 +647,12 @@ export class Worker {
     return true;
   }
 
-  /**
-   * A log sealed for longer than a compaction takes, with no next generation: its compactor died. The
-   * compaction is finished under the queue-wide lock (which a live compactor would hold).
-   */
-  private async finishStalledCompaction(): Promise<void> {
+  private async awaitNextGeneration(): Promise<void> {
     const { store, logger, now } = this.deps;
-    if (!store.betweenGenerations) {
-      this.sealSeenAt = null;
-      return;
-    }
-    this.sealSeenAt ??= now();
-    if (now() - this.sealSeenAt < STALLED_COMPACTION_MS) return;
-    this.sealSeenAt = null;
-    logger.warn('the execution log has been sealed for a compaction that did not finish: finishing it');
     try {
-      await store.compact(() => new Date(now()));
+      await store.awaitNextGeneration(() => new Date(now()));
     } catch (error) {
-      logger.error(`could not finish the compaction: ${asWorkerError(error).message}`);
+      logger.error(`could not wait for the log's next generation: ${asWorkerError(error).message}`);
     }
   }
 

@@ -3,7 +3,9 @@ import { compactLog } from '../../src/queue/compaction.js';
 import { ExecutionLogWriter } from '../../src/queue/executionLog.js';
 import type { ClaimEvent, OutcomeEvent } from '../../src/queue/schema.js';
 import { QueueStore } from '../../src/queue/store.js';
-import { withTempDir } from '../helpers/cli.js';
+import { join } from 'node:path';
+import { startApi } from '../helpers/apiServer.js';
+import { runCli, withTempDir } from '../helpers/cli.js';
 import { addAll } from '../helpers/queue.js';
 
 /**
@@ -83,6 +85,29 @@ describe('compaction: the switch between generations', () => {
 });
 
 describe('a compaction that died after sealing the log', () => {
+  it('is finished by a worker at once, which then drains the queue', async () => {
+    await withTempDir(async (dir) => {
+      const api = await startApi();
+      try {
+        await addAll(dir, [{ id: 'a' }]);
+        const sealer = new ExecutionLogWriter(join(dir, 'queue', 'execution-log.jsonl'));
+        sealer.append([{ type: 'sealed', generation: 1, at: AT }]);
+        sealer.close();
+        const started = Date.now();
+        const run = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain']);
+        expect(run.code, run.stderr).toBe(0);
+        expect(Date.now() - started).toBeLessThan(10_000);
+        expect(api.calls.map((call) => call.task_id)).toEqual(['a']);
+        const after = await QueueStore.open(dir);
+        expect(after.state.get('a')!.state).toBe('completed');
+        expect(after.betweenGenerations).toBe(false);
+        after.close();
+      } finally {
+        await api.close();
+      }
+    });
+  });
+
   it('is finished by the next command that takes the queue-wide lock', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'a' }, { id: 'b' }]);
