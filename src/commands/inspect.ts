@@ -1,5 +1,5 @@
 import { describeError, formatSpan, reasonFor, type ReasonContext } from '../core/reasons.js';
-import { findTask, noSuchTask, type ApplyResult, type TaskRecord } from '../core/queueState.js';
+import { findTask, type ApplyResult, type TaskRecord } from '../core/queueState.js';
 import { ExecutionLogReader } from '../queue/executionLog.js';
 import { repeatUntil } from '../core/sleep.js';
 import { visible } from '../core/visible.js';
@@ -111,11 +111,6 @@ export async function taskResult(options: InspectOptions, id: string): Promise<{
   }
 }
 
-/** Refuses an id queue.json does not define, as findTask does for a fold. */
-function requireDefined(store: QueueStore, id: string): void {
-  if (!store.defines(id)) throw noSuchTask(id);
-}
-
 /** One event as a readable line: what happened to which task, and whether the fold counted it. */
 export function describeEvent(event: QueueEvent, result: ApplyResult): string {
   const ignored = result === 'accepted' ? '' : result === 'held-back'
@@ -168,7 +163,6 @@ export function renderDetail(detail: TaskDetail, now: number): string {
 
 /** `worker logs`: the execution log as readable lines, optionally of one task. */
 export function logLines(store: QueueStore, id: string | undefined): string[] {
-  if (id !== undefined) requireDefined(store, id);
   const lines: string[] = [];
   store.replay((event, result) => {
     if (id === undefined || event.task === id) lines.push(visible(describeEvent(event, result)));
@@ -210,10 +204,9 @@ export function renderGraph(context: ReasonContext, format: GraphFormat): string
  * reader and one fold, so each new event costs the same however long the log is.
  */
 export async function followLog(store: QueueStore, id: string | undefined, write: (line: string) => void, signal: AbortSignal, pollMs = 250): Promise<void> {
-  if (id !== undefined) requireDefined(store, id);
-  const reader = new ExecutionLogReader(store.paths.logFile);
   // One task's ancestry is fixed once it is added; all tasks are read again as the queue grows.
-  const fold = store.foldFor(id === undefined ? undefined : [id]);
+  const fold = id === undefined ? store.foldFor() : store.foldForTask(id);
+  const reader = new ExecutionLogReader(store.paths.logFile);
   try {
     await repeatUntil(signal, pollMs, () => {
       if (id === undefined) fold.addDefinitions(store.lightDefinitions());

@@ -306,25 +306,28 @@ function formatQueueFile(contents: QueueContents): Buffer {
 function scanIds(bytes: Buffer): { ids: string[]; removed: ReadonlySet<string> } | undefined {
   const headerEnd = bytes.indexOf(NEWLINE_BYTE);
   if (headerEnd === -1 || !bytes.subarray(-FILE_END_BYTES.length).equals(FILE_END_BYTES)) return undefined;
-  let header: { removed?: string[] };
-  try {
-    header = JSON.parse(`${bytes.toString('latin1', 0, headerEnd)}]}`) as { removed?: string[] };
-  } catch {
-    return undefined;
-  }
+  const removed = removedIdsOf(bytes.toString('latin1', 0, headerEnd));
+  if (removed === undefined) return undefined;
   const ids: string[] = [];
   const tasksEnd = bytes.length - FILE_END_BYTES.length + 1; // where the footer line starts
   for (let start = headerEnd + 1; start < tasksEnd; ) {
     const end = bytes.indexOf(NEWLINE_BYTE, start);
     if (end === start && ids.length === 0 && end + 1 === tasksEnd) break; // a queue with no tasks yet
-    // Ids hold no quotes or backslashes (schema.ts), so the first quote after `{"id":"` ends one.
-    const idEnd = bytes.indexOf(QUOTE_BYTE, start + ID_START.length);
-    const startsWithId = bytes.compare(ID_START_BYTES, 0, ID_START_BYTES.length, start, start + ID_START_BYTES.length) === 0;
-    if (!startsWithId || idEnd === -1 || idEnd > end) return undefined;
-    ids.push(bytes.toString('latin1', start + ID_START.length, idEnd));
+    const id = idOfLine(bytes, start, end);
+    if (id === undefined) return undefined;
+    ids.push(id);
     start = end + 1;
   }
-  return { ids, removed: new Set(header.removed ?? []) };
+  return { ids, removed };
+}
+
+/** The removed ids of queue.json's first line (`{"version":1,"removed":[…],"tasks":[`); undefined when it is not that. */
+function removedIdsOf(headerLine: string): ReadonlySet<string> | undefined {
+  try {
+    return new Set((JSON.parse(`${headerLine}]}`) as { removed?: string[] }).removed ?? []);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -396,17 +399,16 @@ export function readRemovedIds(file: string): ReadonlySet<string> {
       header += chunk.toString('latin1', 0, newline === -1 ? chunk.length : newline);
       if (newline !== -1) break;
     }
-    const parsed = JSON.parse(`${header}]}`) as { removed?: string[] };
-    return new Set(parsed.removed ?? []);
-  } catch (error) {
-    if (error instanceof SyntaxError) return new Set();
-    throw error;
+    return removedIdsOf(header) ?? new Set();
   } finally {
     closeSync(fd);
   }
 }
 
-/** The id of a task line (`{"id":"…",…`) between `start` and `end`, or undefined for any other line. */
+/**
+ * The id of a task line (`{"id":"…",…`) between `start` and `end`, or undefined for any other line. Ids
+ * hold no quotes or backslashes (schema.ts), so the first quote after `{"id":"` ends one.
+ */
 function idOfLine(data: Buffer, start: number, end: number): string | undefined {
   if (end - start < ID_START_BYTES.length || data.compare(ID_START_BYTES, 0, ID_START_BYTES.length, start, start + ID_START_BYTES.length) !== 0) return undefined;
   const idEnd = data.indexOf(QUOTE_BYTE, start + ID_START_BYTES.length);

@@ -2,7 +2,7 @@ import { existsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { DamagedFileError, ioError, WorkerError } from '../errors.js';
-import { QueueState, type ApplyResult, type FoldOptions, type TaskRecord } from '../core/queueState.js';
+import { noSuchTask, QueueState, type ApplyResult, type FoldOptions, type TaskRecord } from '../core/queueState.js';
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
@@ -229,7 +229,14 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     // undefined: queue.json is not in this tool's layout (edited by hand), and is read whole.
     const ancestry = onlyTasks === undefined ? undefined : readAncestry(this.paths.queueFile, onlyTasks);
     const fold = new QueueState<TaskHead>({ keepDetails: false, partial: ancestry !== undefined });
-    fold.addDefinitions(ancestry === undefined ? this.lightDefinitions() : { tasks: ancestry, removed: new Set() });
+    fold.addDefinitions(ancestry === undefined ? this.lightDefinitions() : { tasks: ancestry, removed: readRemovedIds(this.paths.queueFile) });
+    return fold;
+  }
+
+  /** A fold for the replay of one task (`logs <id>`), which queue.json must define. */
+  foldForTask(id: string): QueueState<TaskHead> {
+    const fold = this.foldFor([id]);
+    if (fold.get(id) === undefined) throw noSuchTask(id);
     return fold;
   }
 
@@ -237,12 +244,8 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   private foldForLog(): QueueState<TaskHead> {
     const inLog = this.tasksInLog();
     const fold = this.foldFor(inLog);
-    const missing = [...inLog].filter((id) => fold.get(id) === undefined);
-    if (missing.length > 0) {
-      const removed = readRemovedIds(this.paths.queueFile);
-      const undefinedTask = missing.find((id) => !removed.has(id) && !fold.isRemoved(id));
-      if (undefinedTask !== undefined) this.throwUndefinedTask(undefinedTask, fold.size);
-    }
+    const undefinedTask = [...inLog].find((id) => fold.get(id) === undefined && !fold.isRemoved(id));
+    if (undefinedTask !== undefined) this.throwUndefinedTask(undefinedTask, fold.size);
     return fold;
   }
 
@@ -258,12 +261,6 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       reader.close();
     }
     return ids;
-  }
-
-  /** Whether queue.json defines the task: from the end of the file, where recent tasks are. */
-  defines(id: string): boolean {
-    const ancestry = readAncestry(this.paths.queueFile, [id]);
-    return ancestry !== undefined ? ancestry.some((task) => task.id === id) : this.lightDefinitions().tasks.some((task) => task.id === id);
   }
 
   /** What a fold needs of every task (ids, dependencies), as this store keeps them: for replays. */
@@ -288,7 +285,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     checkLogPresent(this.paths);
     // The tasks the log speaks of, and their ancestry, are all a replay needs: a short log of a large
     // queue reads little of queue.json.
-    const fold = onlyTask !== undefined ? this.foldFor([onlyTask]) : this.foldForLog();
+    const fold = onlyTask !== undefined ? this.foldForTask(onlyTask) : this.foldForLog();
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
       reader.readNew((record) => {
