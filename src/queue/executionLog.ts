@@ -82,10 +82,6 @@ export function parseLines(file: string, lines: string[], firstLine: number): Lo
   return chunk;
 }
 
-/**
- * Thrown when the log moved on by more than one generation since this reader last read it (two
- * compactions): it cannot go on from where it was, and must read the new log from its start.
- */
 /** The writer's file is no longer the one at the log's path, or not the one its readers read. */
 export class LogFileChanged extends Error {
   constructor(file: string) {
@@ -94,6 +90,10 @@ export class LogFileChanged extends Error {
   }
 }
 
+/**
+ * Thrown when the log moved on by more than one generation since this reader last read it (two
+ * compactions): it cannot go on from where it was, and must read the new log from its start.
+ */
 export class LogMovedOn extends Error {
   constructor(file: string) {
     super(`${file} was compacted more than once since it was last read: reading it again from the start`);
@@ -362,7 +362,7 @@ export class ExecutionLogWriter {
       if (expected?.inode !== undefined && this.inode !== expected.inode) throw new LogFileChanged(this.file);
       if (verify && expected?.inode !== undefined) {
         const info = fstatSync(this.fd);
-        if (info.nlink === 0 || info.ino !== expected.inode) throw new LogFileChanged(this.file);
+        if (info.nlink === 0) throw new LogFileChanged(this.file);
         if (info.size < expected.offset) {
           throw new DamagedFileError(this.file, 'whole file', `it shrank from ${expected.offset} to ${info.size} bytes while in use; nothing more is written to it, and an execution log is only ever appended to`);
         }
