@@ -36,40 +36,50 @@ function layeredGraph(count: number, seed = 7): Array<{ id: string; deps: string
   });
 }
 
+/**
+ * `count` workers drain `tasks` (already added) while a random one is SIGKILLed every 150 to 400 ms and
+ * restarted under a new id, until every task was called once; `during` runs alongside. Resolves when the
+ * last workers have exited, with the kills and their exit results.
+ */
+async function drainThroughKillStorm(dir: string, tasks: ReadonlyArray<{ id: string }>, count: number, during: (storming: () => boolean) => Promise<void> = async () => undefined) {
+  const kills: Kill[] = [];
+  let incarnation = 0;
+  const ids: string[] = [];
+  const start = (slot: number): RunningCli => {
+    ids[slot] = `w${slot}-${(incarnation += 1)}`;
+    return startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', ids[slot]]);
+  };
+  const workers = Array.from({ length: count }, (_, slot) => start(slot));
+  let storming = true;
+  const storm = (async () => {
+    while (storming) {
+      await sleep(150 + Math.random() * 250);
+      if (!storming) break;
+      const slot = Math.floor(Math.random() * workers.length);
+      const victim = workers[slot]!;
+      if (victim.process.exitCode !== null) continue;
+      kills.push({ worker: ids[slot]!, at: Date.now() });
+      victim.process.kill('SIGKILL');
+      await victim.exited;
+      workers[slot] = start(slot);
+    }
+  })();
+  const alongside = during(() => storming);
+  // Storm while the queue drains; then let the last workers finish.
+  const deadline = Date.now() + (FULL ? 120_000 : 60_000);
+  while (Date.now() < deadline && new Set(api.calls.map((call) => call.task_id)).size < tasks.length) await sleep(100);
+  storming = false;
+  await Promise.all([storm, alongside]);
+  return { kills, results: await Promise.all(workers.map((worker) => worker.exited)) };
+}
+
 describe('kill storm', () => {
   it(`8 workers drain ${FULL ? '3,000' : '1,000'} tasks while a random worker is SIGKILLed every few hundred ms and restarted`, async () => {
     await withTempDir(async (dir) => {
       const tasks = layeredGraph(FULL ? 3000 : 1000);
       await addAll(dir, tasks);
       api.setBehaviour(answerOkWithin(5));
-      const kills: Kill[] = [];
-      let incarnation = 0;
-      const ids: string[] = [];
-      const start = (slot: number): RunningCli => {
-        ids[slot] = `w${slot}-${(incarnation += 1)}`;
-        return startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', ids[slot]]);
-      };
-      const workers = Array.from({ length: 8 }, (_, slot) => start(slot));
-      let storming = true;
-      const storm = (async () => {
-        while (storming) {
-          await sleep(150 + Math.random() * 250);
-          if (!storming) break;
-          const slot = Math.floor(Math.random() * workers.length);
-          const victim = workers[slot]!;
-          if (victim.process.exitCode !== null) continue;
-          kills.push({ worker: ids[slot]!, at: Date.now() });
-          victim.process.kill('SIGKILL');
-          await victim.exited;
-          workers[slot] = start(slot);
-        }
-      })();
-      // Storm while the queue drains; then let the last workers finish.
-      const deadline = Date.now() + (FULL ? 120_000 : 60_000);
-      while (Date.now() < deadline && new Set(api.calls.map((call) => call.task_id)).size < tasks.length) await sleep(100);
-      storming = false;
-      await storm;
-      const results = await Promise.all(workers.map((worker) => worker.exited));
+      const { kills, results } = await drainThroughKillStorm(dir, tasks, 8);
       for (const result of results) expect([0, null]).toContain(result.code);
       expect(kills.length).toBeGreaterThan(5);
       const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
@@ -87,41 +97,16 @@ describe('compaction under a kill storm', () => {
       const tasks = layeredGraph(600, 11);
       await addAll(dir, tasks);
       api.setBehaviour(answerOkWithin(5));
-      const kills: Kill[] = [];
-      let incarnation = 0;
-      const ids: string[] = [];
-      const start = (slot: number): RunningCli => {
-        ids[slot] = `k${slot}-${(incarnation += 1)}`;
-        return startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', ids[slot]]);
-      };
-      const workers = Array.from({ length: 6 }, (_, slot) => start(slot));
-      let storming = true;
       let compactions = 0;
-      const storm = (async () => {
-        while (storming) {
-          await sleep(150 + Math.random() * 250);
-          if (!storming) break;
-          const slot = Math.floor(Math.random() * workers.length);
-          if (workers[slot]!.process.exitCode !== null) continue;
-          kills.push({ worker: ids[slot]!, at: Date.now() });
-          workers[slot]!.process.kill('SIGKILL');
-          await workers[slot]!.exited;
-          workers[slot] = start(slot);
-        }
-      })();
-      const compacting = (async () => {
-        while (storming) {
+      const { kills, results } = await drainThroughKillStorm(dir, tasks, 6, async (storming) => {
+        while (storming()) {
           const result = await runCli(['--dir', dir, 'compact']);
           expect(result.code, result.stderr).toBe(0);
           compactions += 1;
           await sleep(100);
         }
-      })();
-      const deadline = Date.now() + 60_000;
-      while (Date.now() < deadline && new Set(api.calls.map((call) => call.task_id)).size < tasks.length) await sleep(100);
-      storming = false;
-      await Promise.all([storm, compacting]);
-      for (const result of await Promise.all(workers.map((worker) => worker.exited))) expect([0, null]).toContain(result.code);
+      });
+      for (const result of results) expect([0, null]).toContain(result.code);
       expect(compactions).toBeGreaterThan(0);
       const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
       expect(verdict.problems).toEqual([]);
