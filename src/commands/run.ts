@@ -41,11 +41,11 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   const { config } = options;
   const store = await QueueStore.openForWorker(options.dir);
   setFlagsFromString('--semi-space-growth-factor=2');
-  let releaseWorkerId: (() => void) | undefined;
+  let releaseWorkerId: () => Promise<void>;
   try {
     // Before anything is claimed: a folder this worker cannot write to, or an id another live worker holds, is refused.
     store.checkWritable();
-    releaseWorkerId = await holdWorkerId(store.paths, config.workerId, { pid: process.pid, host: HOST }, config.lockStaleMs);
+    releaseWorkerId = await holdWorkerId(store.paths, config.workerId, config.lockStaleMs);
   } catch (error) {
     store.close();
     throw error;
@@ -120,7 +120,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     executor.close();
     results.close();
     store.close();
-    releaseWorkerId();
+    await releaseWorkerId();
   }
   const why: Record<RunSummary['reason'], string> = {
     'max-iterations': `executed ${plural(config.maxIterations ?? 0, 'task')} (max-iterations)`,
