@@ -3,7 +3,7 @@ import type { RunConfig } from '../config.js';
 import { DamagedFileError, WorkerError } from '../errors.js';
 import { formatDuration } from '../core/duration.js';
 import { decideFailure } from '../core/retryPolicy.js';
-import { MAX_PROBE_INTERVAL_MS, RATE_SEND_WITHIN_MS } from '../core/apiWeather.js';
+import { MAX_PROBE_INTERVAL_MS, RATE_SEND_WITHIN_MS, type Outage } from '../core/apiWeather.js';
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import type { CallRequest, } from '../http/executor.js';
 import type { CallResult } from '../http/classify.js';
@@ -246,11 +246,8 @@ export class Worker {
     }
   }
 
-  /**
-   * Why this worker may not start a call now, or null. Outside `probing` the checks are the pause, the
-   * probe interval of an outage, and the rate limit; with `probing`, also a probe already in flight.
-   */
-  private holdBack(probing: boolean): Hold | null {
+  /** Why this worker may not start a call now, or null: a pause, the interval between probes of an outage, the rate limit. */
+  private holdBack(): Hold | null {
     const { store, now } = this.deps;
     const weather = store.state.weather;
     const pause = weather.pause(now());
@@ -259,13 +256,7 @@ export class Worker {
     if (outage !== null) {
       // Each worker waits a little more of its own, so that the first to probe is seen by the others in time.
       const nextProbe = weather.nextProbeAt(outage) + this.probeDelayMs;
-      // Shorter than the line that announced the outage: an idle worker says this at every check.
-      const down = `the API is down since ${clock(outage.since)}`;
-      if (now() < nextProbe) return { reason: `${down}, next probe at ${clock(nextProbe)}`, until: nextProbe };
-      if (probing) {
-        const probe = store.state.runningTasks().find((task) => task.claim !== null && Date.parse(task.claim.at) >= outage.foundAt);
-        if (probe !== undefined) return { reason: `${down}, ${probe.def.id} probes it on ${probe.claim!.worker}`, until: null };
-      }
+      if (now() < nextProbe) return { reason: `${apiDown(outage)}, next probe at ${clock(nextProbe)}`, until: nextProbe };
     }
     const rate = this.config.rate;
     if (rate !== undefined) {
@@ -275,11 +266,20 @@ export class Worker {
     return null;
   }
 
+  /** During an outage, a probe already in flight: one task at a time probes the API. */
+  private probeInFlight(): Hold | null {
+    const state = this.deps.store.state;
+    const outage = state.weather.outage();
+    if (outage === null) return null;
+    const probe = state.runningTasks().find((task) => task.claim !== null && Date.parse(task.claim.at) >= outage.foundAt);
+    return probe === undefined ? null : { reason: `${apiDown(outage)}, ${probe.def.id} probes it on ${probe.claim!.worker}`, until: null };
+  }
+
   /** A task whose worker died or froze first (it has waited longest), then ready tasks in the order added. */
   private async claimNext(): Promise<Claim | null> {
     const { store, now } = this.deps;
     // A takeover calls the API too: it waits out the weather like any claim, but may replace a dead probe.
-    this.hold = this.holdBack(false);
+    this.hold = this.holdBack();
     if (this.hold !== null) return null;
     if (now() - this.lastTakeoverScan >= TAKEOVER_SCAN_MS) {
       this.lastTakeoverScan = now();
@@ -292,7 +292,7 @@ export class Worker {
     }
     if (store.state.running > 0 || this.lockedByOthers.length > 0) this.othersSeenAt = now();
     this.lockedByOthers = [];
-    this.hold = this.holdBack(true);
+    this.hold = this.probeInFlight();
     if (this.hold !== null) return null;
     for (const task of this.spread(store.state.readyTasks(now(), CANDIDATES_PER_CHECK))) {
       const claim = await this.claim(task, null, null);
@@ -671,6 +671,11 @@ export class Worker {
     const released = claim.lock.release().finally(() => this.releasing.delete(released));
     this.releasing.add(released);
   }
+}
+
+/** An outage as an idle worker says it at every check: shorter than the line that announced it. */
+function apiDown(outage: Outage): string {
+  return `the API is down since ${clock(outage.since)}`;
 }
 
 /**
