@@ -83,9 +83,14 @@ describe('an outage is the queue\'s condition, not a task\'s failure', () => {
       worker.process.kill('SIGTERM');
       expect((await worker.exited).code).toBe(0);
       const states = await statusById(dir);
-      // A timeout reached the API, so those before the outage was found count; those after do not.
+      // No task failed, though they timed out more often than --max-attempts 2 allows: a timeout reached
+      // the API, so the two before the outage count as attempts; the third, which makes it one, and the
+      // probes after it do not.
       for (const task of states.values()) expect(task).toMatchObject({ state: 'completed' });
-      expect([...states.values()].every((task) => task.attempts <= 2)).toBe(true);
+      const timeouts = (await logEvents(dir)).filter((event) => event.type === 'outcome' && event.error?.kind === 'timeout');
+      expect(timeouts.slice(0, 2).map((event) => event.charged)).toEqual([undefined, undefined]);
+      expect(timeouts.slice(2).length).toBeGreaterThan(1);
+      expect(timeouts.slice(2).every((event) => event.charged === false)).toBe(true);
     });
   }, 60_000);
 });
