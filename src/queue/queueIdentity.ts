@@ -32,10 +32,11 @@ export function ensureQueueIdentity(paths: Pick<QueuePaths, 'identityFile' | 'lo
 
 /**
  * Refuses a queue whose log is gone or empty although the queue has an id (so its log was made): every
- * task would look pending, and run again.
+ * task would look pending, and run again. Returns the id, if the queue has one.
  */
-export function checkLogPresent(paths: Pick<QueuePaths, 'identityFile' | 'logFile'>): void {
-  if (readQueueId(paths.identityFile) === undefined) return;
+export function checkLogPresent(paths: Pick<QueuePaths, 'identityFile' | 'logFile'>): string | undefined {
+  const id = readQueueId(paths.identityFile);
+  if (id === undefined) return undefined;
   let size: number;
   try {
     size = statSync(paths.logFile).size;
@@ -44,6 +45,7 @@ export function checkLogPresent(paths: Pick<QueuePaths, 'identityFile' | 'logFil
     throw new DamagedFileError(paths.logFile, 'whole file', `it is missing: it was deleted or moved, and without it every task would look pending. ${LOG_RULE}`);
   }
   if (size === 0) throw new DamagedFileError(paths.logFile, 'whole file', `it is empty: it was emptied (logrotate's copytruncate does that), and without it every task would look pending. ${LOG_RULE}`);
+  return id;
 }
 
 /** What to say of a log that was touched. */

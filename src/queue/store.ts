@@ -8,7 +8,7 @@ import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, typ
 import { queuePaths, type QueuePaths } from './paths.js';
 import { QueueFile, QueueIndex, readAncestry, readRemovedIds, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
-import { checkLogPresent, ensureQueueIdentity, LOG_RULE, readQueueId } from './queueIdentity.js';
+import { checkLogPresent, ensureQueueIdentity, LOG_RULE } from './queueIdentity.js';
 import { compactLog, type CompactionReport } from './compaction.js';
 import { withQueueLock } from './queueLock.js';
 import type { FoldRecord, OutcomeEvent, QueueEvent, TaskDefinition, TaskHead } from './schema.js';
@@ -166,14 +166,14 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   refresh({ definitions = true } = {}, restarts = 0): void {
     if (this.logLost) throw this.logLost;
     try {
-      if (!this.logChecked) checkLogPresent(this.paths);
+      const queueId = this.logChecked ? undefined : checkLogPresent(this.paths);
       if (definitions) this.readDefinitionsIntoFold();
       const switches = this.reader.switches;
       // A full read hands each record over as it is parsed: a log of any size is never held whole.
       if (definitions) this.reader.readNew((event) => this.applyEvent(event));
       else for (const event of this.reader.readAppended()) this.applyEvent(event);
       if (this.reader.switches !== switches) this.appendAgainWhatTheSealCut();
-      if (!this.logChecked) this.checkLogHeader();
+      if (!this.logChecked) this.checkLogHeader(queueId);
     } catch (error) {
       if (error instanceof DamagedFileError && error.file === this.paths.logFile) this.logLost = error;
       if (error instanceof LogMovedOn && restarts < 3) {
@@ -189,9 +189,8 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   }
 
   /** A log that names another queue than queue/queue-id is not this queue's: refused like a damaged one. */
-  private checkLogHeader(): void {
+  private checkLogHeader(id: string | undefined): void {
     const header = this.reader.header;
-    const id = readQueueId(this.paths.identityFile);
     if (header !== undefined && id !== undefined && header.queue !== id) {
       throw new DamagedFileError(this.paths.logFile, 'line 1', `it is the log of queue ${header.queue}, not of this queue (${id}): it was replaced by another queue's. ${LOG_RULE}`);
     }
