@@ -11,6 +11,7 @@ import {
   type Env,
 } from './config.js';
 import { palette } from './colors.js';
+import { plural } from './core/reasons.js';
 import { safeJson, visible, visibleLines } from './core/visible.js';
 import { repeatUntil } from './core/sleep.js';
 import { addTasks } from './commands/add.js';
@@ -311,7 +312,7 @@ function buildProgram(bin: string): Command {
     .action(async (ids: string[], flags: { completed?: boolean; olderThan?: string }, command: Command) => {
       const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting('--older-than', flags.olderThan, {}, '', '0s', 0, Number.MAX_SAFE_INTEGER);
       const { removed, kept, compaction } = await cleanTasks(dirOf(command), ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now });
-      print(`removed ${removed.length} completed task${removed.length === 1 ? '' : 's'}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`);
+      print(`removed ${plural(removed.length, 'completed task')}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`);
       if (compaction) print(`${describeCompaction(compaction)}\n`);
     });
 

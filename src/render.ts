@@ -1,5 +1,5 @@
 import { TASK_STATES } from './types.js';
-import { describeError, formatSpan } from './core/reasons.js';
+import { describeError, formatSpan, plural } from './core/reasons.js';
 import { palette, type Palette } from './colors.js';
 import { visible } from './core/visible.js';
 import type { WorkerStatus } from './worker/heartbeat.js';
@@ -49,7 +49,7 @@ export function renderTable(header: string[], rows: string[][], decorate?: Decor
 
 export function summaryLine(report: StatusReport, colors: Palette = palette(false)): string {
   const total = TASK_STATES.reduce((sum, state) => sum + report.counts[state], 0);
-  return `${total} task${total === 1 ? '' : 's'}: ${TASK_STATES.map((state) => colors.state(state, `${report.counts[state]} ${state}`)).join(', ')}`;
+  return `${plural(total, 'task')}: ${TASK_STATES.map((state) => colors.state(state, `${report.counts[state]} ${state}`)).join(', ')}`;
 }
 
 export function renderStatus(report: StatusReport, now: number, colors: Palette = palette(false)): string {

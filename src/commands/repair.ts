@@ -1,5 +1,5 @@
 import { WorkerError } from '../errors.js';
-import { formatSpan } from '../core/reasons.js';
+import { formatSpan, plural } from '../core/reasons.js';
 import { findTask, type TaskRecord } from '../core/queueState.js';
 import { goneFromThisHost } from '../lock/processes.js';
 import { TaskLocks } from '../lock/taskLock.js';
@@ -109,7 +109,7 @@ export async function compactQueue(dir: string, now: () => Date): Promise<Compac
 
 /** A compaction in one line, for people. */
 export function describeCompaction(report: CompactionReport): string {
-  const results = report.resultFilesRemoved > 0 ? `; removed ${report.resultFilesRemoved} results file${report.resultFilesRemoved === 1 ? '' : 's'} (${formatBytes(report.resultBytesRemoved)}) no remaining task refers to` : '';
+  const results = report.resultFilesRemoved > 0 ? `; removed ${plural(report.resultFilesRemoved, 'results file')} (${formatBytes(report.resultBytesRemoved)}) no remaining task refers to` : '';
   return `compacted the execution log to generation ${report.generation}: ${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)}, ${report.eventsKept.toLocaleString('en')} of ${report.eventsBefore.toLocaleString('en')} events kept${results}`;
 }
 

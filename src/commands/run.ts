@@ -14,8 +14,9 @@ import { ProgressLine } from '../worker/progressLine.js';
 import { holdWorkerId } from '../worker/workerIdLock.js';
 import { ResultsWriter } from '../queue/results.js';
 import { palette } from '../colors.js';
-import { describeError, describeRate } from '../core/reasons.js';
+import { describeError, describeRate, plural } from '../core/reasons.js';
 import type { QueueState } from '../core/queueState.js';
+import type { TaskState } from '../types.js';
 import { idList } from '../render.js';
 
 export interface RunOptions {
@@ -171,10 +172,10 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
 /** The queue as a run leaves it, in one line: `28 completed, 2 failed (fetch-7: http 422: …), 3 blocked`. */
 function whatIsLeft(state: QueueState): string {
   const blocked = state.blockedTasks();
-  const counts = { completed: 0, failed: 0, blocked: blocked.size, pending: -blocked.size, running: 0 };
+  const counts: Record<TaskState, number> = { pending: 0, running: 0, completed: 0, failed: 0, blocked: 0 };
   let firstFailed: string | undefined;
   for (const task of state.tasks()) {
-    counts[task.state] += 1;
+    counts[state.stateOf(task, blocked)] += 1;
     if (task.state === 'failed' && firstFailed === undefined) {
       const why = task.lastError ? describeError(task.lastError) : 'no error recorded';
       firstFailed = `${task.def.id}: ${why.length > 60 ? `${why.slice(0, 59)}…` : why}`;
@@ -184,8 +185,4 @@ function whatIsLeft(state: QueueState): string {
   if (counts.failed > 0) parts.push(`${counts.failed} failed (${firstFailed}${counts.failed > 1 ? ', …' : ''})`);
   for (const name of ['blocked', 'pending', 'running'] as const) if (counts[name] > 0) parts.push(`${counts[name]} ${name}`);
   return parts.join(', ');
-}
-
-function plural(count: number, noun: string): string {
-  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }

@@ -55,7 +55,7 @@ export async function inspectQueue(options: InspectOptions): Promise<{ store: Qu
   const store = await QueueStore.open(options.dir);
   const state = store.state;
   const liveness = livenessOfRunning(state, new TaskLocks(store.paths, options.lockStaleMs), options.host, options.now);
-  return { store, context: { state, now: options.now, blocked: state.blockedTasks(), liveness } };
+  return { store, context: { state, now: options.now, blocked: state.blockedTasks(), liveness, weather: weatherOf(state, options.now) } };
 }
 
 export async function readStatus(options: InspectOptions, filter: TaskState | undefined): Promise<StatusReport> {
@@ -84,7 +84,7 @@ export function statusOf(context: ReasonContext<TaskDefinition>, filter: TaskSta
     tasks.push(taskStatus(task, context));
     if (task.resultRef !== null) resultRefs.set(task.def.id, task.resultRef);
   }
-  return { tasks, resultRefs, counts, weather: weatherOf(state, context.now), warnings: [] };
+  return { tasks, resultRefs, counts, weather: context.weather, warnings: [] };
 }
 
 /** One task as status and show give it. */

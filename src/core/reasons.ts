@@ -18,6 +18,13 @@ export interface ReasonContext<Def extends TaskHead = TaskHead> {
   now: number;
   blocked: ReadonlyMap<string, TaskRecord<Def>>;
   liveness: ReadonlyMap<string, ClaimLiveness>;
+  /** What holds the whole queue back (weatherOf), found once for all the tasks whose reasons are asked. */
+  weather: string | null;
+}
+
+/** "1 task", "3 tasks". */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
 /** "41s", "3m", "2h", "4d": how long, for people. */
@@ -108,7 +115,7 @@ export function reasonFor(task: TaskRecord, ctx: ReasonContext): string {
       return outcome ? `completed by ${outcome.worker} in ${outcome.duration_ms} ms (attempt ${outcome.attempt})` : 'completed';
     case 'failed':
       if (task.lastError?.kind === 'cancelled') return 'cancelled by hand';
-      return `failed after ${task.attempts} attempt${task.attempts === 1 ? '' : 's'}: ${task.lastError ? describeError(task.lastError) : 'no error recorded'}`;
+      return `failed after ${plural(task.attempts, 'attempt')}: ${task.lastError ? describeError(task.lastError) : 'no error recorded'}`;
     case 'running': {
       const stuck = stuckReason(task, ctx.liveness.get(task.def.id), ctx.now);
       const claim = task.claim!;
@@ -127,13 +134,14 @@ export function reasonFor(task: TaskRecord, ctx: ReasonContext): string {
   if (task.unmetDeps > 0) {
     const waiting = task.def.deps.map((id) => ctx.state.get(id)).filter((dep): dep is TaskRecord => dep !== undefined && dep.state !== 'completed');
     const shown = waiting.slice(0, 3).map((dep) => `${dep.def.id} (${shortState(dep, ctx)})`);
-    return `waiting on ${waiting.length} dep${waiting.length === 1 ? '' : 's'}: ${shown.join(', ')}${waiting.length > 3 ? ', …' : ''}`;
+    return `waiting on ${plural(waiting.length, 'dep')}: ${shown.join(', ')}${waiting.length > 3 ? ', …' : ''}`;
   }
   if (task.retryAt !== null && task.retryAt > ctx.now) {
     const max = outcome?.max_attempts;
     return `retry ${task.attempts + 1}${max ? `/${max}` : ''} after backoff, at ${clock(task.retryAt)} (last: ${shortError(task.lastError)})`;
   }
-  const ready = task.attempts > 0 || task.waits > 0 ? `ready for attempt ${task.attempts + 1} (last: ${shortError(task.lastError)})` : 'ready';
-  const weather = weatherOf(ctx.state, ctx.now);
-  return weather !== null ? `${ready}, held back: ${weather}` : task.attempts > 0 || task.waits > 0 ? ready : 'ready: waiting for a free worker';
+  const tried = task.attempts > 0 || task.waits > 0;
+  const ready = tried ? `ready for attempt ${task.attempts + 1} (last: ${shortError(task.lastError)})` : 'ready';
+  if (ctx.weather !== null) return `${ready}, held back: ${ctx.weather}`;
+  return tried ? ready : 'ready: waiting for a free worker';
 }

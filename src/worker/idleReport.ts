@@ -1,5 +1,5 @@
 import type { QueueState, TaskRecord } from '../core/queueState.js';
-import { reasonFor } from '../core/reasons.js';
+import { reasonFor, weatherOf } from '../core/reasons.js';
 
 /**
  * What an idle worker sees, in words: why nothing could be claimed (`heldBack`: the API's weather holds it
@@ -45,6 +45,6 @@ export function describeIdle(state: QueueState, now: number, lockedByOthers: rea
   parts.push(`${completed} completed`, `${failed} failed`);
   // What holds this worker back comes first: it is why nothing was claimed although tasks are ready.
   if (heldBack !== undefined) return `${heldBack}; ${parts.join(', ')}`;
-  const next = firstPending ? `; next: ${firstPending.def.id} ${reasonFor(firstPending, { state, now, blocked, liveness: new Map() })}` : '';
+  const next = firstPending ? `; next: ${firstPending.def.id} ${reasonFor(firstPending, { state, now, blocked, liveness: new Map(), weather: weatherOf(state, now) })}` : '';
   return `${parts.join(', ')}${next}`;
 }
