@@ -71,11 +71,8 @@ describe('settings', () => {
   });
   it('never shows a header value in a refusal', () => {
     expect(() => parseHeaders(['Authorization Bearer secret-value'])).toThrowError(/header #1 is not of the form/);
-    try {
-      parseHeaders(['Bad Name: secret-value']);
-    } catch (error) {
-      expect(String(error)).not.toContain('secret-value');
-    }
+    expect(() => parseHeaders(['Bad Name: secret-value'])).toThrowError(/header #1/);
+    expect(() => parseHeaders(['Bad Name: secret-value'])).not.toThrowError(/secret-value/);
     expect(() => parseHeaders(['Idempotency-Key: x'])).toThrowError(/set by the worker itself/);
     expect(parseHeaders(['Authorization: Bearer a:b'])).toEqual({ authorization: 'Bearer a:b' });
     for (const bad of ['Bearer sec\rret-value', 'Bearer sec\u0001ret-value', 'Bearer sec€ret-value']) {
