@@ -20,9 +20,9 @@ import { inspectQueue, printStatusJson, readStatus, type InspectOptions } from '
 import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
 import { cancelTask, cleanTasks, compactQueue, describeCompaction, retryTasks, unlockTask } from './commands/repair.js';
 import { idList, renderWorkers, writeStatus } from './render.js';
-import { QueueStore, requireQueue } from './queue/store.js';
-import { queuePaths } from './queue/paths.js';
-import { readWorkers } from './worker/heartbeat.js';
+import { QueueStore, requireQueue } from './folder/store.js';
+import { queuePaths } from './folder/paths.js';
+import { readWorkers } from './folder/heartbeat.js';
 import { TASK_STATES, type TaskState } from './types.js';
 
 /** Commander wiring only: argv → options objects → commands. Exit codes are chosen in main(), nowhere else. */

@@ -2,8 +2,8 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { WorkerError, ioError } from '../errors.js';
 import { parseBulkTasks, parseDependencyList, type NewTask, type TaskDefaults } from '../core/newTasks.js';
-import { QueueStore } from '../queue/store.js';
-import type { TaskDefinition } from '../queue/schema.js';
+import { QueueStore } from '../folder/store.js';
+import type { TaskDefinition } from '../folder/schema.js';
 
 export interface AddOptions {
   dir: string;

@@ -1,12 +1,12 @@
 import { WorkerError } from '../errors.js';
 import { formatSpan, plural } from '../core/reasons.js';
 import { findTask, type TaskRecord } from '../core/queueState.js';
-import { goneFromThisHost } from '../lock/processes.js';
-import { TaskLocks } from '../lock/taskLock.js';
-import { withQueueLock } from '../queue/queueLock.js';
-import type { CancelEvent, RetryEvent } from '../queue/schema.js';
-import { QueueStore } from '../queue/store.js';
-import { compactLog, type CompactionReport } from '../queue/compaction.js';
+import { goneFromThisHost } from '../folder/lock/processes.js';
+import { TaskLocks } from '../folder/lock/taskLock.js';
+import { withQueueLock } from '../folder/queueLock.js';
+import type { CancelEvent, RetryEvent } from '../folder/schema.js';
+import { QueueStore } from '../folder/store.js';
+import { compactLog, type CompactionReport } from '../folder/compaction.js';
 
 /**
  * The commands people reach for when something went wrong: retry, cancel, unlock, clean. Each runs under

@@ -1,13 +1,13 @@
 import { TASK_STATES, type AttemptError, type TaskState } from '../types.js';
-import { QueueStore } from '../queue/store.js';
+import { QueueStore } from '../folder/store.js';
 import { reasonFor, stuckReason, weatherOf, type ReasonContext } from '../core/reasons.js';
 import type { TaskRecord } from '../core/queueState.js';
-import type { ResultRef, TaskDefinition } from '../queue/schema.js';
-import type { QueuePaths } from '../queue/paths.js';
-import { readResult } from '../queue/results.js';
+import type { ResultRef, TaskDefinition } from '../folder/schema.js';
+import type { QueuePaths } from '../folder/paths.js';
+import { readResult } from '../folder/results.js';
 import { safeJson } from '../core/visible.js';
-import { TaskLocks } from '../lock/taskLock.js';
-import { livenessOfRunning } from '../lock/liveness.js';
+import { TaskLocks } from '../folder/lock/taskLock.js';
+import { livenessOfRunning } from '../folder/lock/liveness.js';
 
 /** One task as `status --json` shows it. Field names match the bulk file of `add --file`. */
 export interface TaskStatus {

@@ -1,5 +1,5 @@
 import type { AttemptError } from '../types.js';
-import type { ClaimEvent, OutcomeEvent } from '../queue/schema.js';
+import type { ClaimEvent, OutcomeEvent } from '../folder/schema.js';
 
 /**
  * The API's weather, as the execution log records it for every process of the queue: an outage (calls of

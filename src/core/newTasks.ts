@@ -1,7 +1,7 @@
 import { WorkerError } from '../errors.js';
 import { INTENSITIES, type Intensity } from '../types.js';
-import { MAX_INSTRUCTION_LENGTH, TASK_ID_PATTERN, TASK_ID_RULE, type TaskDefinition } from '../queue/schema.js';
-import type { QueueIds } from '../queue/queueFile.js';
+import { MAX_INSTRUCTION_LENGTH, TASK_ID_PATTERN, TASK_ID_RULE, type TaskDefinition } from '../folder/schema.js';
+import type { QueueIds } from '../folder/queueFile.js';
 
 /** A task as a person writes it: on the command line or as one line of a bulk file. */
 export interface NewTask {

@@ -2,8 +2,8 @@ import { MinHeap } from './heap.js';
 import { ApiWeather, type WeatherSnapshot } from './apiWeather.js';
 import { WorkerError } from '../errors.js';
 import type { AttemptError, TaskState } from '../types.js';
-import type { ClaimEvent, FoldRecord, OutcomeEvent, ResultRef, TaskHead } from '../queue/schema.js';
-import type { QueueContents } from '../queue/queueFile.js';
+import type { ClaimEvent, FoldRecord, OutcomeEvent, ResultRef, TaskHead } from '../folder/schema.js';
+import type { QueueContents } from '../folder/queueFile.js';
 
 /** A task's current state: its definition (as much as the reader keeps of it) plus the fold of its events. */
 export interface TaskRecord<Def extends TaskHead = TaskHead> {

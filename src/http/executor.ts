@@ -1,5 +1,5 @@
 import { Agent, type Dispatcher } from 'undici';
-import type { TaskDefinition } from '../queue/schema.js';
+import type { TaskDefinition } from '../folder/schema.js';
 import { parseRetryAfter } from '../core/retryPolicy.js';
 import { redactor } from '../core/redact.js';
 import { bodyExcerpt, classifyResponse, classifyThrown, findErrorCode, type CallResult } from './classify.js';

@@ -7,19 +7,19 @@ import { MAX_PROBE_INTERVAL_MS, RATE_SEND_WITHIN_MS, type Outage } from '../core
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import type { CallRequest, } from '../http/executor.js';
 import type { CallResult } from '../http/classify.js';
-import { goneFromThisHost } from '../lock/processes.js';
-import type { HeldLock, TaskLocks } from '../lock/taskLock.js';
-import { withQueueLock } from '../queue/queueLock.js';
-import type { ClaimEvent, Outcome, OutcomeEvent, ResultRef, TaskDefinition } from '../queue/schema.js';
-import { INLINE_RESULT_BYTES } from '../queue/results.js';
+import { goneFromThisHost } from '../folder/lock/processes.js';
+import type { HeldLock, TaskLocks } from '../folder/lock/taskLock.js';
+import { withQueueLock } from '../folder/queueLock.js';
+import type { ClaimEvent, Outcome, OutcomeEvent, ResultRef, TaskDefinition } from '../folder/schema.js';
+import { INLINE_RESULT_BYTES } from '../folder/results.js';
 import type { AttemptError } from '../types.js';
-import { LogBusyError, type QueueStore } from '../queue/store.js';
+import { LogBusyError, type QueueStore } from '../folder/store.js';
 import { clock, describeError, describeOutage, describePause, describeRate, stuckReason } from '../core/reasons.js';
-import { idempotencyKey } from '../queue/queueIdentity.js';
-import { claimLiveness } from '../lock/liveness.js';
+import { idempotencyKey } from '../folder/queueIdentity.js';
+import { claimLiveness } from '../folder/lock/liveness.js';
 import { describeIdle } from './idleReport.js';
 import type { Logger } from './logger.js';
-import { GONE_WORKER_FILES_KEPT_MS, type Heartbeat } from './heartbeat.js';
+import { GONE_WORKER_FILES_KEPT_MS, type Heartbeat } from '../folder/heartbeat.js';
 
 /** Ready tasks looked at per check: enough to get past the few that other workers are claiming. */
 const CANDIDATES_PER_CHECK = 16;

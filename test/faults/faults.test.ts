@@ -8,10 +8,10 @@ import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServ
 import { runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
 import { addAll, describeSlots, holdCallsFor, lockFiles, lockSlots, statusById } from '../helpers/queue.js';
 import { checkGuarantees, type Kill } from './checker.mjs';
-import { QueueStore } from '../../src/queue/store.js';
+import { QueueStore } from '../../src/folder/store.js';
 import { DamagedFileError } from '../../src/errors.js';
-import { ExecutionLogReader } from '../../src/queue/executionLog.js';
-import type { TaskDefinition } from '../../src/queue/schema.js';
+import { ExecutionLogReader } from '../../src/folder/executionLog.js';
+import type { TaskDefinition } from '../../src/folder/schema.js';
 
 /** `npm run test:faults` runs the full sizes; `npm test` a short form that fits CI. */
 const FULL = process.env.FAULTS_FULL === '1';

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { compactLog } from '../../src/queue/compaction.js';
-import { ExecutionLogWriter } from '../../src/queue/executionLog.js';
-import type { ClaimEvent, OutcomeEvent } from '../../src/queue/schema.js';
-import { QueueStore } from '../../src/queue/store.js';
+import { compactLog } from '../../src/folder/compaction.js';
+import { ExecutionLogWriter } from '../../src/folder/executionLog.js';
+import type { ClaimEvent, OutcomeEvent } from '../../src/folder/schema.js';
+import { QueueStore } from '../../src/folder/store.js';
 import { join } from 'node:path';
 import { startApi } from '../helpers/apiServer.js';
 import { runCli, withTempDir } from '../helpers/cli.js';

@@ -4,9 +4,9 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { pruneSlots, slotsDir } from '../../src/lock/lockSlots.js';
-import { TaskLocks, type LockOwner } from '../../src/lock/taskLock.js';
-import { queuePaths, taskLockPaths, type QueuePaths } from '../../src/queue/paths.js';
+import { pruneSlots, slotsDir } from '../../src/folder/lock/lockSlots.js';
+import { TaskLocks, type LockOwner } from '../../src/folder/lock/taskLock.js';
+import { queuePaths, taskLockPaths, type QueuePaths } from '../../src/folder/paths.js';
 import { withTempDir } from '../helpers/cli.js';
 
 // Task locks on a real file system, as two worker processes would take them (each TaskLocks stands for one

@@ -378,8 +378,8 @@ describe('leftover locks', () => {
    */
   async function leaveLock(dir: string, form: 'link' | 'folder', pid: number, ageMs: number): Promise<string> {
     await addAll(dir, [{ id: 'orphan' }]);
-    const { lockShard, queuePaths } = await import('../../src/queue/paths.js');
-    const { slotsDir } = await import('../../src/lock/lockSlots.js');
+    const { lockShard, queuePaths } = await import('../../src/folder/paths.js');
+    const { slotsDir } = await import('../../src/folder/lock/lockSlots.js');
     const lock = join(dir, 'locks', lockShard('orphan'), 'orphan.lock');
     await mkdir(join(dir, 'locks', lockShard('orphan')), { recursive: true });
     if (form === 'folder') {

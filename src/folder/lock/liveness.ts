@@ -1,5 +1,5 @@
-import type { ClaimLiveness } from '../core/reasons.js';
-import type { QueueState, TaskRecord } from '../core/queueState.js';
+import type { ClaimLiveness } from '../../core/reasons.js';
+import type { QueueState, TaskRecord } from '../../core/queueState.js';
 import { goneFromThisHost } from './processes.js';
 import type { TaskLocks } from './taskLock.js';
 

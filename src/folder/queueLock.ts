@@ -1,5 +1,5 @@
 import { WorkerError } from '../errors.js';
-import { tryNamedLock } from '../lock/namedLock.js';
+import { tryNamedLock } from './lock/namedLock.js';
 
 /**
  * The queue-wide lock (queue/queue.lock), held while task definitions change (add, clean), for

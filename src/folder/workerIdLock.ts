@@ -1,8 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { WorkerError, ioError } from '../errors.js';
-import { removeAbandonedLocks, tryNamedLock } from '../lock/namedLock.js';
-import type { QueuePaths } from '../queue/paths.js';
+import { removeAbandonedLocks, tryNamedLock } from './lock/namedLock.js';
+import type { QueuePaths } from './paths.js';
 import { heartbeatDir } from './heartbeat.js';
 
 /** How long a holder is given to write its name into a lock it just made. */

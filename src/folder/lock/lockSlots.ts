@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { ioError } from '../errors.js';
-import type { QueuePaths } from '../queue/paths.js';
+import { ioError } from '../../errors.js';
+import type { QueuePaths } from '../paths.js';
 import { makeFolder } from './makeFolder.js';
 import { goneFromThisHost } from './processes.js';
 

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
-import { ioError } from '../errors.js';
+import { ioError } from '../../errors.js';
 import { goneFromThisHost } from './processes.js';
 
 /**

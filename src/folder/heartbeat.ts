@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
-import type { QueuePaths } from '../queue/paths.js';
-import { goneFromThisHost } from '../lock/processes.js';
+import type { QueuePaths } from './paths.js';
+import { goneFromThisHost } from './lock/processes.js';
 
 /** A worker's heartbeat: locks/workers/<worker-id>.json, rewritten every HEARTBEAT_MS while it runs. */
 export interface Heartbeat {

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import lockfile from 'proper-lockfile';
-import { ioError } from '../errors.js';
-import { taskLockPaths, type QueuePaths } from '../queue/paths.js';
+import { ioError } from '../../errors.js';
+import { taskLockPaths, type QueuePaths } from '../paths.js';
 import { makeFolder } from './makeFolder.js';
 import { LockSlots, pruneSlots, readLockOwner, removeLockSync, type LockOwner } from './lockSlots.js';
 

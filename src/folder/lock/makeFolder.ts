@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { ioError } from '../errors.js';
+import { ioError } from '../../errors.js';
 
 /** Makes a folder below locks/ unless it exists (another process may make it at the same moment). */
 export function makeFolder(dir: string): void {
