@@ -39,3 +39,125 @@ export interface AttemptError {
   message: string;
   http_status?: number | undefined;
 }
+
+/**
+ * Task ids become file names (locks/<id>.lock) and appear in logs, so only a safe set is accepted:
+ * a letter or digit first (no dot files, no `..`), then letters, digits, `.`, `_`, `-`; at most 100.
+ */
+export const TASK_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+export const TASK_ID_RULE = '1 to 100 characters: letters, digits, ".", "_" or "-", starting with a letter or digit';
+export const MAX_INSTRUCTION_LENGTH = 1_000_000;
+
+/** A task as it was added. Times are ISO 8601 UTC strings, as Date#toISOString writes them. */
+export interface TaskDefinition {
+  id: string;
+  instruction: string;
+  deps: string[];
+  min_budget: number;
+  max_budget: number;
+  intensity: Intensity;
+  added_at: string;
+}
+/** What the fold needs of a task: a worker keeps only this in memory, and reads the rest when it claims one. */
+export type TaskHead = Pick<TaskDefinition, 'id' | 'deps' | 'added_at'>;
+
+/** The task definitions of a queue, in the order they were added, and the ids `worker clean` removed. */
+export interface QueueContents<T extends TaskHead = TaskDefinition> {
+  tasks: T[];
+  removed: ReadonlySet<string>;
+}
+
+/** The queue-wide rate limit (--rate) a claim was made under: the claim counts only if it keeps within it. */
+export interface RateLimit {
+  calls: number;
+  per_ms: number;
+}
+
+/**
+ * A worker takes a task. `prev` names the claim it supersedes (a dead or stale owner's), null for a pending
+ * task. `at` is when the call may start: a claim stamped before the end of a pause, or beyond its `rate`,
+ * does not count (see core/apiWeather.ts).
+ */
+export interface ClaimEvent {
+  type: 'claim';
+  task: string;
+  token: string;
+  prev: string | null;
+  attempt: number;
+  worker: string;
+  pid: number;
+  host: string;
+  at: string;
+  rate?: RateLimit | undefined;
+  /** Why a takeover superseded `prev` (its worker was gone, or its lock stale): for `logs` and `show`. */
+  reason?: string | undefined;
+}
+
+export const OUTCOMES = ['completed', 'failed', 'retry', 'released'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+/** Where a result too large to keep in its outcome is kept: bytes of one of the store's results files. */
+export interface ResultRef {
+  file: string;
+  offset: number;
+  length: number;
+  /** The API sent JSON: the result is that JSON parsed. */
+  json: boolean;
+}
+
+/** How one attempt ended. Counts only while its token is the task's claim in force (fencing). */
+export interface OutcomeEvent {
+  type: 'outcome';
+  task: string;
+  token: string;
+  attempt: number;
+  worker: string;
+  outcome: Outcome;
+  /** false when the claim was given back before the API was called: the attempt does not count. */
+  called: boolean;
+  /**
+   * false when the call does not count as an attempt either: it never reached the API, the API was
+   * unreachable for the whole queue, asked the queue to wait, or refused the worker's credentials.
+   */
+  charged?: boolean | undefined;
+  /** The API asked the whole queue to wait until then (429, or 503 with Retry-After): no claim counts before. */
+  pause_until?: string | undefined;
+  /** When the first of the task's calls in a row that reached the API without counting as attempts started (--max-api-wait). */
+  waiting_since?: string | undefined;
+  started_at: string;
+  ended_at: string;
+  duration_ms: number;
+  http_status?: number | undefined;
+  error?: AttemptError | undefined;
+  retry_at?: string | undefined;
+  /** --max-attempts of the worker that recorded it, so that others can say "retry 2/3". */
+  max_attempts?: number | undefined;
+  result?: unknown;
+  result_ref?: ResultRef | undefined;
+}
+
+/** `worker retry`: a failed task goes back to pending with fresh attempts and a new idempotency key. */
+export interface RetryEvent {
+  type: 'retry';
+  task: string;
+  at: string;
+}
+
+/** `worker cancel`: a pending task will not run; it counts as failed (kind cancelled), so its dependents are blocked. */
+export interface CancelEvent {
+  type: 'cancel';
+  task: string;
+  at: string;
+}
+
+/** The API's weather as a compaction found it, which the events it dropped had made (see ApiWeather.restore). */
+export interface WeatherRecord {
+  type: 'weather';
+  at: string;
+  state: { starts: number[]; pauses_in_a_row: number };
+}
+
+/** What happens to a task. */
+export type QueueEvent = ClaimEvent | OutcomeEvent | RetryEvent | CancelEvent;
+/** What the fold reads: the events of tasks, and the weather a compaction carried over. */
+export type FoldRecord = QueueEvent | WeatherRecord;

@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline';
 import { WorkerError, ioError } from '../errors.js';
 import { parseBulkTasks, parseDependencyList, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { QueueStore } from '../folder/store.js';
-import type { TaskDefinition } from '../folder/schema.js';
+import type { TaskDefinition } from '../types.js';
 
 export interface AddOptions {
   dir: string;

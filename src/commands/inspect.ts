@@ -3,13 +3,13 @@ import { findTask, type ApplyResult, type TaskRecord } from '../core/queueState.
 import { ExecutionLogReader } from '../folder/executionLog.js';
 import { repeatUntil } from '../core/sleep.js';
 import { visible } from '../core/visible.js';
-import type { QueueEvent, TaskDefinition } from '../folder/schema.js';
 import type { QueuePaths } from '../folder/paths.js';
 import { readResult, readResultText } from '../folder/results.js';
 import { WorkerError } from '../errors.js';
 import type { QueueStore } from '../folder/store.js';
 import { idempotencyKey, readQueueId } from '../folder/queueIdentity.js';
 import { inspectQueue, taskStatus, type InspectOptions, type TaskStatus } from './status.js';
+import type { QueueEvent, TaskDefinition } from '../types.js';
 
 /** One attempt as the log tells it: a claim that counted, and its outcome if one was recorded. */
 export interface AttemptRecord {

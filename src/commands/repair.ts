@@ -4,9 +4,9 @@ import { findTask, type TaskRecord } from '../core/queueState.js';
 import { goneFromThisHost } from '../folder/lock/processes.js';
 import { TaskLocks } from '../folder/lock/taskLock.js';
 import { withQueueLock } from '../folder/queueLock.js';
-import type { CancelEvent, RetryEvent } from '../folder/schema.js';
 import { QueueStore } from '../folder/store.js';
 import { compactLog, type CompactionReport } from '../folder/compaction.js';
+import type { CancelEvent, RetryEvent } from '../types.js';
 
 /**
  * The commands people reach for when something went wrong: retry, cancel, unlock, clean. Each runs under

@@ -1,8 +1,7 @@
-import { TASK_STATES, type AttemptError, type TaskState } from '../types.js';
+import { TASK_STATES, type AttemptError, type TaskState, type ResultRef, type TaskDefinition } from '../types.js';
 import { QueueStore } from '../folder/store.js';
 import { reasonFor, stuckReason, weatherOf, type ReasonContext } from '../core/reasons.js';
 import type { TaskRecord } from '../core/queueState.js';
-import type { ResultRef, TaskDefinition } from '../folder/schema.js';
 import type { QueuePaths } from '../folder/paths.js';
 import { readResult } from '../folder/results.js';
 import { safeJson } from '../core/visible.js';

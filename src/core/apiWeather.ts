@@ -1,5 +1,4 @@
-import type { AttemptError } from '../types.js';
-import type { ClaimEvent, OutcomeEvent } from '../folder/schema.js';
+import type { AttemptError, ClaimEvent, OutcomeEvent } from '../types.js';
 
 /**
  * The API's weather, as the execution log records it for every process of the queue: an outage (calls of

@@ -1,7 +1,5 @@
 import { WorkerError } from '../errors.js';
-import { INTENSITIES, type Intensity } from '../types.js';
-import { MAX_INSTRUCTION_LENGTH, TASK_ID_PATTERN, TASK_ID_RULE, type TaskDefinition } from '../folder/schema.js';
-import type { QueueIds } from '../folder/queueFile.js';
+import { INTENSITIES, type Intensity, MAX_INSTRUCTION_LENGTH, TASK_ID_PATTERN, TASK_ID_RULE, type TaskDefinition } from '../types.js';
 
 /** A task as a person writes it: on the command line or as one line of a bulk file. */
 export interface NewTask {
@@ -32,7 +30,7 @@ export function parseDependencyList(text: string | undefined): string[] {
  * definitions. `where(i)` names the i-th task in messages (e.g. "line 7 of tasks.jsonl").
  */
 export function defineNewTasks(
-  queue: Pick<QueueIds, 'ids' | 'removed'>,
+  queue: { ids: readonly string[]; removed: ReadonlySet<string> },
   tasks: readonly NewTask[],
   defaults: TaskDefaults,
   now: Date,

@@ -1,9 +1,7 @@
 import { MinHeap } from './heap.js';
 import { ApiWeather, type WeatherSnapshot } from './apiWeather.js';
 import { WorkerError } from '../errors.js';
-import type { AttemptError, TaskState } from '../types.js';
-import type { ClaimEvent, FoldRecord, OutcomeEvent, ResultRef, TaskHead } from '../folder/schema.js';
-import type { QueueContents } from '../folder/queueFile.js';
+import type { AttemptError, TaskState, ClaimEvent, FoldRecord, OutcomeEvent, ResultRef, TaskHead, QueueContents } from '../types.js';
 
 /** A task's current state: its definition (as much as the reader keeps of it) plus the fold of its events. */
 export interface TaskRecord<Def extends TaskHead = TaskHead> {

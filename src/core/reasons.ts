@@ -1,6 +1,5 @@
 import type { QueueState, TaskRecord } from './queueState.js';
-import type { AttemptError } from '../types.js';
-import type { TaskHead } from '../folder/schema.js';
+import type { AttemptError, TaskHead } from '../types.js';
 import { rateWindowMs, type Outage, type Pause, type RateLimit } from './apiWeather.js';
 import { formatDuration } from './duration.js';
 

@@ -7,7 +7,8 @@ import type { QueuePaths } from './paths.js';
 import { ensureQueueIdentity } from './queueIdentity.js';
 import { QueueFile } from './queueFile.js';
 import { resultsDir } from './results.js';
-import type { FoldRecord, LogHeader, QueueEvent, Seal, WeatherRecord } from './schema.js';
+import type { LogHeader, Seal } from './schema.js';
+import type { FoldRecord, QueueEvent, WeatherRecord } from '../types.js';
 
 export interface CompactionReport {
   generation: number;

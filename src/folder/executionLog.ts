@@ -1,7 +1,8 @@
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { DamagedFileError, ioError } from '../errors.js';
-import { eventSchema, logHeaderSchema, type FoldRecord, type LogHeader, type LogRecord, type Seal } from './schema.js';
+import { eventSchema, logHeaderSchema, type LogHeader, type LogRecord, type Seal } from './schema.js';
 import * as z from 'zod/mini';
+import type { FoldRecord } from '../types.js';
 
 /**
  * The execution log: JSON Lines, one event per line, only ever appended to.

@@ -3,13 +3,8 @@ import { StringDecoder } from 'node:string_decoder';
 import writeFileAtomic from 'write-file-atomic';
 import * as z from 'zod/mini';
 import { DamagedFileError, ioError } from '../errors.js';
-import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema, type TaskDefinition, type TaskHead } from './schema.js';
-
-/** What queue.json holds: the tasks in the order they were added, and the ids `worker clean` removed. */
-export interface QueueContents<T extends TaskHead = TaskDefinition> {
-  tasks: T[];
-  removed: ReadonlySet<string>;
-}
+import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema, } from './schema.js';
+import type { QueueContents, TaskDefinition, TaskHead } from '../types.js';
 
 /** All that adding needs of the queue: the ids taken, and the file's bytes to extend. */
 export interface QueueIds {
@@ -623,7 +618,7 @@ function parseLineByLine<T extends TaskHead>(
  * One task's JSON object: undefined when it is not JSON at all, a failed parse when it is not a task.
  * `trusted`: the line is in a version of the file that was validated whole, and is only parsed.
  */
-function parseTaskLine(text: string, trusted = false): ReturnType<typeof taskDefinitionSchema.safeParse> | undefined {
+function parseTaskLine(text: string, trusted = false): { success: true; data: TaskDefinition } | { success: false; error: z.core.$ZodError } | undefined {
   let raw: unknown;
   try {
     raw = JSON.parse(text);

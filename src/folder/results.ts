@@ -2,7 +2,7 @@ import { closeSync, fstatSync, mkdirSync, openSync, readSync, writeSync } from '
 import { join } from 'node:path';
 import { WorkerError, ioError } from '../errors.js';
 import type { QueuePaths } from './paths.js';
-import type { ResultRef } from './schema.js';
+import type { ResultRef } from '../types.js';
 
 /**
  * Results larger than this are kept apart from the events, in queue/results/: what the fold reads stays a

@@ -4,15 +4,10 @@ import en from 'zod/v4/locales/en.js';
 // zod/mini: the same validation as zod's classic API, in a third of the code that every command loads;
 // it has no messages of its own until given a locale.
 z.config(en());
-import { ERROR_KINDS, INTENSITIES } from '../types.js';
-
-/**
- * Task ids become file names (locks/<id>.lock) and appear in logs, so only a safe set is accepted:
- * a letter or digit first (no dot files, no `..`), then letters, digits, `.`, `_`, `-`; at most 100.
- */
-export const TASK_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
-export const TASK_ID_RULE = '1 to 100 characters: letters, digits, ".", "_" or "-", starting with a letter or digit';
-export const MAX_INSTRUCTION_LENGTH = 1_000_000;
+import {
+  ERROR_KINDS, INTENSITIES, MAX_INSTRUCTION_LENGTH, OUTCOMES, TASK_ID_PATTERN, TASK_ID_RULE,
+  type AttemptError, type CancelEvent, type ClaimEvent, type FoldRecord, type OutcomeEvent, type RateLimit, type ResultRef, type RetryEvent, type TaskDefinition, type WeatherRecord,
+} from '../types.js';
 
 export const taskIdSchema = z.string().check(z.regex(TASK_ID_PATTERN, `must be ${TASK_ID_RULE}`));
 
@@ -30,10 +25,7 @@ export const taskDefinitionSchema = z.looseObject({
   max_budget: budgetSchema,
   intensity: z.enum(INTENSITIES),
   added_at: isoTime,
-});
-export type TaskDefinition = z.infer<typeof taskDefinitionSchema>;
-/** What the fold needs of a task: a worker keeps only this in memory, and reads the rest when it claims one. */
-export type TaskHead = Pick<TaskDefinition, 'id' | 'deps' | 'added_at'>;
+}) satisfies z.ZodMiniType<TaskDefinition>;
 
 export const QUEUE_FORMAT_VERSION = 1;
 
@@ -52,13 +44,13 @@ const attemptErrorSchema = z.object({
   kind: z.enum(ERROR_KINDS),
   message: z.string(),
   http_status: z.optional(z.int()),
-});
+}) satisfies z.ZodMiniType<AttemptError>;
 
 /** The queue-wide rate limit (--rate) a claim was made under: the claim counts only if it keeps within it. */
 const rateLimitSchema = z.object({
   calls: z.int().check(z.positive()),
   per_ms: z.int().check(z.positive()),
-});
+}) satisfies z.ZodMiniType<RateLimit>;
 
 /**
  * A worker takes a task. `prev` names the claim it supersedes (a dead or stale owner's), null for a pending
@@ -78,10 +70,7 @@ export const claimEventSchema = z.looseObject({
   rate: z.optional(rateLimitSchema),
   /** Why a takeover superseded `prev` (its worker was gone, or its lock stale): for `logs` and `show`. */
   reason: z.optional(z.string()),
-});
-
-export const OUTCOMES = ['completed', 'failed', 'retry', 'released'] as const;
-export type Outcome = (typeof OUTCOMES)[number];
+}) satisfies z.ZodMiniType<ClaimEvent>;
 
 /** Where a result larger than INLINE_RESULT_BYTES is kept: bytes of a file in queue/results/ (see results.ts). */
 export const resultRefSchema = z.object({
@@ -90,8 +79,7 @@ export const resultRefSchema = z.object({
   length: z.int().check(z.nonnegative()),
   /** The API sent JSON: the result is that JSON parsed. */
   json: z.boolean(),
-});
-export type ResultRef = z.infer<typeof resultRefSchema>;
+}) satisfies z.ZodMiniType<ResultRef>;
 
 /** How one attempt ended. Counts only while its token is the task's claim in force (fencing). */
 export const outcomeEventSchema = z.looseObject({
@@ -122,21 +110,21 @@ export const outcomeEventSchema = z.looseObject({
   max_attempts: z.optional(z.int().check(z.positive())),
   result: z.optional(z.unknown()),
   result_ref: z.optional(resultRefSchema),
-});
+}) satisfies z.ZodMiniType<OutcomeEvent>;
 
 /** `worker retry`: a failed task goes back to pending with fresh attempts and a new idempotency key. */
 export const retryEventSchema = z.looseObject({
   type: z.literal('retry'),
   task: taskIdSchema,
   at: isoTime,
-});
+}) satisfies z.ZodMiniType<RetryEvent>;
 
 /** `worker cancel`: a pending task will not run; it counts as failed (kind cancelled), so its dependents are blocked. */
 export const cancelEventSchema = z.looseObject({
   type: z.literal('cancel'),
   task: taskIdSchema,
   at: isoTime,
-});
+}) satisfies z.ZodMiniType<CancelEvent>;
 
 /**
  * The first line of an execution log made by this version: the queue it belongs to (queue/queue-id). A log
@@ -170,7 +158,7 @@ export const weatherRecordSchema = z.looseObject({
   type: z.literal('weather'),
   at: isoTime,
   state: z.looseObject({ starts: z.array(z.number()), pauses_in_a_row: z.int() }),
-});
+}) satisfies z.ZodMiniType<WeatherRecord>;
 
 export const eventSchema = z.discriminatedUnion('type', [
   claimEventSchema,
@@ -182,16 +170,7 @@ export const eventSchema = z.discriminatedUnion('type', [
   weatherRecordSchema,
 ]);
 
-export type ClaimEvent = z.infer<typeof claimEventSchema>;
-export type OutcomeEvent = z.infer<typeof outcomeEventSchema>;
-export type RetryEvent = z.infer<typeof retryEventSchema>;
-export type CancelEvent = z.infer<typeof cancelEventSchema>;
 export type LogHeader = z.infer<typeof logHeaderSchema>;
 export type Seal = z.infer<typeof sealSchema>;
-export type WeatherRecord = z.infer<typeof weatherRecordSchema>;
 /** Every line of the log. */
-export type LogRecord = z.infer<typeof eventSchema>;
-/** What the fold reads: every record but the header and the seal, which the reader keeps to itself. */
-export type FoldRecord = Exclude<LogRecord, LogHeader | Seal>;
-/** What happens to a task. */
-export type QueueEvent = Exclude<FoldRecord, WeatherRecord>;
+export type LogRecord = FoldRecord | LogHeader | Seal;

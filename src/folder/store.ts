@@ -6,12 +6,12 @@ import { noSuchTask, QueueState, type ApplyResult, type FoldOptions, type TaskRe
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
-import { QueueFile, QueueIndex, readAncestry, readRemovedIds, type IndexedTask, type QueueContents, type QueueIds } from './queueFile.js';
+import { QueueFile, QueueIndex, readAncestry, readRemovedIds, type IndexedTask, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { checkLogPresent, ensureQueueIdentity, LOG_RULE } from './queueIdentity.js';
 import { compactLog, type CompactionReport } from './compaction.js';
 import { withQueueLock } from './queueLock.js';
-import type { FoldRecord, OutcomeEvent, QueueEvent, TaskDefinition, TaskHead } from './schema.js';
+import type { FoldRecord, OutcomeEvent, QueueEvent, TaskDefinition, TaskHead, QueueContents } from '../types.js';
 
 /** Where a store gets its task definitions, and what it keeps of them. */
 interface DefinitionSource<Def extends TaskHead> {

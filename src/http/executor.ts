@@ -1,8 +1,8 @@
 import { Agent, type Dispatcher } from 'undici';
-import type { TaskDefinition } from '../folder/schema.js';
 import { parseRetryAfter } from '../core/retryPolicy.js';
 import { redactor } from '../core/redact.js';
 import { bodyExcerpt, classifyResponse, classifyThrown, findErrorCode, type CallResult } from './classify.js';
+import type { TaskDefinition } from '../types.js';
 
 /** A response body larger than this is refused (kind bad_response) rather than held in memory. */
 export const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;

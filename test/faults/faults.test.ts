@@ -11,7 +11,7 @@ import { checkGuarantees, type Kill } from './checker.mjs';
 import { QueueStore } from '../../src/folder/store.js';
 import { DamagedFileError } from '../../src/errors.js';
 import { ExecutionLogReader } from '../../src/folder/executionLog.js';
-import type { TaskDefinition } from '../../src/folder/schema.js';
+import type { TaskDefinition } from '../../src/types.js';
 
 /** `npm run test:faults` runs the full sizes; `npm test` a short form that fits CI. */
 const FULL = process.env.FAULTS_FULL === '1';

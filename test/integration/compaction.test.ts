@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { compactLog } from '../../src/folder/compaction.js';
 import { ExecutionLogWriter } from '../../src/folder/executionLog.js';
-import type { ClaimEvent, OutcomeEvent } from '../../src/folder/schema.js';
 import { QueueStore } from '../../src/folder/store.js';
 import { join } from 'node:path';
 import { startApi } from '../helpers/apiServer.js';
 import { runCli, withTempDir } from '../helpers/cli.js';
 import { addAll } from '../helpers/queue.js';
+import type { ClaimEvent, OutcomeEvent } from '../../src/types.js';
 
 /**
  * The switch between generations, step by step on real files, where processes would make it a matter of

@@ -3,7 +3,7 @@ import { MAX_PROBE_INTERVAL_MS, RATE_MARGIN_MS, RecentTimes } from '../../src/co
 import { QueueState } from '../../src/core/queueState.js';
 import { decideFailure, type FailureContext } from '../../src/core/retryPolicy.js';
 import { parseRate } from '../../src/config.js';
-import type { ClaimEvent, OutcomeEvent, TaskDefinition } from '../../src/folder/schema.js';
+import type { ClaimEvent, OutcomeEvent, TaskDefinition } from '../../src/types.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
 const iso = (ms: number) => new Date(T0 + ms).toISOString();

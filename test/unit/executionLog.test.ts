@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExecutionLogReader, ExecutionLogWriter, parseLines, serializeEvent } from '../../src/folder/executionLog.js';
-import type { QueueEvent } from '../../src/folder/schema.js';
 import { DamagedFileError } from '../../src/errors.js';
+import type { QueueEvent } from '../../src/types.js';
 
 const claim: QueueEvent = { type: 'claim', task: 'a', token: 't1', prev: null, attempt: 1, worker: 'w', pid: 1, host: 'h', at: '2026-01-01T00:00:00.000Z' };
 const retry: QueueEvent = { type: 'retry', task: 'b', at: '2026-01-01T00:00:00.000Z' };

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { QueueState } from '../../src/core/queueState.js';
-import type { ClaimEvent, OutcomeEvent, TaskDefinition } from '../../src/folder/schema.js';
+import type { ClaimEvent, OutcomeEvent, TaskDefinition } from '../../src/types.js';
 
 const AT = '2026-01-01T00:00:00.000Z';
 
