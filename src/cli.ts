@@ -141,7 +141,7 @@ function buildProgram(bin: string): Command {
         for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
       };
       if (flags.watch === undefined) return show();
-      const everyMs = durationSetting('--watch', typeof flags.watch === 'string' ? flags.watch : '1s', {}, '', '1s', 100);
+      const everyMs = durationSetting({ flag: '--watch', value: typeof flags.watch === 'string' ? flags.watch : undefined, fallback: '1s', minimumMs: 100 });
       const clear = process.stdout.isTTY ? () => print('\u001b[H\u001b[2J') : () => print('\n');
       return repeatUntil(untilStopped(), everyMs, async () => {
         clear();
@@ -310,7 +310,7 @@ function buildProgram(bin: string): Command {
     .option('--older-than <duration>', 'with --completed: only tasks completed at least this long ago, e.g. 7d')
     .addHelpText('after', examples('worker clean --completed --older-than 7d', 'worker clean fetch-1 summarize-1'))
     .action(async (ids: string[], flags: { completed?: boolean; olderThan?: string }, command: Command) => {
-      const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting('--older-than', flags.olderThan, {}, '', '0s', 0, Number.MAX_SAFE_INTEGER);
+      const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting({ flag: '--older-than', value: flags.olderThan, fallback: '0s', minimumMs: 0, maximumMs: Number.MAX_SAFE_INTEGER });
       const { removed, kept, compaction } = await cleanTasks(dirOf(command), ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now });
       print(`removed ${plural(removed.length, 'completed task')}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`);
       if (compaction) print(`${describeCompaction(compaction)}\n`);

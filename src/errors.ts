@@ -70,3 +70,9 @@ export function ioError(action: string, file: string, cause: unknown): WorkerErr
     cause,
   });
 }
+
+/** Any error as a WorkerError: a WorkerError as it is, anything else as an IO error that keeps it as its cause. */
+export function asWorkerError(error: unknown): WorkerError {
+  if (error instanceof WorkerError) return error;
+  return new WorkerError('IO', error instanceof Error ? error.message : String(error), { cause: error });
+}

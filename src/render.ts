@@ -1,9 +1,7 @@
-import { TASK_STATES } from './types.js';
+import { TASK_STATES, type WorkerStatus, type StatusReport } from './types.js';
 import { describeError, formatSpan, plural } from './core/reasons.js';
 import { palette, type Palette } from './colors.js';
 import { visible } from './core/visible.js';
-import type { WorkerStatus } from './folder/heartbeat.js';
-import type { StatusReport } from './commands/status.js';
 
 /** Text for people. Pure: the CLI decides where it goes. */
 

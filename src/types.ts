@@ -161,3 +161,65 @@ export interface WeatherRecord {
 export type QueueEvent = ClaimEvent | OutcomeEvent | RetryEvent | CancelEvent;
 /** What the fold reads: the events of tasks, and the weather a compaction carried over. */
 export type FoldRecord = QueueEvent | WeatherRecord;
+
+/** A worker's heartbeat: locks/workers/<worker-id>.json, rewritten every HEARTBEAT_MS while it runs. */
+export interface Heartbeat {
+  worker: string;
+  pid: number;
+  host: string;
+  started_at: string;
+  beat_at: string;
+  state: 'running' | 'idle' | 'stopped';
+  current_task: string | null;
+  tasks_done: number;
+}
+
+export type WorkerLiveness = 'alive' | 'dead' | 'stopped' | 'silent';
+
+export interface WorkerStatus extends Heartbeat {
+  liveness: WorkerLiveness;
+}
+
+/** Where a worker says what it does: one line per call, on stderr. */
+export type LogFields = Record<string, unknown>;
+
+export interface Logger {
+  debug(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
+}
+
+/** One task as `status --json` shows it. Field names match the bulk file of `add --file`. */
+export interface TaskStatus {
+  id: string;
+  instruction: string;
+  deps: string[];
+  state: TaskState;
+  attempts: number;
+  min_budget: number;
+  max_budget: number;
+  intensity: string;
+  added_at: string;
+  updated_at: string;
+  worker?: string;
+  last_error?: AttemptError;
+  retry_at?: string;
+  blocked_by?: string;
+  /** Why the task is where it is, in words. */
+  reason: string;
+  /** Set on a running task whose worker is dead or whose lock is stale. */
+  stuck?: string;
+  result?: unknown;
+}
+
+export interface StatusReport {
+  /** Without the results kept apart: `resultRefs` says where those are, for whoever prints them. */
+  tasks: TaskStatus[];
+  resultRefs: Map<string, ResultRef>;
+  counts: Record<TaskState, number>;
+  /** What holds the whole queue back (an outage, a pause the API asked for, the rate limit), or null. */
+  weather: string | null;
+  /** Problems a person should know of that do not stop the queue. */
+  warnings: string[];
+}

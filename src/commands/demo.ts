@@ -14,7 +14,8 @@ import { ProgressLine } from '../worker/progressLine.js';
 import type { NewTask } from '../core/newTasks.js';
 import { describeEvent } from './inspect.js';
 import { visible } from '../core/visible.js';
-import { readStatus, type StatusReport } from './status.js';
+import { readStatus } from './status.js';
+import type { StatusReport } from '../types.js';
 
 export interface DemoOptions {
   /** Where to put the queue; a new temporary folder when undefined. */

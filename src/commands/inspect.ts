@@ -8,8 +8,8 @@ import { readResult, readResultText } from '../folder/results.js';
 import { WorkerError } from '../errors.js';
 import type { QueueStore } from '../folder/store.js';
 import { idempotencyKey, readQueueId } from '../folder/queueIdentity.js';
-import { inspectQueue, taskStatus, type InspectOptions, type TaskStatus } from './status.js';
-import type { QueueEvent, TaskDefinition } from '../types.js';
+import { inspectQueue, taskStatus, type InspectOptions } from './status.js';
+import type { QueueEvent, TaskDefinition, TaskStatus } from '../types.js';
 
 /** One attempt as the log tells it: a claim that counted, and its outcome if one was recorded. */
 export interface AttemptRecord {

@@ -1,22 +1,18 @@
 import { setFlagsFromString } from 'node:v8';
 import type { RunConfig } from '../config.js';
-import { HOST, redactUrl } from '../config.js';
+import { HOST } from '../config.js';
 import { WorkerError } from '../errors.js';
 import { formatDuration } from '../core/duration.js';
-import { HttpExecutor } from '../http/executor.js';
-import { TaskLocks } from '../folder/lock/taskLock.js';
-import { QueueStore } from '../folder/store.js';
-import { ChangeWatcher } from '../folder/changeWatcher.js';
+import { openExecutor, openWorkerStore } from '../backends.js';
 import { createLogger } from '../worker/logger.js';
 import { Worker, type RunSummary, type StopSignals } from '../worker/worker.js';
-import { HeartbeatWriter } from '../folder/heartbeat.js';
 import { ProgressLine } from '../worker/progressLine.js';
-import { holdWorkerId } from '../folder/workerIdLock.js';
-import { ResultsWriter } from '../folder/results.js';
 import { palette } from '../colors.js';
 import { describeError, describeRate, plural } from '../core/reasons.js';
 import type { QueueState } from '../core/queueState.js';
 import type { TaskState } from '../types.js';
+import type { Presence } from '../store.js';
+import type { Executor } from '../executor.js';
 import { idList } from '../render.js';
 
 export interface RunOptions {
@@ -40,73 +36,47 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   setFlagsFromString('--semi-space-growth-factor=1');
   setFlagsFromString('--liftoff-only');
   const { config } = options;
-  const store = await QueueStore.openForWorker(options.dir);
-  setFlagsFromString('--semi-space-growth-factor=2');
-  let releaseWorkerId: () => Promise<void>;
-  try {
-    // Before anything is claimed: a folder this worker cannot write to, or an id another live worker holds, is refused.
-    store.checkWritable();
-    releaseWorkerId = await holdWorkerId(store.paths, config.workerId, config.lockStaleMs);
-  } catch (error) {
-    store.close();
-    throw error;
-  }
-  // Once the queue is read, the loop runs the same code for every task: V8 optimises a function after a
-  // quarter of the interpretation it waits for by default (66 KB of bytecode run). bench/ab.mjs, 4 workers:
-  // CPU per task 1.34 -> 1.17 ms on 10,000 tasks, 0.80 -> 0.73 on 30,000; 2.41 -> 2.58 on 2,000, where
-  // the earlier compiling does not pay back. Peak memory unchanged.
-  setFlagsFromString('--interrupt-budget=16384');
-  const progress = options.progress ? new ProgressLine(options.writeLog, () => store.state, palette(options.colors), Date.now) : undefined;
+  // The progress line draws the store's state once the store is open; log lines go above it.
+  let progress: ProgressLine | undefined;
   const logger = createLogger({
     workerId: config.workerId,
     verbosity: config.verbosity,
     format: config.logFormat,
-    write: progress ? (line) => progress.log(line) : options.writeLog,
+    write: (line) => (progress ? progress.log(line) : options.writeLog(line)),
     now: () => new Date(),
-    secrets: Object.values(config.headers),
+    secrets: Object.values(config.api.headers),
   });
-  const heartbeat = new HeartbeatWriter(
-    store.paths,
-    { worker: config.workerId, pid: process.pid, host: HOST, started_at: new Date().toISOString(), beat_at: '', state: 'idle', current_task: null, tasks_done: 0 },
-    Date.now,
-  );
-  const watcher = new ChangeWatcher(store.paths.queueDir);
-  const executor = new HttpExecutor({ url: config.apiUrl, headers: config.headers, timeoutMs: config.timeoutMs });
-  const locks = new TaskLocks(store.paths, config.lockStaleMs, {
-    owner: { worker: config.workerId, pid: process.pid, host: HOST },
-    onRefresh: (lockPath) => logger.debug(`refreshed ${lockPath}`),
-  });
+  const store = await openWorkerStore({ dir: options.dir, config, logger, host: HOST, pid: process.pid, now: Date.now, random: Math.random });
+  setFlagsFromString('--semi-space-growth-factor=2');
+  let presence: Presence;
+  let executor: Executor;
+  try {
+    presence = await store.enter({ worker: config.workerId, pid: process.pid, host: HOST, started_at: new Date().toISOString(), beat_at: '', state: 'idle', current_task: null, tasks_done: 0 });
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+  try {
+    executor = await openExecutor(config);
+  } catch (error) {
+    await presence.leave();
+    store.close();
+    throw error;
+  }
+  // Once the queue is read, the loop runs the same code for every task: V8 optimises a function after a
+  // quarter of the interpretation it waits for by default (see CHANGELOG.md for what that bought).
+  setFlagsFromString('--interrupt-budget=16384');
+  if (options.progress) progress = new ProgressLine(options.writeLog, () => store.state, palette(options.colors), Date.now);
   logger.info(
-    `starting: pid ${process.pid} on ${HOST}, queue ${store.paths.root} (${plural(store.state.size, 'task')}), api ${redactUrl(config.apiUrl.toString())}` +
-      `${Object.keys(config.headers).length > 0 ? ` with headers ${Object.keys(config.headers).map((name) => `${name}: ***`).join(', ')}` : ''}` +
-      `, timeout ${formatDuration(config.timeoutMs)}, poll ${formatDuration(config.pollIntervalMs)}, max-idle ${config.maxIdle}, max-attempts ${config.maxAttempts}` +
+    `starting: pid ${process.pid} on ${HOST}, ${store.describe()}, ${executor.describe()}` +
+      `, poll ${formatDuration(config.pollIntervalMs)}, max-idle ${config.maxIdle}, max-attempts ${config.maxAttempts}` +
       `, lock-stale ${formatDuration(config.lockStaleMs)}, backoff ${formatDuration(config.backoffMs)}${config.drain ? ', drain' : ''}` +
       `${config.maxIterations !== undefined ? `, max-iterations ${config.maxIterations}` : ''}` +
       `${config.rate !== undefined ? `, ${describeRate(config.rate)}` : ''}${config.pauseOn429 ? '' : ', no pause on 429'}` +
       `, max-api-wait ${config.maxApiWaitMs === 0 ? 'none' : formatDuration(config.maxApiWaitMs)}`,
   );
-  const queueId = store.queueId();
-  const results = new ResultsWriter(store.paths, config.workerId);
-  const worker = new Worker(
-    config,
-    {
-      store,
-      locks,
-      executor,
-      logger,
-      now: Date.now,
-      random: Math.random,
-      host: HOST,
-      pid: process.pid,
-      queueId,
-      results,
-      changes: watcher,
-      heartbeat: heartbeat.beat,
-    },
-    options.signals,
-  );
+  const worker = new Worker(config, { store, executor, logger, now: Date.now, random: Math.random, host: HOST, pid: process.pid, heartbeat: presence.heartbeat }, options.signals);
   let summary: RunSummary;
-  heartbeat.start();
   progress?.start();
   try {
     summary = await worker.run();
@@ -115,13 +85,9 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     throw error;
   } finally {
     progress?.stop();
-    heartbeat.stop();
-    watcher.close();
-    locks.close();
     executor.close();
-    results.close();
+    await presence.leave();
     store.close();
-    await releaseWorkerId();
   }
   const why: Record<RunSummary['reason'], string> = {
     'max-iterations': `executed ${plural(config.maxIterations ?? 0, 'task')} (max-iterations)`,

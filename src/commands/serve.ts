@@ -1,5 +1,5 @@
 import { WorkerError } from '../errors.js';
-import { integerSetting } from '../config.js';
+import { integerSetting } from '../core/settings.js';
 import { parseDuration } from '../core/duration.js';
 import { parseLatency, startReferenceApi } from '../serve/referenceApi.js';
 
@@ -23,10 +23,10 @@ export async function serve(flags: ServeFlags, write: (text: string) => void, st
   }
   const api = await startReferenceApi({
     host: flags.host,
-    port: integerSetting('--port', flags.port, {}, undefined, 8787, 0),
+    port: integerSetting({ flag: '--port', value: flags.port, fallback: 8787, minimum: 0 }),
     latencyMs,
     failRate,
-    statusCode: integerSetting('--status-code', flags.statusCode, {}, undefined, 503, 100),
+    statusCode: integerSetting({ flag: '--status-code', value: flags.statusCode, fallback: 503, minimum: 100 }),
     log: (line) => write(`${line}\n`),
     random: Math.random,
   }).catch((error: unknown) => {

@@ -1,4 +1,4 @@
-import { TASK_STATES, type AttemptError, type TaskState, type ResultRef, type TaskDefinition } from '../types.js';
+import { TASK_STATES, type ResultRef, type StatusReport, type TaskDefinition, type TaskState, type TaskStatus } from '../types.js';
 import { QueueStore } from '../folder/store.js';
 import { reasonFor, stuckReason, weatherOf, type ReasonContext } from '../core/reasons.js';
 import type { TaskRecord } from '../core/queueState.js';
@@ -7,40 +7,6 @@ import { readResult } from '../folder/results.js';
 import { safeJson } from '../core/visible.js';
 import { TaskLocks } from '../folder/lock/taskLock.js';
 import { livenessOfRunning } from '../folder/lock/liveness.js';
-
-/** One task as `status --json` shows it. Field names match the bulk file of `add --file`. */
-export interface TaskStatus {
-  id: string;
-  instruction: string;
-  deps: string[];
-  state: TaskState;
-  attempts: number;
-  min_budget: number;
-  max_budget: number;
-  intensity: string;
-  added_at: string;
-  updated_at: string;
-  worker?: string;
-  last_error?: AttemptError;
-  retry_at?: string;
-  blocked_by?: string;
-  /** Why the task is where it is, in words. */
-  reason: string;
-  /** Set on a running task whose worker is dead or whose lock is stale. */
-  stuck?: string;
-  result?: unknown;
-}
-
-export interface StatusReport {
-  /** Without the results kept apart: `resultRefs` says where those are, for whoever prints them. */
-  tasks: TaskStatus[];
-  resultRefs: Map<string, ResultRef>;
-  counts: Record<TaskState, number>;
-  /** What holds the whole queue back (an outage, a pause the API asked for, the rate limit), or null. */
-  weather: string | null;
-  /** Problems a person should know of that do not stop the queue. */
-  warnings: string[];
-}
 
 export interface InspectOptions {
   dir: string;

@@ -144,3 +144,8 @@ export function reasonFor(task: TaskRecord, ctx: ReasonContext): string {
   if (ctx.weather !== null) return `${ready}, held back: ${ctx.weather}`;
   return tried ? ready : 'ready: waiting for a free worker';
 }
+
+/** What an attempt left besides its result, in a word or two: `http 200`; empty when nothing. */
+export function describeDetail(detail: { http_status?: number | undefined }): string {
+  return detail.http_status === undefined ? '' : `http ${detail.http_status}`;
+}

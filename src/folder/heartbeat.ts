@@ -3,18 +3,7 @@ import { dirname, join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import type { QueuePaths } from './paths.js';
 import { goneFromThisHost } from './lock/processes.js';
-
-/** A worker's heartbeat: locks/workers/<worker-id>.json, rewritten every HEARTBEAT_MS while it runs. */
-export interface Heartbeat {
-  worker: string;
-  pid: number;
-  host: string;
-  started_at: string;
-  beat_at: string;
-  state: 'running' | 'idle' | 'stopped';
-  current_task: string | null;
-  tasks_done: number;
-}
+import type { Heartbeat, WorkerLiveness, WorkerStatus } from '../types.js';
 
 export const HEARTBEAT_MS = 1000;
 /**
@@ -87,12 +76,6 @@ export class HeartbeatWriter {
       // A missed beat is not worth stopping work for; the next one tries again.
     }
   }
-}
-
-export type WorkerLiveness = 'alive' | 'dead' | 'stopped' | 'silent';
-
-export interface WorkerStatus extends Heartbeat {
-  liveness: WorkerLiveness;
 }
 
 /** Every heartbeat on file, judged: alive, stopped (exited cleanly), dead (pid gone), silent (no beat lately). */

@@ -63,6 +63,11 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * truth, so from then on every refresh and append refuses with this error, and the process stops.
    */
   private logLost: DamagedFileError | undefined;
+  /** Why this store can no longer be trusted, once it cannot: see logLost. */
+  get lost(): DamagedFileError | undefined {
+    return this.logLost;
+  }
+
   /** Whether the log's presence and header were checked against the queue's id. */
   private logChecked = false;
   /** Outcomes this store appended and has not read back yet, by token (see append). */

@@ -1,17 +1,7 @@
-import type { AttemptError, ErrorKind } from '../types.js';
+import type { ErrorKind } from '../types.js';
+import type { ExecutionResult } from '../executor.js';
 
-/** What one call of the API came to, before the retry policy decides what it means for the task. */
-export type CallResult =
-  /** `body`: the text as the API sent it; `result`: it parsed, when it is JSON. */
-  | { ok: true; httpStatus: number; result: unknown; body: string; json: boolean }
-  | {
-      ok: false;
-      error: AttemptError;
-      retryable: boolean;
-      retryAfterMs?: number | undefined;
-      /** False when the request surely never reached the API (no connection was made): the task cannot be at fault. */
-      reachedApi: boolean;
-    };
+type CallResult = ExecutionResult;
 
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NODATA']);
@@ -111,5 +101,5 @@ export function classifyResponse(status: number, contentType: string | undefined
     const message = Array.isArray(detail) ? detail.map(String).join('; ') : detail === undefined ? 'no error given' : typeof detail === 'string' ? detail : JSON.stringify(detail);
     return { ok: false, error: { kind: 'api_failed', message: `the API reported the task failed: ${message}`, http_status: status }, retryable: false, reachedApi: true };
   }
-  return { ok: true, httpStatus: status, result, body, json: result !== body };
+  return { ok: true, detail: { http_status: status }, result, body, json: result !== body };
 }

@@ -1,37 +1,22 @@
 import { Agent, type Dispatcher } from 'undici';
 import { parseRetryAfter } from '../core/retryPolicy.js';
 import { redactor } from '../core/redact.js';
-import { bodyExcerpt, classifyResponse, classifyThrown, findErrorCode, type CallResult } from './classify.js';
-import type { TaskDefinition } from '../types.js';
+import { bodyExcerpt, classifyResponse, classifyThrown, findErrorCode } from './classify.js';
+import type { Attempt, ExecutionResult, Executor } from '../executor.js';
+import { redactUrl, type HttpApiConfig } from './settings.js';
+import { formatDuration } from '../core/duration.js';
 
 /** A response body larger than this is refused (kind bad_response) rather than held in memory. */
 export const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 /** Connecting has its own, shorter bound than the whole request. */
 export const MAX_CONNECT_TIMEOUT_MS = 10_000;
 
-export interface ExecutorOptions {
-  url: URL;
-  /** Sent with every call (authentication). Never logged. */
-  headers: Record<string, string>;
-  timeoutMs: number;
-}
-
-export interface CallRequest {
-  task: TaskDefinition;
-  attempt: number;
-  /** Names this try of the task for the API: the same on automatic retries and takeovers (see apiIdentity.ts). */
-  idempotencyKey: string;
-  workerId: string;
-  /** Aborted when the worker must give up the call: a second signal, or a lost claim. */
-  signal: AbortSignal;
-}
-
 /** Sends one task to the API: POST, JSON body, bounded in time and size. Never throws. */
-export class HttpExecutor {
+export class HttpExecutor implements Executor {
   private readonly agent: Agent;
   private readonly redact: (text: string) => string;
 
-  constructor(private readonly options: ExecutorOptions) {
+  constructor(private readonly options: HttpApiConfig) {
     this.redact = redactor(Object.values(options.headers));
     this.agent = new Agent({
       connect: { timeout: Math.min(MAX_CONNECT_TIMEOUT_MS, options.timeoutMs) },
@@ -43,13 +28,19 @@ export class HttpExecutor {
   }
 
   /** One call. Error messages never carry a header value, even when the API echoes one back. */
-  async call(request: CallRequest): Promise<CallResult> {
-    const result = await this.send(request);
+  async execute(attempt: Attempt, signal: AbortSignal): Promise<ExecutionResult> {
+    const result = await this.send(attempt, signal);
     if (!result.ok) result.error.message = this.redact(result.error.message);
     return result;
   }
 
-  private send({ task, attempt, idempotencyKey, workerId, signal }: CallRequest): Promise<CallResult> {
+  describe(): string {
+    const { url, headers, timeoutMs } = this.options;
+    const names = Object.keys(headers);
+    return `api ${redactUrl(url.toString())}${names.length > 0 ? ` with headers ${names.map((name) => `${name}: ***`).join(', ')}` : ''}, timeout ${formatDuration(timeoutMs)}`;
+  }
+
+  private send({ task, attempt, idempotencyKey, workerId }: Attempt, signal: AbortSignal): Promise<ExecutionResult> {
     const body = JSON.stringify({
       task_id: task.id,
       instruction: task.instruction,
@@ -103,7 +94,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private readonly deadline: NodeJS.Timeout;
   private readonly giveUp = () => this.stop(false);
 
-  constructor(private readonly timeoutMs: number, private readonly signal: AbortSignal, private readonly settle: (result: CallResult) => void) {
+  constructor(private readonly timeoutMs: number, private readonly signal: AbortSignal, private readonly settle: (result: ExecutionResult) => void) {
     this.deadline = setTimeout(() => this.stop(true), timeoutMs);
     if (signal.aborted) this.stop(false);
     else signal.addEventListener('abort', this.giveUp, { once: true });
@@ -149,7 +140,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.controller?.abort(new Error(timedOut ? 'the call timed out' : 'the call was abandoned'));
   }
 
-  private finish(result: CallResult): void {
+  private finish(result: ExecutionResult): void {
     if (this.settled) return;
     this.settled = true;
     clearTimeout(this.deadline);

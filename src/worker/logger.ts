@@ -1,17 +1,9 @@
 import type { LogFormat, Verbosity } from '../config.js';
 import { redactor } from '../core/redact.js';
 import { safeJson, visible } from '../core/visible.js';
+import type { LogFields, Logger } from '../types.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-export type LogFields = Record<string, unknown>;
-
-export interface Logger {
-  debug(message: string, fields?: LogFields): void;
-  info(message: string, fields?: LogFields): void;
-  warn(message: string, fields?: LogFields): void;
-  error(message: string, fields?: LogFields): void;
-}
-
 const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 const LEAST: Record<Verbosity, LogLevel> = { verbose: 'debug', normal: 'info', quiet: 'warn' };
 
