@@ -1,6 +1,7 @@
 import type { RunConfig } from './config.js';
 import type { Executor } from './executor.js';
-import type { WorkerStore } from './store.js';
+import type { Store, WorkerStore } from './store.js';
+import { FolderStore } from './folder/folderStore.js';
 import type { Logger } from './types.js';
 
 /**
@@ -15,6 +16,19 @@ export interface WorkerBackendOptions {
   pid: number;
   now: () => number;
   random: () => number;
+}
+
+export interface StoreOptions {
+  dir: string;
+  /** Make the queue if there is none yet (`add`); every other command refuses a place that holds no queue. */
+  create: boolean;
+  /** How long a claim's lock may go unrefreshed before its claim counts as stuck (--lock-stale). */
+  lockStaleMs: number;
+  host: string;
+}
+
+export function openStore(options: StoreOptions): Store {
+  return new FolderStore(options.dir, options);
 }
 
 export async function openWorkerStore(options: WorkerBackendOptions): Promise<WorkerStore> {

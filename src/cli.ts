@@ -16,13 +16,12 @@ import { safeJson, visible, visibleLines } from './core/visible.js';
 import { repeatUntil } from './core/sleep.js';
 import { addTasks } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
-import { inspectQueue, printStatusJson, readStatus, type InspectOptions } from './commands/status.js';
+import { inspectQueue, printStatusJson, readStatus } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
 import { cancelTask, cleanTasks, compactQueue, describeCompaction, retryTasks, unlockTask } from './commands/repair.js';
 import { idList, renderWorkers, writeStatus } from './render.js';
-import { QueueStore, requireQueue } from './folder/store.js';
-import { queuePaths } from './folder/paths.js';
-import { readWorkers } from './folder/heartbeat.js';
+import { openStore } from './backends.js';
+import type { Store } from './store.js';
 import { TASK_STATES, type TaskState } from './types.js';
 
 /** Commander wiring only: argv → options objects → commands. Exit codes are chosen in main(), nowhere else. */
@@ -37,9 +36,19 @@ function dirOf(command: Command): string {
   return resolveDir(command.optsWithGlobals<{ dir?: string }>().dir, env, process.cwd());
 }
 
-function inspectOptions(command: Command): InspectOptions {
+/**
+ * Runs `use` with the store of the command's queue (--dir), closed after. Only `add` creates a queue; every
+ * other command refuses a place that holds none. `--lock-stale` of the command, where it has one, judges
+ * whether a claim is stuck.
+ */
+async function withStore<T>(command: Command, use: (store: Store) => Promise<T>, create = false): Promise<T> {
   const { lockStale } = command.opts<{ lockStale?: string }>();
-  return { dir: dirOf(command), lockStaleMs: lockStaleSetting(lockStale, env), host: HOST, now: Date.now() };
+  const store = openStore({ dir: dirOf(command), create, lockStaleMs: lockStaleSetting(lockStale, env), host: HOST });
+  try {
+    return await use(store);
+  } finally {
+    store.close();
+  }
 }
 
 /** How `status` and `show` judge a running task's lock: the same setting as the workers'. */
@@ -112,14 +121,14 @@ function buildProgram(bin: string): Command {
       if (id !== undefined && instruction === undefined) {
         throw new WorkerError('USAGE', `missing <instruction> for task "${id}"`, { hint: 'worker add <task-id> <instruction> [deps]' });
       }
-      const added = await addTasks({
-        dir: dirOf(command),
+      const options = {
         task: id !== undefined && instruction !== undefined ? { id, instruction, deps } : undefined,
         file: flags.file,
         defaults: resolveTaskDefaults(flags, env),
         stdin: process.stdin,
         now: () => new Date(),
-      });
+      };
+      const added = await withStore(command, (store) => addTasks(store, options), true);
       print(added.length === 1 ? `added ${added[0]!.id}\n` : `added ${added.length} tasks\n`);
     });
 
@@ -134,11 +143,12 @@ function buildProgram(bin: string): Command {
     .action(async (flags: { json?: boolean; state?: TaskState; watch?: string | boolean }, command: Command) => {
       const colors = palette(!flags.json && colorsEnabled(process.stdout, env));
       const show = async () => {
-        const options = inspectOptions(command);
-        const report = await readStatus(options, flags.state);
-        if (flags.json) printStatusJson(report, queuePaths(options.dir), print);
-        else writeStatus(report, Date.now(), print, colors);
-        for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
+        await withStore(command, async (store) => {
+          const report = await readStatus(store, Date.now(), flags.state);
+          if (flags.json) printStatusJson(report, store, print);
+          else writeStatus(report, Date.now(), print, colors);
+          for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
+        });
       };
       if (flags.watch === undefined) return show();
       const everyMs = durationSetting({ flag: '--watch', value: typeof flags.watch === 'string' ? flags.watch : undefined, fallback: '1s', minimumMs: 100 });
@@ -215,7 +225,7 @@ function buildProgram(bin: string): Command {
     .option(...LOCK_STALE_OPTION)
     .addHelpText('after', examples('worker show fetch-7', 'worker show outline --json | jq .result'))
     .action(async (id: string, flags: { json?: boolean }, command: Command) => {
-      const detail = await showTask(inspectOptions(command), id);
+      const detail = await withStore(command, (store) => showTask(store, Date.now(), id));
       print(flags.json ? `${safeJson(detail, 2)}\n` : renderDetail(detail, Date.now()));
     });
 
@@ -226,7 +236,7 @@ function buildProgram(bin: string): Command {
     .option('--json', 'the parsed form, as JSON (a text result becomes a JSON string)')
     .addHelpText('after', examples('worker result outline > outline.md', 'worker result fetch-1 --json | jq .output'))
     .action(async (id: string, flags: { json?: boolean }, command: Command) => {
-      const result = await taskResult(inspectOptions(command), id);
+      const result = await withStore(command, (store) => taskResult(store, Date.now(), id));
       // As the API sent it into a pipe or a file; on a terminal, its controls escaped.
       print(flags.json ? `${safeJson(result.parsed, 2)}\n` : process.stdout.isTTY ? visibleLines(result.raw) : result.raw);
     });
@@ -238,14 +248,10 @@ function buildProgram(bin: string): Command {
     .option('--follow', 'keep printing new events until Ctrl-C')
     .addHelpText('after', examples('worker logs', 'worker logs fetch-7', 'worker logs --follow'))
     .action(async (id: string | undefined, flags: { follow?: boolean }, command: Command) => {
-      // One fold of the log, over definitions without their instructions: logs of a large queue stay light.
-      const store = QueueStore.openForReplay(dirOf(command));
-      try {
+      await withStore(command, async (store) => {
         if (flags.follow) await followLog(store, id, print, untilStopped());
-        else print(logLines(store, id).map((line) => `${line}\n`).join(''));
-      } finally {
-        store.close();
-      }
+        else print((await logLines(store, id)).map((line) => `${line}\n`).join(''));
+      });
     });
 
   program
@@ -254,8 +260,7 @@ function buildProgram(bin: string): Command {
     .addOption(new Option('--format <format>', 'mermaid or dot').choices(['mermaid', 'dot']).default('mermaid'))
     .addHelpText('after', examples('worker graph > queue.mmd', 'worker graph --format dot | dot -Tsvg > queue.svg'))
     .action(async (flags: { format: GraphFormat }, command: Command) => {
-      const { store, context } = await inspectQueue(inspectOptions(command));
-      store.close();
+      const context = await withStore(command, (store) => inspectQueue(store, Date.now()));
       print(renderGraph(context, flags.format));
     });
 
@@ -265,9 +270,7 @@ function buildProgram(bin: string): Command {
     .option('--json', 'print JSON')
     .addHelpText('after', examples('worker workers'))
     .action(async (flags: { json?: boolean }, command: Command) => {
-      const paths = queuePaths(dirOf(command));
-      requireQueue(paths);
-      const workers = readWorkers(paths, HOST, Date.now());
+      const workers = await withStore(command, async (store) => store.workers(HOST, Date.now()));
       print(flags.json ? `${safeJson(workers, 2)}\n` : renderWorkers(workers, Date.now()));
     });
 
@@ -278,7 +281,7 @@ function buildProgram(bin: string): Command {
     .option('--failed', 'retry every failed task')
     .addHelpText('after', examples('worker retry fetch-7', 'worker retry --failed'))
     .action(async (ids: string[], flags: { failed?: boolean }, command: Command) => {
-      const retried = await retryTasks(dirOf(command), ids, flags.failed ?? false, () => new Date());
+      const retried = await withStore(command, (store) => retryTasks(store, ids, flags.failed ?? false, () => new Date()));
       print(retried.length === 0 ? 'no failed tasks\n' : `pending again: ${idList(retried, 'see worker status --state pending')}\n`);
     });
 
@@ -288,7 +291,7 @@ function buildProgram(bin: string): Command {
     .argument('<task-id>')
     .addHelpText('after', examples('worker cancel appendix'))
     .action(async (id: string, _flags, command: Command) => {
-      const { blocked } = await cancelTask(dirOf(command), id, () => new Date());
+      const { blocked } = await withStore(command, (store) => cancelTask(store, id, () => new Date()));
       print(`cancelled ${id}${blocked.length > 0 ? `; blocked now: ${idList(blocked, 'see worker status --state blocked')}` : ''}\n`);
     });
 
@@ -298,8 +301,8 @@ function buildProgram(bin: string): Command {
     .argument('<task-id>')
     .option('--lock-stale <duration>', 'a lock not refreshed for this long is stale (env WORKER_LOCK_STALE; default 30s)')
     .addHelpText('after', examples('worker unlock fetch-3'))
-    .action(async (id: string, flags: { lockStale?: string }, command: Command) => {
-      print(`${await unlockTask(dirOf(command), id, lockStaleSetting(flags.lockStale, env), HOST, Date.now)}\n`);
+    .action(async (id: string, _flags: { lockStale?: string }, command: Command) => {
+      print(`${await withStore(command, (store) => unlockTask(store, id, Date.now))}\n`);
     });
 
   program
@@ -311,7 +314,7 @@ function buildProgram(bin: string): Command {
     .addHelpText('after', examples('worker clean --completed --older-than 7d', 'worker clean fetch-1 summarize-1'))
     .action(async (ids: string[], flags: { completed?: boolean; olderThan?: string }, command: Command) => {
       const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting({ flag: '--older-than', value: flags.olderThan, fallback: '0s', minimumMs: 0, maximumMs: Number.MAX_SAFE_INTEGER });
-      const { removed, kept, compaction } = await cleanTasks(dirOf(command), ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now });
+      const { removed, kept, compaction } = await withStore(command, (store) => cleanTasks(store, ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now }));
       print(`removed ${plural(removed.length, 'completed task')}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`);
       if (compaction) print(`${describeCompaction(compaction)}\n`);
     });
@@ -321,7 +324,7 @@ function buildProgram(bin: string): Command {
     .description('rewrite the execution log without what it no longer needs (events of removed tasks, events that did not count, unused results), while workers run')
     .addHelpText('after', examples('worker compact', 'worker clean --completed --older-than 7d   # compacts too'))
     .action(async (_flags, command: Command) => {
-      print(`${describeCompaction(await compactQueue(dirOf(command), () => new Date()))}\n`);
+      print(`${describeCompaction(await withStore(command, (store) => compactQueue(store, () => new Date())))}\n`);
     });
 
   program

@@ -1,6 +1,74 @@
-import type { QueueState, TaskRecord } from './core/queueState.js';
+import type { ApplyResult, QueueState, TaskRecord } from './core/queueState.js';
+import type { NewTask, TaskDefaults } from './core/newTasks.js';
+import type { ClaimLiveness } from './core/reasons.js';
 import type { AttemptDetail } from './executor.js';
-import type { AttemptError, Heartbeat, Outcome, RateLimit, TaskDefinition, TaskHead } from './types.js';
+import type {
+  AttemptError, CompactionReport, Heartbeat, Outcome, QueueEvent, RateLimit, ResultRef, TaskDefinition, TaskHead, WorkerStatus,
+} from './types.js';
+
+/**
+ * The storage seam, as the commands see it: adding, a status view, the history, repair. Every method
+ * reads what it needs when called; a store opened for a folder that holds no queue refuses (NOT_FOUND).
+ */
+export interface Store {
+  /** Where the queue is, for people. */
+  describe(): string;
+  /** Adds tasks, all or none; ids and dependencies are checked against the queue as it is at that moment. */
+  addTasks(tasks: readonly NewTask[], defaults: TaskDefaults, now: Date, where: (index: number) => string): Promise<TaskDefinition[]>;
+  /** The queue now: every task with its whole definition and state. */
+  read(): Promise<QueueState<TaskDefinition>>;
+  /** What can be told from outside of each running task's claim: whether its worker is alive, its lease fresh. */
+  liveness(state: QueueState<TaskDefinition>, now: number): Promise<ReadonlyMap<string, ClaimLiveness>>;
+  /** Problems a person should know of that do not stop the queue (records torn by a dying writer). */
+  warnings(): string[];
+  /**
+   * A change by hand (retry, cancel, unlock, clean): `apply` runs alone among changes and takeovers, on the
+   * queue read fresh, and what it appends is recorded before the next change starts.
+   */
+  change<T>(apply: (queue: QueueChange) => T | Promise<T>): Promise<T>;
+  /** Keeps the history small: drops what no remaining task needs, while workers run. */
+  compact(now: () => Date): Promise<CompactionReport>;
+  /**
+   * The history, every event in the order recorded, with whether it counted; of one task (and what it needs
+   * to be judged) when `onlyTask` is given.
+   */
+  history(onEvent: (event: QueueEvent, counted: ApplyResult) => void, onlyTask?: string): Promise<void>;
+  /** The history as it grows, from its start, until `signal` aborts: what was recorded before then, all of it. */
+  followHistory(onEvent: (event: QueueEvent, counted: ApplyResult) => void, onlyTask: string | undefined, signal: AbortSignal): Promise<void>;
+  /** A result kept apart from its outcome: as it came (`text`) and as a value (parsed when JSON). */
+  readResult(ref: ResultRef): { text: string; value: unknown };
+  /** The queue's identity (part of every idempotency key), or null while it has none (no task added yet). */
+  queueId(): string | null;
+  /** Every worker that ran on this queue, from its heartbeat. */
+  workers(host: string, now: number): WorkerStatus[];
+  close(): void;
+}
+
+/** The queue during a change by hand. */
+export interface QueueChange {
+  /** As read at the start of the change, and after each `append`. */
+  readonly state: QueueState<TaskDefinition>;
+  /** Records events (a retry, a cancel); the state then shows whether they counted. */
+  append(events: QueueEvent[]): void;
+  /** Who holds a task's claim lock, and whether it may be taken from them; null when nobody does. */
+  lockOf(taskId: string, now: number): LockView | null;
+  /** Removes a task's claim lock (its holder is gone or stale: see lockOf). */
+  removeLock(taskId: string): void;
+  /** Removes tasks from the queue for good (their ids are never reused), and compacts what they leave behind. */
+  removeTasks(ids: ReadonlySet<string>, now: () => Date): CompactionReport;
+}
+
+/** A task's claim lock as seen from outside. */
+export interface LockView {
+  /** Who made it, when it says so. */
+  holder: { worker: string; pid: number; host: string } | null;
+  /** Since its holder last showed life. */
+  ageMs: number;
+  /** Its holder ran on this host and is gone. */
+  holderGone: boolean;
+  /** Not refreshed for longer than the stale bound. */
+  stale: boolean;
+}
 
 /**
  * The storage seam, as the worker loop sees it: what a look, a claim, an outcome, a takeover and change

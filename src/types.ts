@@ -223,3 +223,15 @@ export interface StatusReport {
   /** Problems a person should know of that do not stop the queue. */
   warnings: string[];
 }
+
+/** What `worker compact` did. */
+export interface CompactionReport {
+  generation: number;
+  bytesBefore: number;
+  bytesAfter: number;
+  eventsBefore: number;
+  eventsKept: number;
+  /** Results files no remaining task refers to, removed with the events that referred to them. */
+  resultFilesRemoved: number;
+  resultBytesRemoved: number;
+}

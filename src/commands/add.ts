@@ -2,11 +2,10 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { WorkerError, ioError } from '../errors.js';
 import { parseBulkTasks, parseDependencyList, type NewTask, type TaskDefaults } from '../core/newTasks.js';
-import { QueueStore } from '../folder/store.js';
+import type { Store } from '../store.js';
 import type { TaskDefinition } from '../types.js';
 
 export interface AddOptions {
-  dir: string;
   /** One task from the command line… */
   task?: { id: string; instruction: string; deps: string | undefined } | undefined;
   /** …or a bulk file of JSON lines (`-` for standard input). */
@@ -16,14 +15,9 @@ export interface AddOptions {
   now: () => Date;
 }
 
-export async function addTasks(options: AddOptions): Promise<TaskDefinition[]> {
+export async function addTasks(store: Store, options: AddOptions): Promise<TaskDefinition[]> {
   const { tasks, where } = await collectTasks(options);
-  const store = await QueueStore.create(options.dir);
-  try {
-    return await store.addTasks(tasks, options.defaults, options.now(), where);
-  } finally {
-    store.close();
-  }
+  return store.addTasks(tasks, options.defaults, options.now(), where);
 }
 
 async function collectTasks(options: AddOptions): Promise<{ tasks: NewTask[]; where: (index: number) => string }> {

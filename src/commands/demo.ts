@@ -1,13 +1,12 @@
 import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT_CODES, WorkerError } from '../errors.js';
 import { HOST } from '../config.js';
 import { palette } from '../colors.js';
-import { ExecutionLogReader } from '../folder/executionLog.js';
-import { queuePaths } from '../folder/paths.js';
-import { QueueStore } from '../folder/store.js';
+import { openStore } from '../backends.js';
+import type { QueueState } from '../core/queueState.js';
 import { startReferenceApi } from '../serve/referenceApi.js';
 import { renderStatus } from '../render.js';
 import { ProgressLine } from '../worker/progressLine.js';
@@ -15,7 +14,7 @@ import type { NewTask } from '../core/newTasks.js';
 import { describeEvent } from './inspect.js';
 import { visible } from '../core/visible.js';
 import { readStatus } from './status.js';
-import type { StatusReport } from '../types.js';
+import type { StatusReport, TaskDefinition } from '../types.js';
 
 export interface DemoOptions {
   /** Where to put the queue; a new temporary folder when undefined. */
@@ -51,11 +50,13 @@ export function demoTasks(): NewTask[] {
  */
 export async function runDemo(options: DemoOptions): Promise<StatusReport> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'worker-demo-'));
-  if (existsSync(queuePaths(dir).queueFile)) {
+  if (holdsQueue(dir)) {
     throw new WorkerError('REJECTED', `${dir} already holds a queue`, { hint: 'give the demo an empty or new folder with --dir, or none for a temporary one' });
   }
+  // The demo's own logs go there too.
+  mkdirSync(dir, { recursive: true });
   const colors = palette(options.colors);
-  const store = await QueueStore.create(dir);
+  const store = openStore({ dir, create: true, lockStaleMs: 30_000, host: HOST });
   const apiLog = createWriteStream(join(dir, 'demo-api.log'));
   const api = await startReferenceApi({
     host: '127.0.0.1',
@@ -69,25 +70,27 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
   try {
     const tasks = demoTasks();
     await store.addTasks(tasks, { min_budget: 1000, max_budget: 4000, intensity: 'medium' }, new Date(), (i) => `demo task ${tasks[i]?.id}`);
-    store.refresh();
+    let state: QueueState<TaskDefinition> = await store.read();
     options.write(`${colors.bold('worker demo')}: ${tasks.length} tasks in ${dir}\n`);
     options.write(`reference API at ${api.url} (40-250 ms per call, 15% answered 503 and retried; "fetch-7" always fails)\n`);
     options.write(`${WORKERS} workers: ${Array.from({ length: WORKERS }, (_, i) => `demo-${i + 1}`).join(', ')} (their logs: ${join(dir, 'demo-worker-N.log')})\n\n`);
 
-    const progress = options.progress ? new ProgressLine(options.write, () => store.state, colors, Date.now) : undefined;
+    const progress = options.progress ? new ProgressLine(options.write, () => state, colors, Date.now) : undefined;
     const say = (line: string) => (progress ? progress.log(`${line}\n`) : options.write(`${line}\n`));
-    const reader = new ExecutionLogReader(store.paths.logFile);
-    const follow = () => {
-      store.refresh();
-      for (const event of reader.readNew()) {
-        if (event.type === 'outcome') {
-          const mark = event.outcome === 'completed' ? colors.state('completed', '✓') : event.outcome === 'failed' ? colors.state('failed', '✗') : colors.state('blocked', '↻');
-          say(`${mark} ${visible(describeEvent(event, 'accepted').split('  ').slice(1).join('  '))}`);
-        }
-      }
-    };
+    const stopFollowing = new AbortController();
+    const following = store.followHistory(
+      (event) => {
+        if (event.type !== 'outcome') return;
+        const mark = event.outcome === 'completed' ? colors.state('completed', '✓') : event.outcome === 'failed' ? colors.state('failed', '✗') : colors.state('blocked', '↻');
+        say(`${mark} ${visible(describeEvent(event, 'accepted').split('  ').slice(1).join('  '))}`);
+      },
+      undefined,
+      stopFollowing.signal,
+    );
     progress?.start();
-    const timer = setInterval(follow, 100);
+    const timer = setInterval(() => {
+      store.read().then((read) => (state = read), () => undefined);
+    }, 100);
     const exits = Array.from({ length: WORKERS }, (_, i) => {
       const log = createWriteStream(join(dir, `demo-worker-${i + 1}.log`));
       const child = spawn(
@@ -100,15 +103,14 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     });
     const codes = await Promise.all(exits);
     clearInterval(timer);
-    follow();
+    stopFollowing.abort();
+    await following;
     progress?.stop();
-    reader.close();
-    store.close();
     // fetch-7 fails on purpose: the worker that ran it exits with TASKS_FAILED, as a script would want.
     if (codes.some((code) => code !== 0 && code !== EXIT_CODES.TASKS_FAILED)) {
       throw new WorkerError('IO', `a demo worker exited with ${codes.join(', ')}`, { hint: `see ${join(dir, 'demo-worker-N.log')}` });
     }
-    const report = await readStatus({ dir, lockStaleMs: 30_000, host: HOST, now: Date.now() }, undefined);
+    const report = await readStatus(store, Date.now(), undefined);
     options.write(`\n${renderStatus(report, Date.now(), colors)}`);
     options.write(
       [
@@ -125,7 +127,19 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     );
     return report;
   } finally {
+    store.close();
     await api.close();
     apiLog.end();
+  }
+}
+
+/** Whether `dir` holds a queue already: the store opens it without being allowed to create one. */
+function holdsQueue(dir: string): boolean {
+  try {
+    openStore({ dir, create: false, lockStaleMs: 30_000, host: HOST }).close();
+    return true;
+  } catch (error) {
+    if (error instanceof WorkerError && error.code === 'NOT_FOUND') return false;
+    throw error;
   }
 }

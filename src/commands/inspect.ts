@@ -1,15 +1,11 @@
 import { describeError, formatSpan, reasonFor, type ReasonContext } from '../core/reasons.js';
 import { findTask, type ApplyResult, type TaskRecord } from '../core/queueState.js';
-import { ExecutionLogReader } from '../folder/executionLog.js';
-import { repeatUntil } from '../core/sleep.js';
 import { visible } from '../core/visible.js';
-import type { QueuePaths } from '../folder/paths.js';
-import { readResult, readResultText } from '../folder/results.js';
 import { WorkerError } from '../errors.js';
-import type { QueueStore } from '../folder/store.js';
-import { idempotencyKey, readQueueId } from '../folder/queueIdentity.js';
-import { inspectQueue, taskStatus, type InspectOptions } from './status.js';
-import type { QueueEvent, TaskDefinition, TaskStatus } from '../types.js';
+import { idempotencyKey } from '../core/newTasks.js';
+import type { Store } from '../store.js';
+import { inspectQueue, taskStatus } from './status.js';
+import type { QueueEvent, TaskStatus } from '../types.js';
 
 /** One attempt as the log tells it: a claim that counted, and its outcome if one was recorded. */
 export interface AttemptRecord {
@@ -37,15 +33,14 @@ export interface TaskDetail {
 }
 
 /** `worker show`: everything about one task. */
-export async function showTask(options: InspectOptions, id: string): Promise<TaskDetail> {
-  const { store, context } = await inspectQueue(options);
-  try {
+export async function showTask(store: Store, now: number, id: string): Promise<TaskDetail> {
+    const context = await inspectQueue(store, now);
     const task = findTask(context.state, id);
     const status = taskStatus(task, context);
-    const queueId = readQueueId(store.paths.identityFile);
+    const queueId = store.queueId();
     const attempts: AttemptRecord[] = [];
     const history: string[] = [];
-    store.replay((event, result) => {
+    await store.history((event, result) => {
       if (event.task !== id) return;
       history.push(describeEvent(event, result));
       if (result !== 'accepted') return;
@@ -66,7 +61,7 @@ export async function showTask(options: InspectOptions, id: string): Promise<Tas
     const state = context.state;
     const detail: TaskDetail = {
       task: status,
-      idempotency_key: queueId === undefined ? null : idempotencyKey(queueId, id, task.generation),
+      idempotency_key: queueId === null ? null : idempotencyKey(queueId, id, task.generation),
       dependencies: task.def.deps.map((depId) => {
         const dep = findTask(state, depId);
         return { id: depId, state: state.stateOf(dep, context.blocked), reason: reasonFor(dep, context) };
@@ -75,40 +70,28 @@ export async function showTask(options: InspectOptions, id: string): Promise<Tas
       attempts,
       history,
     };
-    const result = resultOf(task, store.paths);
+    const result = task.resultRef !== null ? store.readResult(task.resultRef).value : task.result;
     if (result !== undefined) detail.result = result;
     return detail;
-  } finally {
-    store.close();
-  }
-}
-
-/** A completed task's result, read from where it is kept; undefined when it has none. */
-function resultOf(task: TaskRecord<TaskDefinition>, paths: QueuePaths): unknown {
-  return task.resultRef !== null ? readResult(paths, task.resultRef) : task.result;
 }
 
 /**
  * `worker result`: a completed task's result, as the API sent it (`raw`: a result kept apart byte for
  * byte; one kept in the log as its text, or its JSON), and parsed.
  */
-export async function taskResult(options: InspectOptions, id: string): Promise<{ raw: string; parsed: unknown }> {
-  const { store, context } = await inspectQueue(options);
-  try {
+export async function taskResult(store: Store, now: number, id: string): Promise<{ raw: string; parsed: unknown }> {
+    const context = await inspectQueue(store, now);
     const task = findTask(context.state, id);
     if (task.state !== 'completed') {
       const state = context.state.stateOf(task, context.blocked);
       throw new WorkerError('REJECTED', `task "${id}" is ${state}: only a completed task has a result`, { hint: `see worker show ${id}` });
     }
     if (task.resultRef !== null) {
-      const raw = readResultText(store.paths, task.resultRef);
-      return { raw, parsed: task.resultRef.json ? JSON.parse(raw) : raw };
+      const { text, value } = store.readResult(task.resultRef);
+      return { raw: text, parsed: value };
     }
     const parsed = task.result;
     return { raw: typeof parsed === 'string' ? parsed : parsed === undefined ? '' : JSON.stringify(parsed), parsed: parsed ?? null };
-  } finally {
-    store.close();
-  }
 }
 
 /** One event as a readable line: what happened to which task, and whether the fold counted it. */
@@ -162,9 +145,9 @@ export function renderDetail(detail: TaskDetail, now: number): string {
 }
 
 /** `worker logs`: the execution log as readable lines, optionally of one task. */
-export function logLines(store: QueueStore, id: string | undefined): string[] {
+export async function logLines(store: Store, id: string | undefined): Promise<string[]> {
   const lines: string[] = [];
-  store.replay((event, result) => {
+  await store.history((event, result) => {
     if (id === undefined || event.task === id) lines.push(visible(describeEvent(event, result)));
   }, id);
   return lines;
@@ -199,23 +182,7 @@ export function renderGraph(context: ReasonContext, format: GraphFormat): string
   return `${lines.join('\n')}\n`;
 }
 
-/**
- * `worker logs --follow`: prints events as they are appended, until `signal` aborts. Incremental: one
- * reader and one fold, so each new event costs the same however long the log is.
- */
-export async function followLog(store: QueueStore, id: string | undefined, write: (line: string) => void, signal: AbortSignal, pollMs = 250): Promise<void> {
-  // One task's ancestry is fixed once it is added; all tasks are read again as the queue grows.
-  const fold = id === undefined ? store.foldFor() : store.foldForTask(id);
-  const reader = new ExecutionLogReader(store.paths.logFile);
-  try {
-    await repeatUntil(signal, pollMs, () => {
-      if (id === undefined) fold.addDefinitions(store.lightDefinitions());
-      for (const event of reader.readNew()) {
-        const result = fold.apply(event);
-        if (event.type !== 'weather' && (id === undefined || event.task === id)) write(`${visible(describeEvent(event, result))}\n`);
-      }
-    });
-  } finally {
-    reader.close();
-  }
+/** `worker logs --follow`: prints events as they are recorded, until `signal` aborts. */
+export async function followLog(store: Store, id: string | undefined, write: (line: string) => void, signal: AbortSignal): Promise<void> {
+  await store.followHistory((event, result) => write(`${visible(describeEvent(event, result))}\n`), id, signal);
 }

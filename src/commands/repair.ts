@@ -1,89 +1,70 @@
 import { WorkerError } from '../errors.js';
 import { formatSpan, plural } from '../core/reasons.js';
 import { findTask, type TaskRecord } from '../core/queueState.js';
-import { goneFromThisHost } from '../folder/lock/processes.js';
-import { TaskLocks } from '../folder/lock/taskLock.js';
-import { withQueueLock } from '../folder/queueLock.js';
-import { QueueStore } from '../folder/store.js';
-import { compactLog, type CompactionReport } from '../folder/compaction.js';
-import type { CancelEvent, RetryEvent } from '../types.js';
+import type { Store } from '../store.js';
+import type { CancelEvent, RetryEvent, CompactionReport } from '../types.js';
 
-/**
- * The commands people reach for when something went wrong: retry, cancel, unlock, clean. Each runs under
- * the queue-wide lock, so two of them never interleave, and checks the state fresh inside it.
+/*
+ * The commands people reach for when something went wrong: retry, cancel, unlock, clean. Each is a change
+ * by hand (Store.change): two never interleave, and each checks the state fresh inside it.
  */
-async function underQueueLock<T>(dir: string, change: (store: QueueStore, assertHeld: () => void) => Promise<T>): Promise<T> {
-  const store = await QueueStore.open(dir);
-  try {
-    return await withQueueLock(store.paths.queueLock, async (assertHeld) => {
-      store.refresh();
-      store.finishDeadCompaction(assertHeld, () => new Date());
-      return change(store, assertHeld);
-    });
-  } finally {
-    store.close();
-  }
-}
 
 function refuse(message: string, hint: string): never {
   throw new WorkerError('REJECTED', message, { hint: `nothing was changed; ${hint}` });
 }
 
 /** `worker retry`: failed tasks go back to pending with fresh attempts, which unblocks their dependents. */
-export async function retryTasks(dir: string, ids: readonly string[], allFailed: boolean, now: () => Date): Promise<string[]> {
+export async function retryTasks(store: Store, ids: readonly string[], allFailed: boolean, now: () => Date): Promise<string[]> {
   if (allFailed === (ids.length > 0)) {
     throw new WorkerError('USAGE', allFailed ? 'give either task ids or --failed, not both' : 'name the task to retry, or give --failed', {
       hint: 'worker retry fetch-7   or   worker retry --failed',
     });
   }
-  return underQueueLock(dir, async (store) => {
-    const state = store.state;
+  return store.change((queue) => {
+    const state = queue.state;
     const targets = allFailed ? state.tasks().filter((task) => task.state === 'failed') : ids.map((id) => findTask(state, id));
     for (const task of targets) {
       if (task.state !== 'failed') refuse(`task "${task.def.id}" is ${state.stateOf(task, state.blockedTasks())}; only failed tasks can be retried`, 'see `worker status --state failed`');
     }
     const at = now().toISOString();
     const events: RetryEvent[] = targets.map((task) => ({ type: 'retry', task: task.def.id, at }));
-    if (events.length > 0) store.append(events);
+    if (events.length > 0) queue.append(events);
     return targets.map((task) => task.def.id);
   });
 }
 
 /** `worker cancel`: a pending task will not run; it is failed with kind cancelled, and its dependents are blocked. */
-export async function cancelTask(dir: string, id: string, now: () => Date): Promise<{ blocked: string[] }> {
-  return underQueueLock(dir, async (store) => {
-    const task = findTask(store.state, id);
+export async function cancelTask(store: Store, id: string, now: () => Date): Promise<{ blocked: string[] }> {
+  return store.change((queue) => {
+    const task = findTask(queue.state, id);
     if (task.state === 'running') {
       refuse(`task "${id}" is running on ${task.claim?.worker ?? 'a worker'}; a running task cannot be cancelled`, 'wait for its outcome, or stop its worker (Ctrl-C twice puts it back to pending)');
     }
     if (task.state !== 'pending') refuse(`task "${id}" is ${task.state}; only pending or blocked tasks can be cancelled`, 'see `worker show ' + id + '`');
     const event: CancelEvent = { type: 'cancel', task: id, at: now().toISOString() };
-    store.append([event]);
-    store.refresh();
+    queue.append([event]);
     // A worker may have claimed it between our read and our append: the log decides.
-    if (store.state.get(id)?.lastError?.kind !== 'cancelled') {
+    if (queue.state.get(id)?.lastError?.kind !== 'cancelled') {
       throw new WorkerError('REJECTED', `task "${id}" was claimed by a worker just before it could be cancelled`, { hint: 'see `worker show ' + id + '`' });
     }
-    const blocked = store.state.blockedTasks();
+    const blocked = queue.state.blockedTasks();
     return { blocked: [...blocked.entries()].filter(([, root]) => root.def.id === id).map(([blockedId]) => blockedId) };
   });
 }
 
 /** `worker unlock`: removes a task's lock whose holder is gone or stale. A live holder's lock is refused. */
-export async function unlockTask(dir: string, id: string, lockStaleMs: number, host: string, now: () => number): Promise<string> {
-  return underQueueLock(dir, async (store) => {
-    const task = findTask(store.state, id);
-    const locks = new TaskLocks(store.paths, lockStaleMs);
-    const lock = locks.inspect(id, now());
-    if (!lock.held) refuse(`task "${id}" has no lock`, 'there is nothing to unlock');
-    const owner = locks.ownerOf(id) ?? (task.claim ? { worker: task.claim.worker, pid: task.claim.pid, host: task.claim.host } : null);
-    const who = owner ? `${owner.worker} (pid ${owner.pid} on ${owner.host})` : 'an unknown worker';
-    const ownerGone = owner !== null && goneFromThisHost(owner, host);
-    if (!ownerGone && !locks.isStale(lock)) {
-      refuse(`the lock of "${id}" is held by ${who}, which is alive (refreshed ${formatSpan(lock.ageMs ?? 0)} ago)`, 'stop that worker first, or wait: a lock that is not refreshed goes stale by itself');
+export async function unlockTask(store: Store, id: string, now: () => number): Promise<string> {
+  return store.change((queue) => {
+    const task = findTask(queue.state, id);
+    const lock = queue.lockOf(id, now());
+    if (lock === null) refuse(`task "${id}" has no lock`, 'there is nothing to unlock');
+    const { holder } = lock;
+    const who = holder ? `${holder.worker} (pid ${holder.pid} on ${holder.host})` : 'an unknown worker';
+    if (!lock.holderGone && !lock.stale) {
+      refuse(`the lock of "${id}" is held by ${who}, which is alive (refreshed ${formatSpan(lock.ageMs)} ago)`, 'stop that worker first, or wait: a lock that is not refreshed goes stale by itself');
     }
-    locks.forceRemove(id);
-    const why = ownerGone ? 'whose process is gone' : `whose lock was not refreshed for ${formatSpan(lock.ageMs ?? 0)}`;
+    queue.removeLock(id);
+    const why = lock.holderGone ? 'whose process is gone' : `whose lock was not refreshed for ${formatSpan(lock.ageMs)}`;
     const next = task.state === 'running' ? '; the task is still running under that claim, and the next worker takes it over' : '';
     return `removed the lock of ${id}, held by ${who}, ${why}${next}`;
   });
@@ -98,13 +79,8 @@ export interface CleanResult {
 }
 
 /** `worker compact`: the execution log without what it no longer needs, while workers run. */
-export async function compactQueue(dir: string, now: () => Date): Promise<CompactionReport> {
-  const store = await QueueStore.open(dir);
-  try {
-    return await store.compact(now);
-  } finally {
-    store.close();
-  }
+export async function compactQueue(store: Store, now: () => Date): Promise<CompactionReport> {
+  return store.compact(now);
 }
 
 /** A compaction in one line, for people. */
@@ -124,14 +100,14 @@ function formatBytes(bytes: number): string {
  * `worker clean`: removes completed tasks from queue.json (their events stay in the log). A task that a
  * remaining task depends on is kept: with --completed silently counted, when named it is refused.
  */
-export async function cleanTasks(dir: string, ids: readonly string[], options: { completed: boolean; olderThanMs: number | undefined; now: () => number }): Promise<CleanResult> {
+export async function cleanTasks(store: Store, ids: readonly string[], options: { completed: boolean; olderThanMs: number | undefined; now: () => number }): Promise<CleanResult> {
   if (options.completed === (ids.length > 0)) {
     throw new WorkerError('USAGE', options.completed ? 'give either task ids or --completed, not both' : 'name the tasks to remove, or give --completed', {
       hint: 'worker clean --completed --older-than 7d   or   worker clean fetch-1 fetch-2',
     });
   }
-  return underQueueLock(dir, async (store, assertHeld) => {
-    const state = store.state;
+  return store.change((queue) => {
+    const state = queue.state;
     const cutoff = options.olderThanMs === undefined ? Infinity : options.now() - options.olderThanMs;
     const named = new Set(ids);
     for (const id of ids) {
@@ -152,12 +128,7 @@ export async function cleanTasks(dir: string, ids: readonly string[], options: {
       else kept.push(task.def.id);
     }
     let compaction: CompactionReport | undefined;
-    if (removed.size > 0) {
-      assertHeld();
-      store.removeTasks(removed);
-      // What the removed tasks left in the log (and their results) goes with them.
-      compaction = compactLog(store.paths, assertHeld, () => new Date(options.now()));
-    }
+    if (removed.size > 0) compaction = queue.removeTasks(removed, () => new Date(options.now()));
     return { removed: tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id), kept: kept.reverse(), compaction };
   });
 }

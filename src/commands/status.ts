@@ -1,40 +1,20 @@
 import { TASK_STATES, type ResultRef, type StatusReport, type TaskDefinition, type TaskState, type TaskStatus } from '../types.js';
-import { QueueStore } from '../folder/store.js';
+import type { Store } from '../store.js';
 import { reasonFor, stuckReason, weatherOf, type ReasonContext } from '../core/reasons.js';
 import type { TaskRecord } from '../core/queueState.js';
-import type { QueuePaths } from '../folder/paths.js';
-import { readResult } from '../folder/results.js';
 import { safeJson } from '../core/visible.js';
-import { TaskLocks } from '../folder/lock/taskLock.js';
-import { livenessOfRunning } from '../folder/lock/liveness.js';
 
-export interface InspectOptions {
-  dir: string;
-  lockStaleMs: number;
-  host: string;
-  now: number;
+/** The queue as status, show and graph see it: states, and the claims in force looked at from outside. */
+export async function inspectQueue(store: Store, now: number): Promise<ReasonContext<TaskDefinition>> {
+  const state = await store.read();
+  const liveness = await store.liveness(state, now);
+  return { state, now, blocked: state.blockedTasks(), liveness, weather: weatherOf(state, now) };
 }
 
-/** Opens the queue and looks at the claims in force from outside: what status, show and graph need. */
-export async function inspectQueue(options: InspectOptions): Promise<{ store: QueueStore<TaskDefinition>; context: ReasonContext<TaskDefinition> }> {
-  const store = await QueueStore.open(options.dir);
-  const state = store.state;
-  const liveness = livenessOfRunning(state, new TaskLocks(store.paths, options.lockStaleMs), options.host, options.now);
-  return { store, context: { state, now: options.now, blocked: state.blockedTasks(), liveness, weather: weatherOf(state, options.now) } };
-}
-
-export async function readStatus(options: InspectOptions, filter: TaskState | undefined): Promise<StatusReport> {
-  const { store, context } = await inspectQueue(options);
-  try {
-    const report = statusOf(context, filter);
-    const torn = store.tornRecords();
-    if (torn > 0) {
-      report.warnings.push(`${torn} torn record(s) in the execution log were skipped: a worker died while writing; its task was run again`);
-    }
-    return report;
-  } finally {
-    store.close();
-  }
+export async function readStatus(store: Store, now: number, filter: TaskState | undefined): Promise<StatusReport> {
+  const report = statusOf(await inspectQueue(store, now), filter);
+  report.warnings.push(...store.warnings());
+  return report;
 }
 
 export function statusOf(context: ReasonContext<TaskDefinition>, filter: TaskState | undefined): StatusReport {
@@ -82,14 +62,14 @@ export function taskStatus(task: TaskRecord<TaskDefinition>, context: ReasonCont
  * `status --json`, one task at a time: a result kept apart is read just before its task is printed and
  * dropped after, so memory holds one result, not all of them.
  */
-export function printStatusJson(report: StatusReport, paths: Pick<QueuePaths, 'queueDir'>, print: (text: string) => void): void {
+export function printStatusJson(report: StatusReport, store: Pick<Store, 'readResult'>, print: (text: string) => void): void {
   if (report.tasks.length === 0) {
     print('[]\n');
     return;
   }
   report.tasks.forEach((task, i) => {
     const ref = report.resultRefs.get(task.id);
-    const shown = ref === undefined ? task : { ...task, result: readResult(paths, ref) };
+    const shown = ref === undefined ? task : { ...task, result: store.readResult(ref).value };
     const text = safeJson(shown, 2).replace(/^/gm, '  ');
     print(`${i === 0 ? '[\n' : ''}${text}${i === report.tasks.length - 1 ? '\n]\n' : ',\n'}`);
   });

@@ -140,3 +140,11 @@ export function quote(value: string): string {
   const shown = value.length > 60 ? `${value.slice(0, 60)}…` : value;
   return JSON.stringify(shown);
 }
+
+/**
+ * The idempotency key of a task's try: the queue's id, the task's id and its generation (advanced by
+ * `worker retry`). Automatic retries and takeovers keep it, so an API that honours it does one try's work once.
+ */
+export function idempotencyKey(queueId: string, taskId: string, generation: number): string {
+  return `${queueId}:${taskId}:${generation}`;
+}

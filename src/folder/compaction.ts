@@ -8,18 +8,8 @@ import { ensureQueueIdentity } from './queueIdentity.js';
 import { QueueFile } from './queueFile.js';
 import { resultsDir } from './results.js';
 import type { LogHeader, Seal } from './schema.js';
-import type { FoldRecord, QueueEvent, WeatherRecord } from '../types.js';
+import type { CompactionReport, FoldRecord, QueueEvent, WeatherRecord } from '../types.js';
 
-export interface CompactionReport {
-  generation: number;
-  bytesBefore: number;
-  bytesAfter: number;
-  eventsBefore: number;
-  eventsKept: number;
-  /** Results files no remaining task refers to, removed with the events that referred to them. */
-  resultFilesRemoved: number;
-  resultBytesRemoved: number;
-}
 
 /**
  * `worker compact`: rewrites the execution log without what it no longer needs, while workers run.

@@ -107,11 +107,3 @@ export function readQueueId(file: string): string | undefined {
   if (!QUEUE_ID.test(id)) throw new DamagedFileError(file, 'whole file', `expected the queue's id (a UUID), got ${JSON.stringify(text.slice(0, 60))}`);
   return id;
 }
-
-/**
- * The idempotency key of a task's try: the queue's id, the task's id and its generation (advanced by
- * `worker retry`). Automatic retries and takeovers keep it, so an API that honours it does one try's work once.
- */
-export function idempotencyKey(queueId: string, taskId: string, generation: number): string {
-  return `${queueId}:${taskId}:${generation}`;
-}

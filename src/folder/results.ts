@@ -83,9 +83,3 @@ export function readResultText(paths: Pick<QueuePaths, 'queueDir'>, ref: ResultR
     closeSync(fd);
   }
 }
-
-/** A result kept apart, in the form it has in the log: parsed when the API sent JSON. */
-export function readResult(paths: Pick<QueuePaths, 'queueDir'>, ref: ResultRef): unknown {
-  const text = readResultText(paths, ref);
-  return ref.json ? JSON.parse(text) : text;
-}

@@ -9,9 +9,9 @@ import { queuePaths, type QueuePaths } from './paths.js';
 import { QueueFile, QueueIndex, readAncestry, readRemovedIds, type IndexedTask, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { checkLogPresent, ensureQueueIdentity, LOG_RULE } from './queueIdentity.js';
-import { compactLog, type CompactionReport } from './compaction.js';
+import { compactLog } from './compaction.js';
 import { withQueueLock } from './queueLock.js';
-import type { FoldRecord, OutcomeEvent, QueueEvent, TaskDefinition, TaskHead, QueueContents } from '../types.js';
+import type { FoldRecord, OutcomeEvent, QueueEvent, TaskDefinition, TaskHead, QueueContents, CompactionReport } from '../types.js';
 
 /** Where a store gets its task definitions, and what it keeps of them. */
 interface DefinitionSource<Def extends TaskHead> {

@@ -10,12 +10,12 @@ import { GONE_WORKER_FILES_KEPT_MS, HeartbeatWriter } from './heartbeat.js';
 import { claimLiveness } from './lock/liveness.js';
 import { goneFromThisHost } from './lock/processes.js';
 import { TaskLocks, type HeldLock } from './lock/taskLock.js';
-import { idempotencyKey } from './queueIdentity.js';
 import { withQueueLock } from './queueLock.js';
 import { INLINE_RESULT_BYTES, ResultsWriter } from './results.js';
 import { LogBusyError, QueueStore } from './store.js';
 import type { IndexedTask } from './queueFile.js';
 import { holdWorkerId } from './workerIdLock.js';
+import { idempotencyKey } from '../core/newTasks.js';
 
 /** Ready tasks looked at per claim: enough to get past the few that other workers are claiming. */
 const CANDIDATES_PER_CHECK = 16;
@@ -183,7 +183,8 @@ export class FolderWorkerStore implements WorkerStore {
    * dead on this host or the lock is stale; a task with a claim in force is left to takeOver.
    */
   async tidy(): Promise<void> {
-    const { store, locks } = this;
+    const { store } = this;
+    const locks = this.locks.inspector;
     const { logger, now, host } = this.options;
     /** Why a lock is left over, or null while it may be in use. */
     const leftoverReason = (id: string): string | null => {
@@ -219,7 +220,7 @@ export class FolderWorkerStore implements WorkerStore {
     const { host, pid, now, lockStaleMs } = this.options;
     const claim = task.claim;
     if (claim === null || (claim.host === host && claim.pid === pid)) return null;
-    const liveness = claimLiveness(task, this.locks, host, now());
+    const liveness = claimLiveness(task, this.locks.inspector, host, now());
     // A live owner's claim whose lock is gone may be one whose outcome this worker has not read yet: give it time.
     const lockGoneTooSoon = liveness.ownerAlive !== false && liveness.lockAgeMs === null && now() - Date.parse(claim.at) <= lockStaleMs;
     return lockGoneTooSoon ? null : stuckReason(task, liveness, now());
@@ -227,7 +228,8 @@ export class FolderWorkerStore implements WorkerStore {
 
   /** Takeovers are rare, so they are serialised under the queue-wide lock: two can never remove each other's lock. */
   private async takeOver(task: TaskRecord, reason: string, claimant: Claimant): Promise<HeldClaim | null> {
-    const { store, locks } = this;
+    const { store } = this;
+    const locks = this.locks.inspector;
     const { logger, now, host } = this.options;
     const previous = task.claim!;
     return withQueueLock(store.paths.queueLock, async () => {

@@ -118,7 +118,10 @@ describe('a compaction that died after sealing the log', () => {
       sealer.close();
       store.close();
       const { cancelTask } = await import('../../src/commands/repair.js');
-      await cancelTask(dir, 'b', () => new Date());
+      const { openStore } = await import('../../src/backends.js');
+      const folder = openStore({ dir, create: false, lockStaleMs: 30_000, host: 'test' });
+      await cancelTask(folder, 'b', () => new Date());
+      folder.close();
       const after = await QueueStore.open(dir);
       expect(after.state.get('a')!.state).toBe('completed');
       expect(after.state.get('b')!.lastError).toMatchObject({ kind: 'cancelled' });

@@ -87,13 +87,13 @@ describe('task locks', () => {
       expect(held).not.toBeNull();
       const firstInode = lockInode(paths, 'shared');
       expect(await second.tryAcquire('shared', neverCompromised)).toBeNull();
-      expect(first.ownerOf('shared')).toEqual(ownerWith(1001));
+      expect(first.inspector.ownerOf('shared')).toEqual(ownerWith(1001));
       await held!.release();
-      expect(first.ownerOf('shared')).toBeNull();
+      expect(first.inspector.ownerOf('shared')).toBeNull();
       const taken = await second.tryAcquire('shared', neverCompromised);
       expect(taken).not.toBeNull();
       expect(lockInode(paths, 'shared')).not.toBe(firstInode);
-      expect(first.ownerOf('shared')).toEqual(ownerWith(1002));
+      expect(first.inspector.ownerOf('shared')).toEqual(ownerWith(1002));
       await taken!.release();
       // The slot the refused attempt had taken served the next one: one slot each.
       expect(slotNames(paths).sort()).toEqual([`${HOST}-1001.0`, `${HOST}-1002.0`]);
