@@ -11,11 +11,11 @@ import { livenessOfRunning } from './lock/liveness.js';
 import { goneFromThisHost } from './lock/processes.js';
 import { LockInspector } from './lock/taskLock.js';
 import { queuePaths, type QueuePaths } from './paths.js';
-import type { IndexedTask } from './queueFile.js';
 import { readQueueId } from './queueIdentity.js';
 import { withQueueLock } from './queueLock.js';
 import { readResultText } from './results.js';
 import { QueueStore, requireQueue } from './store.js';
+import type { IndexedTask } from './queueIndex.js';
 
 /** How often `followHistory` looks for new events. */
 const FOLLOW_POLL_MS = 250;

@@ -6,12 +6,14 @@ import { noSuchTask, QueueState, type ApplyResult, type FoldOptions, type TaskRe
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
 import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
-import { QueueFile, QueueIndex, readAncestry, readRemovedIds, type IndexedTask, type QueueIds } from './queueFile.js';
+import { QueueFile, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { checkLogPresent, ensureQueueIdentity, LOG_RULE } from './queueIdentity.js';
 import { compactLog } from './compaction.js';
 import { withQueueLock } from './queueLock.js';
 import type { FoldRecord, OutcomeEvent, QueueEvent, TaskDefinition, TaskHead, QueueContents, CompactionReport } from '../types.js';
+import { QueueIndex, type IndexedTask } from './queueIndex.js';
+import { readAncestry, readRemovedIds } from './queueFormat.js';
 
 /** Where a store gets its task definitions, and what it keeps of them. */
 interface DefinitionSource<Def extends TaskHead> {

@@ -13,9 +13,9 @@ import { TaskLocks, type HeldLock } from './lock/taskLock.js';
 import { withQueueLock } from './queueLock.js';
 import { INLINE_RESULT_BYTES, ResultsWriter } from './results.js';
 import { LogBusyError, QueueStore } from './store.js';
-import type { IndexedTask } from './queueFile.js';
 import { holdWorkerId } from './workerIdLock.js';
 import { idempotencyKey } from '../core/newTasks.js';
+import type { IndexedTask } from './queueIndex.js';
 
 /** Ready tasks looked at per claim: enough to get past the few that other workers are claiming. */
 const CANDIDATES_PER_CHECK = 16;

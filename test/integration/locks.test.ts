@@ -1,11 +1,13 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { buildSync } from 'esbuild';
+import lockfile from 'proper-lockfile';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { pruneSlots, slotsDir } from '../../src/folder/lock/lockSlots.js';
-import { TaskLocks, type LockOwner } from '../../src/folder/lock/taskLock.js';
+import { lockFileSystem, TaskLocks, type LockOwner } from '../../src/folder/lock/taskLock.js';
 import { queuePaths, taskLockPaths, type QueuePaths } from '../../src/folder/paths.js';
 import { withTempDir } from '../helpers/cli.js';
 
@@ -13,6 +15,7 @@ import { withTempDir } from '../helpers/cli.js';
 // process: its pid names its slots).
 
 const HOST = hostname();
+const SRC = join(import.meta.dirname, '..', '..', 'src');
 
 function ownerWith(pid: number): LockOwner {
   return { worker: `w${pid}`, pid, host: HOST };
@@ -174,6 +177,66 @@ describe('slots left behind', () => {
       slot(`${HOST}-${process.pid}.1`, '', 0);
       pruneSlots(paths, HOST, Date.now(), 7 * 86_400_000);
       expect(slotNames(paths).sort()).toEqual([`${HOST}-${process.pid}.0`, `${HOST}-${process.pid}.1`]);
+    });
+  });
+});
+
+describe('proper-lockfile on the link-based file system', () => {
+  /** proper-lockfile driven directly through lockFileSystem, recording every call it makes. */
+  async function recordedCalls(paths: QueuePaths, use: (options: { fs: typeof import('node:fs'); lockfilePath: string }) => Promise<void>): Promise<string[]> {
+    const calls: string[] = [];
+    const slot = join(paths.locksDir, 'slot');
+    writeFileSync(slot, '');
+    const lockFs = lockFileSystem((lockPath) => linkSync(slot, lockPath), () => undefined);
+    const recording = new Proxy(lockFs, {
+      get(target, name) {
+        const value = Reflect.get(target, name);
+        if (typeof name === 'string') calls.push(name);
+        return value;
+      },
+    });
+    await use({ fs: recording, lockfilePath: join(paths.locksDir, 'task.lock') });
+    return [...new Set(calls)].sort();
+  }
+
+  it('uses only the calls the link-based fs gives it: lock, refresh, stale takeover, release', async () => {
+    await withLocksFolder(async (paths) => {
+      const calls = await recordedCalls(paths, async ({ fs, lockfilePath }) => {
+        const release = await lockfile.lock(lockfilePath, { lockfilePath, realpath: false, stale: 2000, update: 1000, retries: 0, fs });
+        await sleep(1200); // one refresh
+        await release();
+        writeFileSync(join(paths.locksDir, 'other'), '');
+        linkSync(join(paths.locksDir, 'other'), lockfilePath);
+        const hourAgo = new Date(Date.now() - 3_600_000);
+        utimesSync(lockfilePath, hourAgo, hourAgo);
+        const again = await lockfile.lock(lockfilePath, { lockfilePath, realpath: false, stale: 2000, update: 1000, retries: 0, fs });
+        await again();
+      });
+      expect(calls).toEqual(['mkdir', 'rmdir', 'stat', 'utimes']);
+    });
+  });
+
+  it('a process that exits while holding a lock leaves none behind (proper-lockfile\'s exit hook)', async () => {
+    await withLocksFolder(async (paths) => {
+      // A real process: the hook runs on its 'exit'. Built from the sources as the CLI is.
+      const script = join(paths.root, 'hold-and-exit.cjs');
+      buildSync({
+        stdin: {
+          contents: `const { TaskLocks } = require(${JSON.stringify(join(SRC, 'folder/lock/taskLock.ts'))});
+            const { queuePaths } = require(${JSON.stringify(join(SRC, 'folder/paths.ts'))});
+            const locks = new TaskLocks(queuePaths(process.argv[2]), 30000, { owner: { worker: 'w-exit', pid: process.pid, host: 'h' } });
+            locks.tryAcquire('held', () => {}).then((lock) => { process.stdout.write(lock ? 'held' : 'none'); process.exit(0); });`,
+          resolveDir: SRC,
+          loader: 'js',
+        },
+        bundle: true,
+        platform: 'node',
+        format: 'cjs',
+        outfile: script,
+        logLevel: 'silent',
+      });
+      expect(execFileSync(process.execPath, [script, paths.root], { encoding: 'utf8' })).toBe('held');
+      expect(() => statSync(taskLockPaths(paths, 'held').lock)).toThrowError(/ENOENT/);
     });
   });
 });

@@ -107,7 +107,7 @@ export class TaskLocks {
       if (slot === undefined) throw new Error(`no slot was taken for ${lockPath}`);
       this.slots.lock(slot, lockPath);
     };
-    this.lockFs = syncBackedFs(makeLock, holder.onRefresh ?? (() => undefined));
+    this.lockFs = lockFileSystem(makeLock, holder.onRefresh ?? (() => undefined));
   }
 
   /**
@@ -172,11 +172,14 @@ export class TaskLocks {
 }
 
 /**
- * proper-lockfile takes a callback-style fs. Its `mkdir` makes the lock from a slot, its `rmdir` removes
- * it. Taking a lock is made synchronous: it is a handful of tiny metadata operations, and a thread-pool
- * round trip for each costs more than the call itself. Refreshes (utimes) are reported, for --verbose.
+ * The file-system calls proper-lockfile is given, and the only ones it may make: a call it makes beyond
+ * these (a new version of the library) throws, and the lock is not taken, rather than going to the real
+ * file system behind the lock's back. Its `mkdir` makes the lock from a slot (a hard link), `rmdir` and the
+ * exit hook's `rmdirSync` remove it, `stat` and `utimes` judge and refresh it. Taking a lock is made
+ * synchronous: it is a handful of tiny metadata operations, and a thread-pool round trip for each costs
+ * more than the call itself. Refreshes (utimes) are reported, for --verbose.
  */
-function syncBackedFs(makeLock: (lockPath: string) => void, onRefresh: (lockPath: string) => void): typeof fs {
+export function lockFileSystem(makeLock: (lockPath: string) => void, onRefresh: (lockPath: string) => void): typeof fs {
   const callbackStyle = <A extends unknown[], R>(call: (...args: A) => R) => (...args: [...A, (error: Error | null, result?: R) => void]) => {
     const callback = args.pop() as (error: Error | null, result?: R) => void;
     let result: R;
@@ -189,12 +192,13 @@ function syncBackedFs(makeLock: (lockPath: string) => void, onRefresh: (lockPath
     callback(null, result);
   };
   return {
-    ...fs,
     mkdir: callbackStyle((path: fs.PathLike) => makeLock(String(path))),
     stat: callbackStyle((path: fs.PathLike) => fs.statSync(path)),
     // Removal too: unlinking a link is a directory entry; done by the thread pool, it cost the worker's
-    // thread more in the hand-over than the call (bench/ab.mjs: CPU per task 1.57 -> 1.46 ms).
+    // thread more in the hand-over than the call.
     rmdir: callbackStyle((path: fs.PathLike) => removeLockSync(String(path))),
+    // proper-lockfile's exit hook: the locks of a process that exits while holding them go with it.
+    rmdirSync: (path: fs.PathLike) => removeLockSync(String(path)),
     utimes: callbackStyle((path: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike) => {
       onRefresh(String(path));
       fs.utimesSync(path, atime, mtime);
