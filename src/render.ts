@@ -25,7 +25,11 @@ type Decorate = (row: number, column: number, cell: string) => string;
 export function writeTable(header: string[], rows: string[][], write: (text: string) => void, decorate: Decorate = (_r, _c, cell) => cell): void {
   // A loop, not Math.max(...cells): spreading 150,000 rows into arguments overflows the stack.
   const widths = header.map((title) => title.length);
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i]!, cell.length)));
+  for (const row of rows) {
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i]!, cell.length);
+    });
+  }
   const line = (cells: string[], row: number) =>
     cells.map((cell, i) => decorate(row, i, i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd();
   let batch = [line(header, -1)];

@@ -40,12 +40,12 @@ export async function cancelTask(store: Store, id: string, now: () => Date): Pro
     if (task.state === 'running') {
       refuse(`task "${id}" is running on ${task.claim?.worker ?? 'a worker'}; a running task cannot be cancelled`, 'wait for its outcome, or stop its worker (Ctrl-C twice puts it back to pending)');
     }
-    if (task.state !== 'pending') refuse(`task "${id}" is ${task.state}; only pending or blocked tasks can be cancelled`, 'see `worker show ' + id + '`');
+    if (task.state !== 'pending') refuse(`task "${id}" is ${task.state}; only pending or blocked tasks can be cancelled`, `see \`worker show ${id}\``);
     const event: CancelEvent = { type: 'cancel', task: id, at: now().toISOString() };
     queue.append([event]);
     // A worker may have claimed it between our read and our append: the log decides.
     if (queue.state.get(id)?.lastError?.kind !== 'cancelled') {
-      throw new WorkerError('REJECTED', `task "${id}" was claimed by a worker just before it could be cancelled`, { hint: 'see `worker show ' + id + '`' });
+      throw new WorkerError('REJECTED', `task "${id}" was claimed by a worker just before it could be cancelled`, { hint: `see \`worker show ${id}\`` });
     }
     const blocked = queue.state.blockedTasks();
     return { blocked: [...blocked.entries()].filter(([, root]) => root.def.id === id).map(([blockedId]) => blockedId) };

@@ -127,7 +127,8 @@ export class ApiWeather {
     if (!outcome.called || error === undefined || !NO_ANSWER_KINDS.has(error.kind)) return;
     const startedAt = Date.parse(outcome.started_at);
     const endedAt = Date.parse(outcome.ended_at);
-    const streak = (this.streak ??= { since: startedAt, foundAt: 0, failures: 0, taskIds: new Set(), failedProbes: 0, lastFailureAt: endedAt, lastError: error, found: false });
+    this.streak ??= { since: startedAt, foundAt: 0, failures: 0, taskIds: new Set(), failedProbes: 0, lastFailureAt: endedAt, lastError: error, found: false };
+    const streak = this.streak;
     if (streak.found && startedAt >= streak.lastFailureAt) {
       // A probe: it started after the last failure ended. Probes that raced it in the same round do not count again.
       streak.failedProbes += 1;

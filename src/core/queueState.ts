@@ -144,7 +144,10 @@ export class QueueState<Def extends TaskHead = TaskHead> {
       for (const depId of new Set(def.deps)) {
         const dep = this.byId.get(depId);
         if (dep === undefined || dep.state !== 'completed') record.unmetDeps += 1;
-        if (dep) (dep.dependents ??= []).push(record);
+        if (dep) {
+          dep.dependents ??= [];
+          dep.dependents.push(record);
+        }
       }
       this.records.push(record);
       this.byId.set(def.id, record);

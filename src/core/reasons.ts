@@ -80,7 +80,7 @@ export function describePause(pause: Pause): string {
 
 /** `rate limit 60/m`, `rate limit 10/30s`. */
 export function describeRate(rate: RateLimit): string {
-  const unit = ({ 1000: 's', 60_000: 'm', 3_600_000: 'h', 86_400_000: 'd' } as Record<number, string>)[rate.per_ms] ?? formatDuration(rate.per_ms);
+  const unit = ({ 1000: 's', 60000: 'm', 3600000: 'h', 86400000: 'd' } as Record<number, string>)[rate.per_ms] ?? formatDuration(rate.per_ms);
   return `rate limit ${rate.calls}/${unit}`;
 }
 

@@ -8,11 +8,11 @@ const CONTROLS = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g;
 /** What JSON.stringify leaves as it is: DEL and C1. */
 const CONTROLS_JSON_KEEPS = /[\u007f-\u009f]/g;
 
-const escape = (char: string) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+const escapeControl = (char: string) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
 /** One line of text, controls escaped. */
 export function visible(text: string): string {
-  return text.replace(CONTROLS, escape);
+  return text.replace(CONTROLS, escapeControl);
 }
 
 /** Text for a terminal, line breaks kept: each line's controls escaped. */
@@ -22,5 +22,5 @@ export function visibleLines(text: string): string {
 
 /** JSON.stringify's text with DEL and C1 escaped too: the same JSON, safe on a terminal. */
 export function safeJson(value: unknown, indent?: number): string {
-  return JSON.stringify(value, null, indent).replace(CONTROLS_JSON_KEEPS, escape);
+  return JSON.stringify(value, null, indent).replace(CONTROLS_JSON_KEEPS, escapeControl);
 }

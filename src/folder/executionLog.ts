@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeSync, type Stats } from 'node:fs';
 import { DamagedFileError, ioError } from '../errors.js';
 import { eventSchema, logHeaderSchema, type LogHeader, type LogRecord, type Seal } from './schema.js';
 import * as z from 'zod/mini';
@@ -189,7 +189,10 @@ export class ExecutionLogReader {
   }
 
   private readNewInto(onRecord: (record: FoldRecord) => void): void {
-    if (this.sealed !== undefined) return this.followSuccessor(onRecord);
+    if (this.sealed !== undefined) {
+      this.followSuccessor(onRecord);
+      return;
+    }
     let size: number;
     try {
       const info = statSync(this.file);
@@ -199,11 +202,17 @@ export class ExecutionLogReader {
         }
         this.fd = openSync(this.file, 'r');
         this.inode = fstatSync(this.fd).ino;
-        if (this.inode !== info.ino) return this.readNewInto(onRecord);
+        if (this.inode !== info.ino) {
+          this.readNewInto(onRecord);
+          return;
+        }
       } else if (info.ino !== this.inode) {
         // Another file at the path: what is left of ours is read first. A compaction sealed it before.
         this.readTo(fstatSync(this.fd).size, onRecord);
-        if (this.sealed !== undefined) return this.followSuccessor(onRecord);
+        if (this.sealed !== undefined) {
+          this.followSuccessor(onRecord);
+          return;
+        }
         throw new DamagedFileError(this.file, 'whole file', 'it was replaced while in use; an execution log is only ever appended to');
       }
       size = info.size;
@@ -250,7 +259,7 @@ export class ExecutionLogReader {
    */
   private followSuccessor(onRecord: (record: FoldRecord) => void): void {
     const sealed = this.sealed!;
-    let info;
+    let info: Stats;
     try {
       info = statSync(this.file);
     } catch (error) {

@@ -83,7 +83,11 @@ export class QueueIndex {
    */
   definitionOf(task: IndexedTask): TaskDefinition | null {
     if (task.offset < 0) return this.whole.get(task.id) ?? null;
-    return this.definitionAt(task) ?? (this.closeDefinitions(), this.definitionAt(task));
+    const definition = this.definitionAt(task);
+    if (definition !== null) return definition;
+    // The descriptor may be of a file replaced since: read from the file now at the path.
+    this.closeDefinitions();
+    return this.definitionAt(task);
   }
 
   /** Lets go of the file (a worker that stops). */

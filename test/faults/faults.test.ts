@@ -29,7 +29,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** A dependency graph in layers: each task depends on up to two tasks of earlier layers. */
 function layeredGraph(count: number, seed = 7): Array<{ id: string; deps: string[] }> {
   let state = seed;
-  const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const random = () => {
+    state = (state * 1103515245 + 12345) % 2 ** 31;
+    return state / 2 ** 31;
+  };
   return Array.from({ length: count }, (_, i) => {
     const deps = new Set<string>();
     if (i >= 20) for (let k = 0; k < 2; k += 1) if (random() < 0.6) deps.add(`t${Math.floor(random() * (i - 10))}`);
@@ -47,7 +50,8 @@ async function drainThroughKillStorm(dir: string, tasks: ReadonlyArray<{ id: str
   let incarnation = 0;
   const ids: string[] = [];
   const start = (slot: number): RunningCli => {
-    ids[slot] = `w${slot}-${(incarnation += 1)}`;
+    incarnation += 1;
+    ids[slot] = `w${slot}-${incarnation}`;
     return startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', ids[slot]]);
   };
   const workers = Array.from({ length: count }, (_, slot) => start(slot));
@@ -176,7 +180,9 @@ describe('a flaky API', () => {
         const attempts = calls.map((call) => call.attempt);
         expect(states.get(task.id)).toMatchObject({ state: 'completed', attempts: attempts.at(-1) });
         expect(attempts[0]).toBe(1);
-        attempts.slice(1).forEach((attempt, i) => expect(attempt - attempts[i]!).toBeOneOf([0, 1]));
+        attempts.slice(1).forEach((attempt, i) => {
+          expect(attempt - attempts[i]!).toBeOneOf([0, 1]);
+        });
       }
       const kinds = new Set([...states.values()].map((task) => task.last_error?.kind).filter(Boolean));
       expect(kinds.size).toBe(0);

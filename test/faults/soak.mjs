@@ -53,7 +53,8 @@ const kills = [];
 let incarnation = 0;
 const workers = new Map();
 function startWorker(slot) {
-  const id = `soak${slot}-${(incarnation += 1)}`;
+  incarnation += 1;
+  const id = `soak${slot}-${incarnation}`;
   const child = spawn(process.execPath, [BIN, '--dir', dir, 'run', '--api-url', url, '--quiet', '--max-idle', '0', '--poll-interval', '200ms', '--timeout', '1s', '--backoff', '50ms', '--max-attempts', '100', '--lock-stale', '5s', '--worker-id', id], { stdio: 'ignore' });
   workers.set(slot, { id, child, exited: new Promise((r) => child.on('exit', r)) });
 }

@@ -27,7 +27,10 @@ describe('worker run: exactly once, in dependency order', () => {
   it('4 workers drain 200 tasks of a random dependency graph: each called once, never before its dependencies completed', async () => {
     await withTempDir(async (dir) => {
       let seed = 42;
-      const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const random = () => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return seed / 2 ** 31;
+      };
       const tasks = Array.from({ length: 200 }, (_, i) => {
         const deps = new Set<string>();
         for (let k = 0; k < 3 && i > 0; k += 1) if (random() < 0.5) deps.add(`t${Math.floor(random() * i)}`);
@@ -82,7 +85,7 @@ describe('worker run: exactly once, in dependency order', () => {
       // Multi-byte text before later tasks: a worker finds a task's line by byte position, not character.
       const first = [
         { id: 'u1', instruction: 'Résumé of 章 1 — «quoted» 😀' },
-        { id: 'u2', instruction: 'tab\tand \\ backslash and \"quotes\"' },
+        { id: 'u2', instruction: 'tab\tand \\ backslash and "quotes"' },
         { id: 'u3', instruction: 'x'.repeat(5000) },
       ];
       await addAll(dir, first);
@@ -467,6 +470,7 @@ describe('worker run: crashes, freezes and signals', () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'unreachable' }]);
       // An API whose process never accepts (its event loop is blocked), its backlog full: a connection is never made.
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the source of a script, run by the child with its own template string
       const listener = spawn(process.execPath, ['-e', "const s = require('node:net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { process.stdout.write(`${s.address().port}\\n`); setTimeout(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0), 50); });"], { stdio: ['ignore', 'pipe', 'inherit'] });
       const fillers: Socket[] = [];
       try {
