@@ -23,8 +23,18 @@ export async function startBenchApi() {
     url: `http://127.0.0.1:${server.address().port}/task`,
     calls,
     times,
-    get total() { return total; },
-    reset() { calls.clear(); times.clear(); total = 0; },
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+    get total() {
+      return total;
+    },
+    reset() {
+      calls.clear();
+      times.clear();
+      total = 0;
+    },
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(resolve);
+      }),
   };
 }

@@ -29,7 +29,6 @@ function timed(args, env = process.env) {
 
 const cli = (dir, ...args) => timed([BIN, '--dir', dir, ...args]);
 
-
 function runWorkers(dir, api, count, extra = []) {
   return Array.from({ length: count }, (_, i) =>
     startTracked([BIN, '--dir', dir, 'run', '--api-url', api.url, '--quiet', '--worker-id', `bench-${i}`, ...extra]),
@@ -70,7 +69,10 @@ async function ceilingOnce(api, tasks) {
   const started = performance.now();
   const share = tasks / WORKERS;
   await Promise.all(
-    Array.from({ length: WORKERS }, (_, i) => startTracked([resolve(import.meta.dirname, 'ceiling-client.mjs'), api.url, String(i * share), String(share)]).exited),
+    Array.from(
+      { length: WORKERS },
+      (_, i) => startTracked([resolve(import.meta.dirname, 'ceiling-client.mjs'), api.url, String(i * share), String(share)]).exited,
+    ),
   );
   const seconds = (performance.now() - started) / 1000;
   assertExactlyOnce(api, tasks, 'ceiling');
@@ -98,7 +100,10 @@ async function latency(api, adds, chain) {
     delays.push(api.times.get(`late-${i}`) - added);
   }
   const file = join(dir, 'chain.jsonl');
-  writeFileSync(file, Array.from({ length: chain }, (_, i) => JSON.stringify({ id: `c${i}`, instruction: 'x', deps: i === 0 ? [] : [`c${i - 1}`] })).join('\n'));
+  writeFileSync(
+    file,
+    Array.from({ length: chain }, (_, i) => JSON.stringify({ id: `c${i}`, instruction: 'x', deps: i === 0 ? [] : [`c${i - 1}`] })).join('\n'),
+  );
   cli(dir, 'add', '--file', file);
   const chainStarted = performance.now();
   while (!api.times.has(`c${chain - 1}`)) await new Promise((r) => setTimeout(r, 1));
@@ -118,7 +123,8 @@ function cliTimes(bigQueue) {
   const bulkMs = seedQueue(BIN, dir, 10_000);
   const samples = 9;
   const nodeAlone = (env) => median(Array.from({ length: samples }, () => timed(['-e', '0'], env)));
-  const addOne = (env, prefix) => median(Array.from({ length: samples }, (_, i) => timed([BIN, '--dir', dir, 'add', `${prefix}-${i}`, 'One more task', 't5'], env)));
+  const addOne = (env, prefix) =>
+    median(Array.from({ length: samples }, (_, i) => timed([BIN, '--dir', dir, 'add', `${prefix}-${i}`, 'One more task', 't5'], env)));
   const startup = { nodeMs: nodeAlone(process.env), addOneMs: addOne(process.env, 'one') };
   const withoutCerts = extraCaCerts === undefined ? undefined : { nodeMs: nodeAlone(envWithoutExtraCaCerts), addOneMs: addOne(envWithoutExtraCaCerts, 'bare') };
   const big = tempDir();
@@ -156,7 +162,12 @@ async function startBullmq(api, tasks) {
       api.reset();
       execFileSync(process.execPath, [resolve(import.meta.dirname, 'bullmq-worker.mjs'), 'seed', String(port), String(tasks)]);
       const started = performance.now();
-      await Promise.all(Array.from({ length: WORKERS }, () => startTracked([resolve(import.meta.dirname, 'bullmq-worker.mjs'), 'work', String(port), String(tasks), api.url]).exited));
+      await Promise.all(
+        Array.from(
+          { length: WORKERS },
+          () => startTracked([resolve(import.meta.dirname, 'bullmq-worker.mjs'), 'work', String(port), String(tasks), api.url]).exited,
+        ),
+      );
       const seconds = (performance.now() - started) / 1000;
       assertExactlyOnce(api, tasks, 'bullmq');
       return seconds;
@@ -198,20 +209,29 @@ async function main() {
     const drainSeconds = median(rounds.map((round) => round.drain.seconds));
     const ceilingSeconds = median(rounds.map((round) => round.ceilingSeconds));
     const peakMb = Math.max(...rounds.map((round) => round.drain.peakKb)) / 1024;
-    row('drain (independent tasks)', drainTasks, WORKERS, drainSeconds, { peakMb, ratio: median(rounds.map((round) => round.ceilingSeconds / round.drain.seconds)) });
+    row('drain (independent tasks)', drainTasks, WORKERS, drainSeconds, {
+      peakMb,
+      ratio: median(rounds.map((round) => round.ceilingSeconds / round.drain.seconds)),
+    });
     row('ceiling: undici, no queue', drainTasks, WORKERS, ceilingSeconds, { ratio: 1 });
     if (typeof bull === 'string') notes.push(bull);
     else {
-      row('BullMQ on loopback Redis', drainTasks, WORKERS, median(rounds.map((round) => round.bullSeconds)), { ratio: median(rounds.map((round) => round.ceilingSeconds / round.bullSeconds)) });
+      row('BullMQ on loopback Redis', drainTasks, WORKERS, median(rounds.map((round) => round.bullSeconds)), {
+        ratio: median(rounds.map((round) => round.ceilingSeconds / round.bullSeconds)),
+      });
       const ratios = rounds.map((round) => round.bullSeconds / round.drain.seconds);
-      notes.push(`our drain rate is ${median(ratios).toFixed(2)}x BullMQ's (median of the rounds' ratios: ${ratios.map((ratio) => ratio.toFixed(2)).join(', ')})`);
+      notes.push(
+        `our drain rate is ${median(ratios).toFixed(2)}x BullMQ's (median of the rounds' ratios: ${ratios.map((ratio) => ratio.toFixed(2)).join(', ')})`,
+      );
     }
     const executed = 2000;
     const small = await perTaskCost(api, 2000, executed);
     const large = await perTaskCost(api, bigQueue, executed);
     row(`per-task cost, queue of 2,000`, executed, WORKERS, undefined, { perTaskMs: small.perTaskMs, peakMb: small.peakMb });
     row(`per-task cost, queue of ${bigQueue.toLocaleString('en')}`, executed, WORKERS, undefined, { perTaskMs: large.perTaskMs, peakMb: large.peakMb });
-    notes.push(`per-task cost at ${bigQueue.toLocaleString('en')} tasks is ${(large.perTaskMs / small.perTaskMs).toFixed(2)}x the cost at 2,000 (target: 1.5x or less)`);
+    notes.push(
+      `per-task cost at ${bigQueue.toLocaleString('en')} tasks is ${(large.perTaskMs / small.perTaskMs).toFixed(2)}x the cost at 2,000 (target: 1.5x or less)`,
+    );
     const late = await latency(api, quick ? 5 : 20, quick ? 20 : 50);
     row('claim of a new task by idle workers', 1, WORKERS, late.meanClaimMs / 1000, { latency: true });
     notes.push(`idle workers claimed a newly added task ${fmt(late.meanClaimMs, 2)} ms after \`worker add\` returned, on average (target: 100 ms)`);
@@ -222,7 +242,9 @@ async function main() {
     if (times.withoutCerts) {
       row('node -e 0, NODE_EXTRA_CA_CERTS unset', 1, 0, times.withoutCerts.nodeMs / 1000);
       row('worker add, NODE_EXTRA_CA_CERTS unset', 1, 0, times.withoutCerts.addOneMs / 1000);
-      notes.push(`NODE_EXTRA_CA_CERTS is set here: Node parses it at every start-up (nodejs/node#40524), ${fmt(times.startup.nodeMs - times.withoutCerts.nodeMs)} ms of each process start above`);
+      notes.push(
+        `NODE_EXTRA_CA_CERTS is set here: Node parses it at every start-up (nodejs/node#40524), ${fmt(times.startup.nodeMs - times.withoutCerts.nodeMs)} ms of each process start above`,
+      );
     }
     row('worker add --file (10,000 tasks)', 10_000, 0, times.bulkMs / 1000);
     row(`worker status --json (${bigQueue.toLocaleString('en')} tasks)`, bigQueue, 0, times.statusMs / 1000);
@@ -243,7 +265,9 @@ async function main() {
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((cells) => cells[i].length)));
   const line = (cells) => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`;
-  console.log(`\nworker benchmark${quick ? ' (--quick)' : ''}: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, queues in ${tmpdir()} (${fileSystemOf(tmpdir())}), median of ${RUNS} run(s)\n`);
+  console.log(
+    `\nworker benchmark${quick ? ' (--quick)' : ''}: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, queues in ${tmpdir()} (${fileSystemOf(tmpdir())}), median of ${RUNS} run(s)\n`,
+  );
   console.log(line(header));
   console.log(line(widths.map((w) => '-'.repeat(w))));
   for (const cells of table) console.log(line(cells));

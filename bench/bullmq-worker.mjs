@@ -28,7 +28,15 @@ if (mode === 'seed') {
         method: 'POST',
         dispatcher: agent,
         headers: { 'content-type': 'application/json', 'idempotency-key': job.data.task_id },
-        body: JSON.stringify({ task_id: job.data.task_id, instruction: 'x', depends_on: [], attempt: job.attemptsMade + 1, min_budget: 1000, max_budget: 4000, intensity: 'medium' }),
+        body: JSON.stringify({
+          task_id: job.data.task_id,
+          instruction: 'x',
+          depends_on: [],
+          attempt: job.attemptsMade + 1,
+          min_budget: 1000,
+          max_budget: 4000,
+          intensity: 'medium',
+        }),
       });
       return response.body.json();
     },

@@ -32,7 +32,11 @@ async function startResultsApi() {
     url: `http://127.0.0.1:${server.address().port}/task`,
     calls,
     firstCall,
-    close: () => new Promise((done) => { server.closeAllConnections(); server.close(done); }),
+    close: () =>
+      new Promise((done) => {
+        server.closeAllConnections();
+        server.close(done);
+      }),
   };
 }
 
@@ -50,8 +54,10 @@ async function measure(args) {
   return { ms: performance.now() - started, peakMb: peakKb / 1024, out: tracked.output() };
 }
 
-const drain = (dir, api, workers, id = 'h') => Promise.all(Array.from({ length: workers }, (_, i) =>
-  measure(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--worker-id', `${id}-${i}`])));
+const drain = (dir, api, workers, id = 'h') =>
+  Promise.all(
+    Array.from({ length: workers }, (_, i) => measure(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--worker-id', `${id}-${i}`])),
+  );
 
 function historyBytes(dir) {
   const results = join(dir, 'queue', 'results');
@@ -89,9 +95,12 @@ export async function historyScenarios(row, notes, quick) {
     const show = await measure(['--dir', dir, 'show', 'r7']);
     row('worker show of one task, on that history', 1, 0, show.ms / 1000, { peakMb: show.peakMb });
     const result = await measure(['--dir', dir, 'result', 'r7']);
-    if (result.out.length !== RESULT_BYTES - 60 + `{"status":"completed","task":"r7","text":""}`.length) throw new Error('worker result printed the wrong bytes');
+    if (result.out.length !== RESULT_BYTES - 60 + `{"status":"completed","task":"r7","text":""}`.length)
+      throw new Error('worker result printed the wrong bytes');
     row('worker result of one task, on that history', 1, 0, result.ms / 1000, { peakMb: result.peakMb });
-    notes.push(`${count.toLocaleString('en')} tasks with 100 KB results: a starting worker peaked at ${starting.peakMb.toFixed(0)} MB (target 150), \`status\` took ${(status.ms / 1000).toFixed(2)} s and ${status.peakMb.toFixed(0)} MB (targets 2 s, 200 MB), \`show\` ${show.ms.toFixed(0)} ms and \`result\` ${result.ms.toFixed(0)} ms (target 300 ms)`);
+    notes.push(
+      `${count.toLocaleString('en')} tasks with 100 KB results: a starting worker peaked at ${starting.peakMb.toFixed(0)} MB (target 150), \`status\` took ${(status.ms / 1000).toFixed(2)} s and ${status.peakMb.toFixed(0)} MB (targets 2 s, 200 MB), \`show\` ${show.ms.toFixed(0)} ms and \`result\` ${result.ms.toFixed(0)} ms (target 300 ms)`,
+    );
 
     // clean and compact while 4 workers drain as many new tasks: exactly once, and the history shrinks to what is left.
     const second = Array.from({ length: count }, (_, i) => `s${i}`);
@@ -111,8 +120,12 @@ export async function historyScenarios(row, notes, quick) {
     const needed = count * RESULT_BYTES;
     row('drain of as many new tasks while clean + 3 compacts run', count, 4, drained / 1000);
     row('worker clean of the first tasks (compacts too)', count + 1, 0, cleaned.ms / 1000, { peakMb: cleaned.peakMb });
-    row('worker compact, while workers drain', count, 0, Math.max(...compactions.map((c) => c.ms)) / 1000, { peakMb: Math.max(...compactions.map((c) => c.peakMb)) });
-    notes.push(`clean and compact while 4 workers drained ${count.toLocaleString('en')} new tasks: each called exactly once; the history went from ${(history / 2 ** 20).toFixed(0)} MB to ${(beforeLast / 2 ** 20).toFixed(0)} MB, ${(beforeLast / needed).toFixed(3)}x the results the remaining tasks hold (a last compact: ${(afterLast / 2 ** 20).toFixed(0)} MB)`);
+    row('worker compact, while workers drain', count, 0, Math.max(...compactions.map((c) => c.ms)) / 1000, {
+      peakMb: Math.max(...compactions.map((c) => c.peakMb)),
+    });
+    notes.push(
+      `clean and compact while 4 workers drained ${count.toLocaleString('en')} new tasks: each called exactly once; the history went from ${(history / 2 ** 20).toFixed(0)} MB to ${(beforeLast / 2 ** 20).toFixed(0)} MB, ${(beforeLast / needed).toFixed(3)}x the results the remaining tasks hold (a last compact: ${(afterLast / 2 ** 20).toFixed(0)} MB)`,
+    );
   } finally {
     await api.close();
     rmSync(dir, { recursive: true, force: true });
@@ -121,6 +134,10 @@ export async function historyScenarios(row, notes, quick) {
 
 if (process.argv[1] === import.meta.filename) {
   const notes = [];
-  await historyScenarios((...cells) => console.log(cells.map((cell) => (typeof cell === 'number' ? cell.toFixed(3) : JSON.stringify(cell))).join('  ')), notes, process.argv.includes('--quick'));
+  await historyScenarios(
+    (...cells) => console.log(cells.map((cell) => (typeof cell === 'number' ? cell.toFixed(3) : JSON.stringify(cell))).join('  ')),
+    notes,
+    process.argv.includes('--quick'),
+  );
   for (const note of notes) console.log(`- ${note}`);
 }

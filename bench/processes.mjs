@@ -10,7 +10,9 @@ export function startTracked(args, { captureStdout = false, everyMs = 50 } = {})
   const child = spawn(process.execPath, args, { stdio: ['ignore', captureStdout ? 'pipe' : 'ignore', 'inherit'] });
   let peakKb = 0;
   let out = '';
-  child.stdout?.on('data', (chunk) => { out += chunk; });
+  child.stdout?.on('data', (chunk) => {
+    out += chunk;
+  });
   const sample = () => {
     try {
       const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));

@@ -24,7 +24,9 @@ async function bundle() {
   rmSync(dist, { recursive: true, force: true });
   // absWorkingDir: `undici` resolves from the project's node_modules wherever the build is started from.
   const common = { absWorkingDir: ROOT, bundle: true, format: 'cjs', platform: 'node', target: 'node20.18', logLevel: 'warning' };
-  const undiciEntry = Object.entries(UNDICI_EXPORTS).map(([name, module]) => `exports.${name} = require(${JSON.stringify(module)});`).join('\n');
+  const undiciEntry = Object.entries(UNDICI_EXPORTS)
+    .map(([name, module]) => `exports.${name} = require(${JSON.stringify(module)});`)
+    .join('\n');
   await build({ ...common, stdin: { contents: undiciEntry, resolveDir: ROOT, loader: 'js' }, outfile: join(dist, 'undici.cjs') });
   await build({
     ...common,
@@ -35,7 +37,8 @@ async function bundle() {
   });
   const used = new Set([...readFileSync(join(dist, 'cli.cjs'), 'utf8').matchAll(/\bimport_undici\d*\.(\w+)/g)].map((match) => match[1]));
   const missing = [...used].filter((name) => !(name in UNDICI_EXPORTS));
-  if (missing.length > 0) throw new Error(`src/ uses ${missing.join(', ')} of undici: add ${missing.length === 1 ? 'it' : 'them'} to UNDICI_EXPORTS in scripts/build.mjs`);
+  if (missing.length > 0)
+    throw new Error(`src/ uses ${missing.join(', ')} of undici: add ${missing.length === 1 ? 'it' : 'them'} to UNDICI_EXPORTS in scripts/build.mjs`);
 }
 
 /** Runs typical commands on a scratch queue in this process, then writes what V8 compiled for them. */

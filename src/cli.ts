@@ -1,15 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_BUG, EXIT_CODES, WorkerError } from './errors.js';
-import {
-  colorsEnabled,
-  durationSetting,
-  HOST,
-  lockStaleSetting,
-  resolveDir,
-  resolveRunConfig,
-  resolveTaskDefaults,
-  type Env,
-} from './config.js';
+import { colorsEnabled, durationSetting, HOST, lockStaleSetting, resolveDir, resolveRunConfig, resolveTaskDefaults, type Env } from './config.js';
 import { palette } from './colors.js';
 import { plural } from './core/reasons.js';
 import { safeJson, visible, visibleLines } from './core/visible.js';
@@ -52,7 +43,10 @@ async function withStore<T>(command: Command, use: (store: Store) => Promise<T>,
 }
 
 /** How `status` and `show` judge a running task's lock: the same setting as the workers'. */
-const LOCK_STALE_OPTION = ['--lock-stale <duration>', 'a running task whose lock is not refreshed for this long is shown stuck (env WORKER_LOCK_STALE; default 30s)'] as const;
+const LOCK_STALE_OPTION = [
+  '--lock-stale <duration>',
+  'a running task whose lock is not refreshed for this long is shown stuck (env WORKER_LOCK_STALE; default 30s)',
+] as const;
 
 const ENVIRONMENT = `
 Environment (flags win over these, these over defaults):
@@ -139,7 +133,10 @@ function buildProgram(bin: string): Command {
     .addOption(new Option('--state <state>', 'show only tasks in this state').choices(TASK_STATES))
     .option('--watch [interval]', 'redraw every interval (default 1s) until Ctrl-C')
     .option(...LOCK_STALE_OPTION)
-    .addHelpText('after', examples('worker status', 'worker status --state failed', 'worker status --watch', 'worker status --json | jq \'.[] | select(.state == "failed")\''))
+    .addHelpText(
+      'after',
+      examples('worker status', 'worker status --state failed', 'worker status --watch', 'worker status --json | jq \'.[] | select(.state == "failed")\''),
+    )
     .action(async (flags: { json?: boolean; state?: TaskState; watch?: string | boolean }, command: Command) => {
       const colors = palette(!flags.json && colorsEnabled(process.stdout, env));
       const show = async () => {
@@ -164,7 +161,10 @@ function buildProgram(bin: string): Command {
     .description('drain the queue: claim ready tasks one at a time and send each to the API; run several at once')
     .argument('[max-iterations]', 'exit after executing this many tasks (default: no limit)')
     .option('--api-url <url>', 'the API to POST each task to (env WORKER_API_URL; required)')
-    .option('--header <line>', "'Name: value' sent with every call, repeatable (env WORKER_API_HEADERS, one per line)", (line: string, all: string[] = []) => [...all, line])
+    .option('--header <line>', "'Name: value' sent with every call, repeatable (env WORKER_API_HEADERS, one per line)", (line: string, all: string[] = []) => [
+      ...all,
+      line,
+    ])
     .option('--timeout <duration>', 'bound on one whole request (env WORKER_API_TIMEOUT; default 120s)')
     .option('--poll-interval <duration>', 'wait between idle checks (env WORKER_POLL_INTERVAL; default 2s)')
     .option('--max-idle <n>', 'exit after this many idle checks in a row, 0 never (env WORKER_MAX_IDLE; default 10)')
@@ -173,8 +173,11 @@ function buildProgram(bin: string): Command {
     .option('--backoff <duration>', 'first retry delay, doubled each attempt, with jitter (env WORKER_BACKOFF; default 1s)')
     .option('--worker-id <id>', 'name in logs and claims (env WORKER_ID; default w-<8 hex>)')
     .option('--drain', 'exit as soon as nothing is ready or running anywhere')
-    .option('--rate <calls/period>', 'all workers of the queue together start at most this many calls per period: 60/m, 5/s, 1000/h (env WORKER_RATE; default none)')
-    .option('--no-pause-on-429', 'a 429 is one task\'s retryable error, not a pause of the whole queue')
+    .option(
+      '--rate <calls/period>',
+      'all workers of the queue together start at most this many calls per period: 60/m, 5/s, 1000/h (env WORKER_RATE; default none)',
+    )
+    .option('--no-pause-on-429', "a 429 is one task's retryable error, not a pause of the whole queue")
     .option('--max-api-wait <duration>', 'a task the API keeps asking to wait (429) for this long fails; 0 never (env WORKER_MAX_API_WAIT; default 1h)')
     .option('--verbose', 'also log claim attempts, lost races and lock refreshes')
     .option('--quiet', 'log only warnings and errors; no progress line')
@@ -193,7 +196,9 @@ function buildProgram(bin: string): Command {
       const abort = new AbortController();
       const onSignal = (signal: NodeJS.Signals) => {
         if (!stop.signal.aborted) {
-          process.stderr.write(`${new Date().toISOString()} WARN  ${config.workerId} received ${signal}: finishing the running task, then exiting (send it again to abandon the task)\n`);
+          process.stderr.write(
+            `${new Date().toISOString()} WARN  ${config.workerId} received ${signal}: finishing the running task, then exiting (send it again to abandon the task)\n`,
+          );
           stop.abort();
         } else abort.abort();
       };
@@ -231,7 +236,7 @@ function buildProgram(bin: string): Command {
 
   program
     .command('result')
-    .description('one completed task\'s result alone, as the API sent it, for scripts')
+    .description("one completed task's result alone, as the API sent it, for scripts")
     .argument('<task-id>')
     .option('--json', 'the parsed form, as JSON (a text result becomes a JSON string)')
     .addHelpText('after', examples('worker result outline > outline.md', 'worker result fetch-1 --json | jq .output'))
@@ -256,7 +261,7 @@ function buildProgram(bin: string): Command {
 
   program
     .command('graph')
-    .description('the dependency graph with each task\'s state, as Mermaid (default) or Graphviz dot')
+    .description("the dependency graph with each task's state, as Mermaid (default) or Graphviz dot")
     .addOption(new Option('--format <format>', 'mermaid or dot').choices(['mermaid', 'dot']).default('mermaid'))
     .addHelpText('after', examples('worker graph > queue.mmd', 'worker graph --format dot | dot -Tsvg > queue.svg'))
     .action(async (flags: { format: GraphFormat }, command: Command) => {
@@ -313,15 +318,24 @@ function buildProgram(bin: string): Command {
     .option('--older-than <duration>', 'with --completed: only tasks completed at least this long ago, e.g. 7d')
     .addHelpText('after', examples('worker clean --completed --older-than 7d', 'worker clean fetch-1 summarize-1'))
     .action(async (ids: string[], flags: { completed?: boolean; olderThan?: string }, command: Command) => {
-      const olderThanMs = flags.olderThan === undefined ? undefined : durationSetting({ flag: '--older-than', value: flags.olderThan, fallback: '0s', minimumMs: 0, maximumMs: Number.MAX_SAFE_INTEGER });
-      const { removed, kept, compaction } = await withStore(command, (store) => cleanTasks(store, ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now }));
-      print(`removed ${plural(removed.length, 'completed task')}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`);
+      const olderThanMs =
+        flags.olderThan === undefined
+          ? undefined
+          : durationSetting({ flag: '--older-than', value: flags.olderThan, fallback: '0s', minimumMs: 0, maximumMs: Number.MAX_SAFE_INTEGER });
+      const { removed, kept, compaction } = await withStore(command, (store) =>
+        cleanTasks(store, ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now }),
+      );
+      print(
+        `removed ${plural(removed.length, 'completed task')}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`,
+      );
       if (compaction) print(`${describeCompaction(compaction)}\n`);
     });
 
   program
     .command('compact')
-    .description('rewrite the execution log without what it no longer needs (events of removed tasks, events that did not count, unused results), while workers run')
+    .description(
+      'rewrite the execution log without what it no longer needs (events of removed tasks, events that did not count, unused results), while workers run',
+    )
     .addHelpText('after', examples('worker compact', 'worker clean --completed --older-than 7d   # compacts too'))
     .action(async (_flags, command: Command) => {
       print(`${describeCompaction(await withStore(command, (store) => compactQueue(store, () => new Date())))}\n`);
@@ -335,7 +349,10 @@ function buildProgram(bin: string): Command {
     .option('--latency <duration>', 'time per call, fixed (50ms) or a random range (20ms..200ms)', '50ms')
     .option('--fail-rate <share>', 'share of calls, 0 to 1, answered with --status-code instead', '0')
     .option('--status-code <n>', 'status of those failures', '503')
-    .addHelpText('after', examples('worker serve', 'worker serve --latency 20ms..200ms --fail-rate 0.1 --status-code 500', 'worker run --api-url http://127.0.0.1:8787/task'))
+    .addHelpText(
+      'after',
+      examples('worker serve', 'worker serve --latency 20ms..200ms --fail-rate 0.1 --status-code 500', 'worker run --api-url http://127.0.0.1:8787/task'),
+    )
     .action(async (flags: ServeFlags) => {
       const { serve } = await import('./commands/serve.js');
       await serve(flags, print, untilStopped());
@@ -377,4 +394,3 @@ export async function main(argv: string[], bin: string): Promise<number> {
     return EXIT_BUG;
   }
 }
-

@@ -142,8 +142,6 @@ function rateSetting(flagValue: string | undefined, env: Env): RateLimit | undef
   return rate;
 }
 
-
-
 export function resolveRunConfig(flags: RunFlags, maxIterations: string | undefined, env: Env): RunConfig {
   const api = resolveHttpApi(flags, env);
   const workerIdSource = { flag: '--worker-id', value: flags.workerId, env, envName: 'WORKER_ID' };
@@ -154,22 +152,42 @@ export function resolveRunConfig(flags: RunFlags, maxIterations: string | undefi
   if (flags.verbose && flags.quiet) throw new WorkerError('USAGE', '--verbose and --quiet contradict each other', { hint: 'give one of them' });
   return {
     api,
-    pollIntervalMs: durationSetting({ flag: '--poll-interval', value: flags.pollInterval, env, envName: 'WORKER_POLL_INTERVAL', fallback: DEFAULTS.pollInterval, minimumMs: 10 }),
+    pollIntervalMs: durationSetting({
+      flag: '--poll-interval',
+      value: flags.pollInterval,
+      env,
+      envName: 'WORKER_POLL_INTERVAL',
+      fallback: DEFAULTS.pollInterval,
+      minimumMs: 10,
+    }),
     maxIdle: integerSetting({ flag: '--max-idle', value: flags.maxIdle, env, envName: 'WORKER_MAX_IDLE', fallback: DEFAULTS.maxIdle, minimum: 0 }),
-    maxAttempts: integerSetting({ flag: '--max-attempts', value: flags.maxAttempts, env, envName: 'WORKER_MAX_ATTEMPTS', fallback: DEFAULTS.maxAttempts, minimum: 1 }),
+    maxAttempts: integerSetting({
+      flag: '--max-attempts',
+      value: flags.maxAttempts,
+      env,
+      envName: 'WORKER_MAX_ATTEMPTS',
+      fallback: DEFAULTS.maxAttempts,
+      minimum: 1,
+    }),
     lockStaleMs: lockStaleSetting(flags.lockStale, env),
     backoffMs: durationSetting({ flag: '--backoff', value: flags.backoff, env, envName: 'WORKER_BACKOFF', fallback: DEFAULTS.backoff, minimumMs: 0 }),
     workerId,
     drain: flags.drain ?? false,
     rate: rateSetting(flags.rate, env),
     pauseOn429: flags.pauseOn429 ?? true,
-    maxApiWaitMs: durationSetting({ flag: '--max-api-wait', value: flags.maxApiWait, env, envName: 'WORKER_MAX_API_WAIT', fallback: DEFAULTS.maxApiWait, minimumMs: 0 }),
+    maxApiWaitMs: durationSetting({
+      flag: '--max-api-wait',
+      value: flags.maxApiWait,
+      env,
+      envName: 'WORKER_MAX_API_WAIT',
+      fallback: DEFAULTS.maxApiWait,
+      minimumMs: 0,
+    }),
     maxIterations: parseMaxIterations(maxIterations),
     verbosity: flags.verbose ? 'verbose' : flags.quiet ? 'quiet' : 'normal',
     logFormat,
   };
 }
-
 
 /** Colours only on a terminal, and never when NO_COLOR is set (https://no-color.org). */
 export function colorsEnabled(stream: { isTTY?: boolean }, env: Env): boolean {

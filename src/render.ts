@@ -31,7 +31,10 @@ export function writeTable(header: string[], rows: string[][], write: (text: str
     });
   }
   const line = (cells: string[], row: number) =>
-    cells.map((cell, i) => decorate(row, i, i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd();
+    cells
+      .map((cell, i) => decorate(row, i, i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   let batch = [line(header, -1)];
   rows.forEach((cells, row) => {
     batch.push(line(cells, row));

@@ -2,9 +2,7 @@ import type { ApplyResult, QueueState, TaskRecord } from './core/queueState.js';
 import type { NewTask, TaskDefaults } from './core/newTasks.js';
 import type { ClaimLiveness } from './core/reasons.js';
 import type { AttemptDetail } from './executor.js';
-import type {
-  AttemptError, CompactionReport, Heartbeat, Outcome, QueueEvent, RateLimit, ResultRef, TaskDefinition, TaskHead, WorkerStatus,
-} from './types.js';
+import type { AttemptError, CompactionReport, Heartbeat, Outcome, QueueEvent, RateLimit, ResultRef, TaskDefinition, TaskHead, WorkerStatus } from './types.js';
 
 /**
  * The storage seam, as the commands see it: adding, a status view, the history, repair. Every method

@@ -73,7 +73,9 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     let state: QueueState<TaskDefinition> = await store.read();
     options.write(`${colors.bold('worker demo')}: ${tasks.length} tasks in ${dir}\n`);
     options.write(`reference API at ${api.url} (40-250 ms per call, 15% answered 503 and retried; "fetch-7" always fails)\n`);
-    options.write(`${WORKERS} workers: ${Array.from({ length: WORKERS }, (_, i) => `demo-${i + 1}`).join(', ')} (their logs: ${join(dir, 'demo-worker-N.log')})\n\n`);
+    options.write(
+      `${WORKERS} workers: ${Array.from({ length: WORKERS }, (_, i) => `demo-${i + 1}`).join(', ')} (their logs: ${join(dir, 'demo-worker-N.log')})\n\n`,
+    );
 
     const progress = options.progress ? new ProgressLine(options.write, () => state, colors, Date.now) : undefined;
     const say = (line: string) => (progress ? progress.log(`${line}\n`) : options.write(`${line}\n`));
@@ -81,7 +83,12 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     const following = store.followHistory(
       (event) => {
         if (event.type !== 'outcome') return;
-        const mark = event.outcome === 'completed' ? colors.state('completed', '✓') : event.outcome === 'failed' ? colors.state('failed', '✗') : colors.state('blocked', '↻');
+        const mark =
+          event.outcome === 'completed'
+            ? colors.state('completed', '✓')
+            : event.outcome === 'failed'
+              ? colors.state('failed', '✗')
+              : colors.state('blocked', '↻');
         say(`${mark} ${visible(describeEvent(event, 'accepted').split('  ').slice(1).join('  '))}`);
       },
       undefined,
@@ -89,13 +96,32 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     );
     progress?.start();
     const timer = setInterval(() => {
-      store.read().then((read) => (state = read), () => undefined);
+      store.read().then(
+        (read) => (state = read),
+        () => undefined,
+      );
     }, 100);
     const exits = Array.from({ length: WORKERS }, (_, i) => {
       const log = createWriteStream(join(dir, `demo-worker-${i + 1}.log`));
       const child = spawn(
         process.execPath,
-        [options.bin, '--dir', dir, 'run', '--api-url', api.url, '--drain', '--worker-id', `demo-${i + 1}`, '--max-attempts', '6', '--backoff', '100ms', '--poll-interval', '200ms'],
+        [
+          options.bin,
+          '--dir',
+          dir,
+          'run',
+          '--api-url',
+          api.url,
+          '--drain',
+          '--worker-id',
+          `demo-${i + 1}`,
+          '--max-attempts',
+          '6',
+          '--backoff',
+          '100ms',
+          '--poll-interval',
+          '200ms',
+        ],
         { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
       );
       child.stderr.pipe(log);

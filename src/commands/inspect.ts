@@ -34,45 +34,45 @@ export interface TaskDetail {
 
 /** `worker show`: everything about one task. */
 export async function showTask(store: Store, now: number, id: string): Promise<TaskDetail> {
-    const context = await inspectQueue(store, now);
-    const task = findTask(context.state, id);
-    const status = taskStatus(task, context);
-    const queueId = store.queueId();
-    const attempts: AttemptRecord[] = [];
-    const history: string[] = [];
-    await store.history((event, result) => {
-      if (event.task !== id) return;
-      history.push(describeEvent(event, result));
-      if (result !== 'accepted') return;
-      if (event.type === 'claim') {
-        const previous = attempts.at(-1);
-        if (previous?.outcome === 'in progress') previous.outcome = 'taken over';
-        attempts.push({ attempt: event.attempt, worker: event.worker, pid: event.pid, host: event.host, claimed_at: event.at, outcome: 'in progress' });
-      } else if (event.type === 'outcome') {
-        const attempt = attempts.at(-1);
-        if (!attempt) return;
-        attempt.outcome = event.outcome;
-        attempt.duration_ms = event.duration_ms;
-        if (event.http_status !== undefined) attempt.http_status = event.http_status;
-        if (event.error) attempt.error = describeError(event.error);
-        if (event.retry_at) attempt.retry_at = event.retry_at;
-      }
-    });
-    const state = context.state;
-    const detail: TaskDetail = {
-      task: status,
-      idempotency_key: queueId === null ? null : idempotencyKey(queueId, id, task.generation),
-      dependencies: task.def.deps.map((depId) => {
-        const dep = findTask(state, depId);
-        return { id: depId, state: state.stateOf(dep, context.blocked), reason: reasonFor(dep, context) };
-      }),
-      dependents: (task.dependents ?? []).map((dependent) => ({ id: dependent.def.id, state: state.stateOf(dependent, context.blocked) })),
-      attempts,
-      history,
-    };
-    const result = task.resultRef !== null ? store.readResult(task.resultRef).value : task.result;
-    if (result !== undefined) detail.result = result;
-    return detail;
+  const context = await inspectQueue(store, now);
+  const task = findTask(context.state, id);
+  const status = taskStatus(task, context);
+  const queueId = store.queueId();
+  const attempts: AttemptRecord[] = [];
+  const history: string[] = [];
+  await store.history((event, result) => {
+    if (event.task !== id) return;
+    history.push(describeEvent(event, result));
+    if (result !== 'accepted') return;
+    if (event.type === 'claim') {
+      const previous = attempts.at(-1);
+      if (previous?.outcome === 'in progress') previous.outcome = 'taken over';
+      attempts.push({ attempt: event.attempt, worker: event.worker, pid: event.pid, host: event.host, claimed_at: event.at, outcome: 'in progress' });
+    } else if (event.type === 'outcome') {
+      const attempt = attempts.at(-1);
+      if (!attempt) return;
+      attempt.outcome = event.outcome;
+      attempt.duration_ms = event.duration_ms;
+      if (event.http_status !== undefined) attempt.http_status = event.http_status;
+      if (event.error) attempt.error = describeError(event.error);
+      if (event.retry_at) attempt.retry_at = event.retry_at;
+    }
+  });
+  const state = context.state;
+  const detail: TaskDetail = {
+    task: status,
+    idempotency_key: queueId === null ? null : idempotencyKey(queueId, id, task.generation),
+    dependencies: task.def.deps.map((depId) => {
+      const dep = findTask(state, depId);
+      return { id: depId, state: state.stateOf(dep, context.blocked), reason: reasonFor(dep, context) };
+    }),
+    dependents: (task.dependents ?? []).map((dependent) => ({ id: dependent.def.id, state: state.stateOf(dependent, context.blocked) })),
+    attempts,
+    history,
+  };
+  const result = task.resultRef !== null ? store.readResult(task.resultRef).value : task.result;
+  if (result !== undefined) detail.result = result;
+  return detail;
 }
 
 /**
@@ -80,25 +80,28 @@ export async function showTask(store: Store, now: number, id: string): Promise<T
  * byte; one kept in the log as its text, or its JSON), and parsed.
  */
 export async function taskResult(store: Store, now: number, id: string): Promise<{ raw: string; parsed: unknown }> {
-    const context = await inspectQueue(store, now);
-    const task = findTask(context.state, id);
-    if (task.state !== 'completed') {
-      const state = context.state.stateOf(task, context.blocked);
-      throw new WorkerError('REJECTED', `task "${id}" is ${state}: only a completed task has a result`, { hint: `see worker show ${id}` });
-    }
-    if (task.resultRef !== null) {
-      const { text, value } = store.readResult(task.resultRef);
-      return { raw: text, parsed: value };
-    }
-    const parsed = task.result;
-    return { raw: typeof parsed === 'string' ? parsed : parsed === undefined ? '' : JSON.stringify(parsed), parsed: parsed ?? null };
+  const context = await inspectQueue(store, now);
+  const task = findTask(context.state, id);
+  if (task.state !== 'completed') {
+    const state = context.state.stateOf(task, context.blocked);
+    throw new WorkerError('REJECTED', `task "${id}" is ${state}: only a completed task has a result`, { hint: `see worker show ${id}` });
+  }
+  if (task.resultRef !== null) {
+    const { text, value } = store.readResult(task.resultRef);
+    return { raw: text, parsed: value };
+  }
+  const parsed = task.result;
+  return { raw: typeof parsed === 'string' ? parsed : parsed === undefined ? '' : JSON.stringify(parsed), parsed: parsed ?? null };
 }
 
 /** One event as a readable line: what happened to which task, and whether the fold counted it. */
 export function describeEvent(event: QueueEvent, result: ApplyResult): string {
-  const ignored = result === 'accepted' ? '' : result === 'held-back'
-    ? ' (not counted: the API had paused the queue, or the rate limit was reached)'
-    : ' (ignored: it came after another claim or outcome)';
+  const ignored =
+    result === 'accepted'
+      ? ''
+      : result === 'held-back'
+        ? ' (not counted: the API had paused the queue, or the rate limit was reached)'
+        : ' (ignored: it came after another claim or outcome)';
   switch (event.type) {
     case 'claim':
       return `${event.at}  ${event.task}  ${event.prev ? 'taken over' : 'claimed'} by ${event.worker} (attempt ${event.attempt}, pid ${event.pid} on ${event.host})${event.reason ? `: ${event.reason}` : ''}${ignored}`;
@@ -138,7 +141,12 @@ export function renderDetail(detail: TaskDetail, now: number): string {
     ...(detail.history.length === 0 ? ['  (no events yet)'] : detail.history.map((line) => `  ${line}`)),
   ];
   if (detail.result !== undefined) {
-    lines.push('result', ...JSON.stringify(detail.result, null, 2).split('\n').map((line) => `  ${line}`));
+    lines.push(
+      'result',
+      ...JSON.stringify(detail.result, null, 2)
+        .split('\n')
+        .map((line) => `  ${line}`),
+    );
   }
   // Every line may carry text from outside: the instruction, the API's errors and result.
   return `${lines.map(visible).join('\n')}\n`;

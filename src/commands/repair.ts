@@ -15,7 +15,7 @@ function refuse(message: string, hint: string): never {
 
 /** `worker retry`: failed tasks go back to pending with fresh attempts, which unblocks their dependents. */
 export async function retryTasks(store: Store, ids: readonly string[], allFailed: boolean, now: () => Date): Promise<string[]> {
-  if (allFailed === (ids.length > 0)) {
+  if (allFailed === ids.length > 0) {
     throw new WorkerError('USAGE', allFailed ? 'give either task ids or --failed, not both' : 'name the task to retry, or give --failed', {
       hint: 'worker retry fetch-7   or   worker retry --failed',
     });
@@ -24,7 +24,8 @@ export async function retryTasks(store: Store, ids: readonly string[], allFailed
     const state = queue.state;
     const targets = allFailed ? state.tasks().filter((task) => task.state === 'failed') : ids.map((id) => findTask(state, id));
     for (const task of targets) {
-      if (task.state !== 'failed') refuse(`task "${task.def.id}" is ${state.stateOf(task, state.blockedTasks())}; only failed tasks can be retried`, 'see `worker status --state failed`');
+      if (task.state !== 'failed')
+        refuse(`task "${task.def.id}" is ${state.stateOf(task, state.blockedTasks())}; only failed tasks can be retried`, 'see `worker status --state failed`');
     }
     const at = now().toISOString();
     const events: RetryEvent[] = targets.map((task) => ({ type: 'retry', task: task.def.id, at }));
@@ -38,7 +39,10 @@ export async function cancelTask(store: Store, id: string, now: () => Date): Pro
   return store.change((queue) => {
     const task = findTask(queue.state, id);
     if (task.state === 'running') {
-      refuse(`task "${id}" is running on ${task.claim?.worker ?? 'a worker'}; a running task cannot be cancelled`, 'wait for its outcome, or stop its worker (Ctrl-C twice puts it back to pending)');
+      refuse(
+        `task "${id}" is running on ${task.claim?.worker ?? 'a worker'}; a running task cannot be cancelled`,
+        'wait for its outcome, or stop its worker (Ctrl-C twice puts it back to pending)',
+      );
     }
     if (task.state !== 'pending') refuse(`task "${id}" is ${task.state}; only pending or blocked tasks can be cancelled`, `see \`worker show ${id}\``);
     const event: CancelEvent = { type: 'cancel', task: id, at: now().toISOString() };
@@ -61,7 +65,10 @@ export async function unlockTask(store: Store, id: string, now: () => number): P
     const { holder } = lock;
     const who = holder ? `${holder.worker} (pid ${holder.pid} on ${holder.host})` : 'an unknown worker';
     if (!lock.holderGone && !lock.stale) {
-      refuse(`the lock of "${id}" is held by ${who}, which is alive (refreshed ${formatSpan(lock.ageMs)} ago)`, 'stop that worker first, or wait: a lock that is not refreshed goes stale by itself');
+      refuse(
+        `the lock of "${id}" is held by ${who}, which is alive (refreshed ${formatSpan(lock.ageMs)} ago)`,
+        'stop that worker first, or wait: a lock that is not refreshed goes stale by itself',
+      );
     }
     queue.removeLock(id);
     const why = lock.holderGone ? 'whose process is gone' : `whose lock was not refreshed for ${formatSpan(lock.ageMs)}`;
@@ -85,7 +92,10 @@ export async function compactQueue(store: Store, now: () => Date): Promise<Compa
 
 /** A compaction in one line, for people. */
 export function describeCompaction(report: CompactionReport): string {
-  const results = report.resultFilesRemoved > 0 ? `; removed ${plural(report.resultFilesRemoved, 'results file')} (${formatBytes(report.resultBytesRemoved)}) no remaining task refers to` : '';
+  const results =
+    report.resultFilesRemoved > 0
+      ? `; removed ${plural(report.resultFilesRemoved, 'results file')} (${formatBytes(report.resultBytesRemoved)}) no remaining task refers to`
+      : '';
   return `compacted the execution log to generation ${report.generation}: ${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)}, ${report.eventsKept.toLocaleString('en')} of ${report.eventsBefore.toLocaleString('en')} events kept${results}`;
 }
 
@@ -100,8 +110,12 @@ function formatBytes(bytes: number): string {
  * `worker clean`: removes completed tasks from queue.json (their events stay in the log). A task that a
  * remaining task depends on is kept: with --completed silently counted, when named it is refused.
  */
-export async function cleanTasks(store: Store, ids: readonly string[], options: { completed: boolean; olderThanMs: number | undefined; now: () => number }): Promise<CleanResult> {
-  if (options.completed === (ids.length > 0)) {
+export async function cleanTasks(
+  store: Store,
+  ids: readonly string[],
+  options: { completed: boolean; olderThanMs: number | undefined; now: () => number },
+): Promise<CleanResult> {
+  if (options.completed === ids.length > 0) {
     throw new WorkerError('USAGE', options.completed ? 'give either task ids or --completed, not both' : 'name the tasks to remove, or give --completed', {
       hint: 'worker clean --completed --older-than 7d   or   worker clean fetch-1 fetch-2',
     });
@@ -112,7 +126,8 @@ export async function cleanTasks(store: Store, ids: readonly string[], options: 
     const named = new Set(ids);
     for (const id of ids) {
       const task = findTask(state, id);
-      if (task.state !== 'completed') refuse(`task "${id}" is ${state.stateOf(task, state.blockedTasks())}; only completed tasks can be removed`, 'see `worker status --state completed`');
+      if (task.state !== 'completed')
+        refuse(`task "${id}" is ${state.stateOf(task, state.blockedTasks())}; only completed tasks can be removed`, 'see `worker status --state completed`');
     }
     const wanted = (task: TaskRecord) => task.state === 'completed' && (options.completed ? Date.parse(task.updatedAt) <= cutoff : named.has(task.def.id));
     // Dependents come after their dependencies: from the end, a task goes only if all its dependents go.
@@ -124,7 +139,11 @@ export async function cleanTasks(store: Store, ids: readonly string[], options: 
       if (!wanted(task)) continue;
       const stays = (task.dependents ?? []).find((dependent) => !removed.has(dependent.def.id));
       if (stays === undefined) removed.add(task.def.id);
-      else if (named.has(task.def.id)) refuse(`task "${task.def.id}" is needed by "${stays.def.id}", which would be left depending on a task that no longer exists`, `remove "${stays.def.id}" too, or leave "${task.def.id}"`);
+      else if (named.has(task.def.id))
+        refuse(
+          `task "${task.def.id}" is needed by "${stays.def.id}", which would be left depending on a task that no longer exists`,
+          `remove "${stays.def.id}" too, or leave "${task.def.id}"`,
+        );
       else kept.push(task.def.id);
     }
     let compaction: CompactionReport | undefined;

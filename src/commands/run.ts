@@ -51,7 +51,16 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   let presence: Presence;
   let executor: Executor;
   try {
-    presence = await store.enter({ worker: config.workerId, pid: process.pid, host: HOST, started_at: new Date().toISOString(), beat_at: '', state: 'idle', current_task: null, tasks_done: 0 });
+    presence = await store.enter({
+      worker: config.workerId,
+      pid: process.pid,
+      host: HOST,
+      started_at: new Date().toISOString(),
+      beat_at: '',
+      state: 'idle',
+      current_task: null,
+      tasks_done: 0,
+    });
   } catch (error) {
     store.close();
     throw error;
@@ -75,7 +84,11 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       `${config.rate !== undefined ? `, ${describeRate(config.rate)}` : ''}${config.pauseOn429 ? '' : ', no pause on 429'}` +
       `, max-api-wait ${config.maxApiWaitMs === 0 ? 'none' : formatDuration(config.maxApiWaitMs)}`,
   );
-  const worker = new Worker(config, { store, executor, logger, now: Date.now, random: Math.random, host: HOST, pid: process.pid, heartbeat: presence.heartbeat }, options.signals);
+  const worker = new Worker(
+    config,
+    { store, executor, logger, now: Date.now, random: Math.random, host: HOST, pid: process.pid, heartbeat: presence.heartbeat },
+    options.signals,
+  );
   let summary: RunSummary;
   progress?.start();
   try {
@@ -95,7 +108,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     drained: 'nothing left to do (--drain)',
     stopped: 'stopped by a signal',
     aborted: 'aborted by a second signal',
-    'credentials-refused': 'the API refused this worker\'s credentials',
+    'credentials-refused': "the API refused this worker's credentials",
     'log-lost': 'the execution log was lost',
   };
   logger.info(
@@ -120,9 +133,13 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   if (summary.credentialsRefused) {
     const { task, error } = summary.credentialsRefused;
     logger.info(left);
-    throw new WorkerError('CREDENTIALS_REFUSED', `the API refused this worker's credentials (${describeError(error)}); task "${task}" is pending again, its attempts unchanged`, {
-      hint: 'check --header / WORKER_API_HEADERS (or the user and password in --api-url), then run again',
-    });
+    throw new WorkerError(
+      'CREDENTIALS_REFUSED',
+      `the API refused this worker's credentials (${describeError(error)}); task "${task}" is pending again, its attempts unchanged`,
+      {
+        hint: 'check --header / WORKER_API_HEADERS (or the user and password in --api-url), then run again',
+      },
+    );
   }
   if (summary.failedTasks.length > 0) {
     const ids = summary.failedTasks.map((failed) => failed.task);

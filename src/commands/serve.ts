@@ -15,11 +15,15 @@ export interface ServeFlags {
 export async function serve(flags: ServeFlags, write: (text: string) => void, stopped: AbortSignal): Promise<void> {
   const latencyMs = parseLatency(flags.latency, parseDuration);
   if (latencyMs === undefined) {
-    throw new WorkerError('CONFIG', `expected --latency to be a duration like 50ms or a range like 20ms..200ms, got ${JSON.stringify(flags.latency)}`, { hint: 'worker serve --latency 20ms..200ms' });
+    throw new WorkerError('CONFIG', `expected --latency to be a duration like 50ms or a range like 20ms..200ms, got ${JSON.stringify(flags.latency)}`, {
+      hint: 'worker serve --latency 20ms..200ms',
+    });
   }
   const failRate = Number(flags.failRate);
   if (!(failRate >= 0 && failRate <= 1)) {
-    throw new WorkerError('CONFIG', `expected --fail-rate to be a share from 0 to 1, got ${JSON.stringify(flags.failRate)}`, { hint: 'worker serve --fail-rate 0.1' });
+    throw new WorkerError('CONFIG', `expected --fail-rate to be a share from 0 to 1, got ${JSON.stringify(flags.failRate)}`, {
+      hint: 'worker serve --fail-rate 0.1',
+    });
   }
   const api = await startReferenceApi({
     host: flags.host,

@@ -22,7 +22,14 @@ const BULK_FIELDS = new Set(['id', 'instruction', 'deps', 'min_budget', 'max_bud
 /** `a,b`, `a, b` and `a,,b,` all mean [a, b]; repeats are kept once. */
 export function parseDependencyList(text: string | undefined): string[] {
   if (text === undefined) return [];
-  return [...new Set(text.split(',').map((dep) => dep.trim()).filter((dep) => dep.length > 0))];
+  return [
+    ...new Set(
+      text
+        .split(',')
+        .map((dep) => dep.trim())
+        .filter((dep) => dep.length > 0),
+    ),
+  ];
 }
 
 /**
@@ -61,7 +68,8 @@ export function defineNewTasks(
     const deps = [...new Set(task.deps.map((dep) => dep.trim()).filter((dep) => dep.length > 0))];
     for (const dep of deps) {
       if (dep === task.id) reject(`task "${task.id}" depends on itself`, 'remove it from its own dependencies');
-      if (queue.removed.has(dep)) reject(`task "${task.id}" depends on "${dep}", which was removed by \`worker clean\``, 'depend on tasks that are still in the queue');
+      if (queue.removed.has(dep))
+        reject(`task "${task.id}" depends on "${dep}", which was removed by \`worker clean\``, 'depend on tasks that are still in the queue');
       if (!exists(dep)) {
         reject(`task "${task.id}" depends on ${quote(dep)}, which does not exist`, 'add the dependency first (in a bulk file: on an earlier line)');
       }

@@ -98,7 +98,8 @@ export function weatherOf(state: QueueState, now: number): string | null {
   // A full window matters only to a task that could start now.
   if (rate !== null && state.readyTasks(now, 1).length > 0) {
     const slot = weather.nextRateSlot(rate, now);
-    if (slot > now) return `${describeRate(rate)} reached (${weather.startsWithin(rateWindowMs(rate), now)} calls started within ${formatDuration(rate.per_ms)}), next call at ${clock(slot)}`;
+    if (slot > now)
+      return `${describeRate(rate)} reached (${weather.startsWithin(rateWindowMs(rate), now)} calls started within ${formatDuration(rate.per_ms)}), next call at ${clock(slot)}`;
   }
   return null;
 }

@@ -38,7 +38,14 @@ export type FailureDecision =
    * the queue to wait until `pauseUntil`), `unreached` (the request never reached the API), `outage` (part of
    * an outage of the whole queue). `retry`: the task's own retryable failure.
    */
-  | { outcome: 'retry'; charged: boolean; retryAt: number; pauseUntil?: number; waitingSince?: number | undefined; why: 'pause' | 'unreached' | 'outage' | 'retry' }
+  | {
+      outcome: 'retry';
+      charged: boolean;
+      retryAt: number;
+      pauseUntil?: number;
+      waitingSince?: number | undefined;
+      why: 'pause' | 'unreached' | 'outage' | 'retry';
+    }
   /**
    * `final`: the API refused the task; `attempts`: its attempts are used up; `waited`: its calls reached the
    * API but were asked to wait, or got no answer in an outage, for longer than --max-api-wait.
@@ -99,7 +106,12 @@ export function decideFailure(
     return { outcome: 'retry', charged: false, retryAt: context.now, waitingSince, why: 'outage' };
   }
   if (context.attempt < context.maxAttempts) {
-    return { outcome: 'retry', charged: true, retryAt: context.now + retryDelayMs(context.attempt + context.waits, context.backoffMs, context.random, result.retryAfterMs), why: 'retry' };
+    return {
+      outcome: 'retry',
+      charged: true,
+      retryAt: context.now + retryDelayMs(context.attempt + context.waits, context.backoffMs, context.random, result.retryAfterMs),
+      why: 'retry',
+    };
   }
   return { outcome: 'failed', why: 'attempts' };
 }

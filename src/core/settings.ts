@@ -39,7 +39,9 @@ export function durationSetting(source: SettingSource<string> & { minimumMs?: nu
   const text = givenValue(source) ?? source.fallback;
   const ms = parseDuration(text);
   if (ms === undefined || ms < minimumMs || ms > maximumMs) {
-    const at = [minimumMs > 1 ? `at least ${minimumMs}ms` : '', maximumMs === MAX_TIMER_MS ? 'at most 24d (the longest a timer can wait)' : ''].filter(Boolean).join(' and ');
+    const at = [minimumMs > 1 ? `at least ${minimumMs}ms` : '', maximumMs === MAX_TIMER_MS ? 'at most 24d (the longest a timer can wait)' : '']
+      .filter(Boolean)
+      .join(' and ');
     throw configError(settingName(source), `a duration like 500ms, 2s, 5m or plain seconds${at ? ` of ${at}` : ''}`, text);
   }
   return ms;

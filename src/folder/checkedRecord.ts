@@ -18,8 +18,13 @@ export function readCheckedRecord(file: string): CheckedRecord | null {
     const record = JSON.parse(readFileSync(file, 'utf8')) as Partial<CheckedRecord>;
     const { queue, log } = record;
     const count = (value: unknown, least: number) => Number.isSafeInteger(value) && (value as number) >= least;
-    const sound = typeof queue?.ino === 'string' && count(queue.size, 0) && typeof queue.ctimeNs === 'string'
-      && (log?.inode === undefined || count(log.inode, 0)) && count(log?.offset, 0) && count(log?.line, 1);
+    const sound =
+      typeof queue?.ino === 'string' &&
+      count(queue.size, 0) &&
+      typeof queue.ctimeNs === 'string' &&
+      (log?.inode === undefined || count(log.inode, 0)) &&
+      count(log?.offset, 0) &&
+      count(log?.line, 1);
     return sound ? (record as CheckedRecord) : null;
   } catch {
     return null;

@@ -10,7 +10,6 @@ import { resultsDir } from './results.js';
 import type { LogHeader, Seal } from './schema.js';
 import type { CompactionReport, FoldRecord, QueueEvent, WeatherRecord } from '../types.js';
 
-
 /**
  * `worker compact`: rewrites the execution log without what it no longer needs, while workers run.
  *
@@ -72,7 +71,7 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
   const bodyBytes = Buffer.byteLength(body);
   // The header says where the compacted part ends, which depends on the header's own length.
   let headerText = '';
-  for (let offset = 0; ;) {
+  for (let offset = 0; ; ) {
     const header: LogHeader = { type: 'log', queue: queueId, at, generation: generation + 1, continues_at: { offset, line: kept.length + 3 } };
     headerText = serializeEvent(header);
     const end = Buffer.byteLength(headerText) + bodyBytes;
@@ -94,7 +93,8 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
     renameSync(next, paths.logFile);
   } catch (error) {
     rmSync(next, { force: true });
-    if (error instanceof Error && 'code' in error && typeof (error as NodeJS.ErrnoException).code === 'string') throw ioError('write the compacted log', next, error);
+    if (error instanceof Error && 'code' in error && typeof (error as NodeJS.ErrnoException).code === 'string')
+      throw ioError('write the compacted log', next, error);
     throw error;
   }
   // add's record of how far it checked the log names the sealed file: it starts over with the new one.

@@ -39,7 +39,8 @@ export interface LogChunk {
  */
 export function serializeEvent(event: LogRecord): string {
   const checked = eventSchema.safeParse(event);
-  if (!checked.success) throw new Error(`refusing to append an event the execution log's schema refuses (a bug): ${z.prettifyError(checked.error).replace(/\n/g, ' ')}`);
+  if (!checked.success)
+    throw new Error(`refusing to append an event the execution log's schema refuses (a bug): ${z.prettifyError(checked.error).replace(/\n/g, ' ')}`);
   // `type` must come first: RECORD_MARK is how a torn line is split. Events are built with it first;
   // one that is not is copied in that order.
   const text = JSON.stringify(event);
@@ -163,7 +164,10 @@ export class ExecutionLogReader {
   switches = 0;
 
   /** `from`: where to start, a position an earlier reader of the same file reached. */
-  constructor(readonly file: string, from: LogPosition = { inode: undefined, offset: 0, line: 1 }) {
+  constructor(
+    readonly file: string,
+    from: LogPosition = { inode: undefined, offset: 0, line: 1 },
+  ) {
     this.inode = from.inode;
     this.offset = from.offset;
     this.lineNo = from.line;
@@ -269,7 +273,7 @@ export class ExecutionLogReader {
     if (info.ino === this.inode) return;
     const header = readHeader(this.file);
     const ours = header !== undefined && (this.header === undefined || header.queue === this.header.queue);
-    if (!ours) throw new DamagedFileError(this.file, 'whole file', 'it was replaced by a file that is not the next generation of this queue\'s log');
+    if (!ours) throw new DamagedFileError(this.file, 'whole file', "it was replaced by a file that is not the next generation of this queue's log");
     if (header.generation !== sealed.generation + 1 || header.continues_at === undefined) throw new LogMovedOn(this.file);
     const fd = openSync(this.file, 'r');
     if (fstatSync(fd).ino !== info.ino) {
@@ -374,7 +378,11 @@ export class ExecutionLogWriter {
         const info = fstatSync(this.fd);
         if (info.nlink === 0) throw new LogFileChanged(this.file);
         if (info.size < expected.offset) {
-          throw new DamagedFileError(this.file, 'whole file', `it shrank from ${expected.offset} to ${info.size} bytes while in use; nothing more is written to it, and an execution log is only ever appended to`);
+          throw new DamagedFileError(
+            this.file,
+            'whole file',
+            `it shrank from ${expected.offset} to ${info.size} bytes while in use; nothing more is written to it, and an execution log is only ever appended to`,
+          );
         }
       }
       let written = 0;
@@ -383,7 +391,11 @@ export class ExecutionLogWriter {
       this.close();
       if (error instanceof DamagedFileError || error instanceof LogFileChanged) throw error;
       if ((error as NodeJS.ErrnoException).code === 'ENOENT' && expected?.inode !== undefined) {
-        throw new DamagedFileError(this.file, 'whole file', 'it was deleted or moved away while in use; nothing more is written, and an execution log is never removed');
+        throw new DamagedFileError(
+          this.file,
+          'whole file',
+          'it was deleted or moved away while in use; nothing more is written, and an execution log is never removed',
+        );
       }
       throw ioError('append to', this.file, error);
     }

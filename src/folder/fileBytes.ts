@@ -3,7 +3,6 @@ import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
 import { ioError } from '../errors.js';
 
-
 /** `length` bytes of an open file from `offset`, as text; null when the file is shorter. */
 export function readBytesAt(fd: number, offset: number, length: number): string | null {
   try {

@@ -37,7 +37,10 @@ export class FolderStore implements Store {
   private readonly paths: QueuePaths;
   private whole: QueueStore<TaskDefinition> | undefined;
 
-  constructor(root: string, private readonly options: FolderStoreOptions) {
+  constructor(
+    root: string,
+    private readonly options: FolderStoreOptions,
+  ) {
     this.paths = queuePaths(root);
     if (!options.create) requireQueue(this.paths);
   }

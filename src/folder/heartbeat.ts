@@ -26,7 +26,11 @@ export class HeartbeatWriter {
   private readonly file: string;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(paths: QueuePaths, readonly beat: Heartbeat, private readonly now: () => number) {
+  constructor(
+    paths: QueuePaths,
+    readonly beat: Heartbeat,
+    private readonly now: () => number,
+  ) {
     this.file = join(heartbeatDir(paths), `${beat.worker}.json`);
   }
 

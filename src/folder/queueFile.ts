@@ -5,7 +5,6 @@ import type { QueueContents, TaskDefinition } from '../types.js';
 import { FILE_END_BYTES, formatQueueFile, keepWholeDefinitions, parseQueue, readQueue, scanIds } from './queueFormat.js';
 import { piecesOf, readFileBytes } from './fileBytes.js';
 
-
 /** All that adding needs of the queue: the ids taken, and the file's bytes to extend. */
 export interface QueueIds {
   ids: string[];

@@ -6,10 +6,9 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import * as z from 'zod/mini';
 import { DamagedFileError, ioError } from '../errors.js';
-import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema, } from './schema.js';
+import { QUEUE_FORMAT_VERSION, queueFileSchema, queueHeaderSchema, taskDefinitionSchema } from './schema.js';
 import type { QueueContents, TaskDefinition, TaskHead } from '../types.js';
 import { CHUNK_BYTES, type Line, chunksOf, fileChunks, linesOf, readFileBytes } from './fileBytes.js';
-
 
 export const FILE_END = '\n]}\n';
 export const FILE_END_BYTES = Buffer.from(FILE_END);
@@ -73,7 +72,8 @@ export function readAncestry(file: string, ids: Iterable<string>): TaskHead[] | 
     let position = fstatSync(fd).size;
     // Only a file in this tool's layout is read this way: anything else is read whole by the caller.
     const footer = Buffer.alloc(FILE_END_BYTES.length);
-    if (position < footer.length || readSync(fd, footer, 0, footer.length, position - footer.length) !== footer.length || !footer.equals(FILE_END_BYTES)) return undefined;
+    if (position < footer.length || readSync(fd, footer, 0, footer.length, position - footer.length) !== footer.length || !footer.equals(FILE_END_BYTES))
+      return undefined;
     let tail = Buffer.alloc(0); // the start of a line whose beginning is in the part not read yet
     while (position > 0 && found.length < wanted.size) {
       const length = Math.min(CHUNK_BYTES, position);
@@ -133,7 +133,8 @@ export function readRemovedIds(file: string): ReadonlySet<string> {
  * hold no quotes or backslashes (schema.ts), so the first quote after `{"id":"` ends one.
  */
 export function idOfLine(data: Buffer, start: number, end: number): string | undefined {
-  if (end - start < ID_START_BYTES.length || data.compare(ID_START_BYTES, 0, ID_START_BYTES.length, start, start + ID_START_BYTES.length) !== 0) return undefined;
+  if (end - start < ID_START_BYTES.length || data.compare(ID_START_BYTES, 0, ID_START_BYTES.length, start, start + ID_START_BYTES.length) !== 0)
+    return undefined;
   const idEnd = data.indexOf(QUOTE_BYTE, start + ID_START_BYTES.length);
   return idEnd === -1 || idEnd > end ? undefined : data.toString('latin1', start + ID_START_BYTES.length, idEnd);
 }
@@ -147,7 +148,12 @@ export const QUOTE_BYTE = 0x22;
  * Checks ids and dependencies: each id once, not a removed one, each dependency defined before it. For
  * tasks read after others, `isDefined` tells the ids before them and `firstIndex` their place in the file.
  */
-export function checkDefinitions<C extends QueueContents<TaskHead>>(file: string, contents: C, isDefined: (id: string) => boolean = () => false, firstIndex = 0): C {
+export function checkDefinitions<C extends QueueContents<TaskHead>>(
+  file: string,
+  contents: C,
+  isDefined: (id: string) => boolean = () => false,
+  firstIndex = 0,
+): C {
   const seen = new Set<string>();
   const defined = (id: string) => seen.has(id) || isDefined(id);
   contents.tasks.forEach((task, i) => {
@@ -186,7 +192,13 @@ export interface ParsedLines<T extends TaskHead> extends QueueContents<T> {
  * formatted by hand), which also names the place of any damage. `keep` decides what of each task stays;
  * it is given the task's line, or undefined in the whole parse.
  */
-export function parseQueue<T extends TaskHead>(file: string, chunks: Iterable<Buffer>, wholeText: () => string, keep: (task: TaskDefinition, span: LineSpan | undefined) => T, trusted = false): ParsedLines<T> {
+export function parseQueue<T extends TaskHead>(
+  file: string,
+  chunks: Iterable<Buffer>,
+  wholeText: () => string,
+  keep: (task: TaskDefinition, span: LineSpan | undefined) => T,
+  trusted = false,
+): ParsedLines<T> {
   const byLine = parseLineByLine(file, linesOf(chunks), keep, { trusted });
   if (byLine !== undefined) return checkDefinitions(file, byLine);
   const whole = checkDefinitions(file, parseWhole(file, wholeText()));
@@ -276,7 +288,10 @@ export function parseLineByLine<T extends TaskHead>(
  * One task's JSON object: undefined when it is not JSON at all, a failed parse when it is not a task.
  * `trusted`: the line is in a version of the file that was validated whole, and is only parsed.
  */
-export function parseTaskLine(text: string, trusted = false): { success: true; data: TaskDefinition } | { success: false; error: z.core.$ZodError } | undefined {
+export function parseTaskLine(
+  text: string,
+  trusted = false,
+): { success: true; data: TaskDefinition } | { success: false; error: z.core.$ZodError } | undefined {
   let raw: unknown;
   try {
     raw = JSON.parse(text);

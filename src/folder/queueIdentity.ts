@@ -42,9 +42,18 @@ export function checkLogPresent(paths: Pick<QueuePaths, 'identityFile' | 'logFil
     size = statSync(paths.logFile).size;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('read', paths.logFile, error);
-    throw new DamagedFileError(paths.logFile, 'whole file', `it is missing: it was deleted or moved, and without it every task would look pending. ${LOG_RULE}`);
+    throw new DamagedFileError(
+      paths.logFile,
+      'whole file',
+      `it is missing: it was deleted or moved, and without it every task would look pending. ${LOG_RULE}`,
+    );
   }
-  if (size === 0) throw new DamagedFileError(paths.logFile, 'whole file', `it is empty: it was emptied (logrotate's copytruncate does that), and without it every task would look pending. ${LOG_RULE}`);
+  if (size === 0)
+    throw new DamagedFileError(
+      paths.logFile,
+      'whole file',
+      `it is empty: it was emptied (logrotate's copytruncate does that), and without it every task would look pending. ${LOG_RULE}`,
+    );
   return id;
 }
 

@@ -5,7 +5,6 @@ import { type AppendPoint, type LineSpan, type ParsedLines, checkDefinitions, co
 import { type QueueFileVersion, sameVersion, versionOf } from './queueFile.js';
 import { chunksOf, linesOf, readBytesAt } from './fileBytes.js';
 
-
 /** The version of queue.json a QueueIndex last read. */
 export interface KnownVersion {
   version: QueueFileVersion;
@@ -33,7 +32,10 @@ export class QueueIndex {
   private definitionsFd: number | undefined;
 
   /** `soundVersion`: the version of the file that `worker add` last validated whole (see checkedRecord.ts), if any. */
-  constructor(readonly file: string, private readonly soundVersion: () => QueueFileVersion | null = () => null) {}
+  constructor(
+    readonly file: string,
+    private readonly soundVersion: () => QueueFileVersion | null = () => null,
+  ) {}
 
   /**
    * The tasks, validated. `isDefined` tells the ids known before, which tasks added since may depend on.

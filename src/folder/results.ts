@@ -25,7 +25,10 @@ export class ResultsWriter {
   private size = 0;
   private readonly file: string;
 
-  constructor(private readonly paths: Pick<QueuePaths, 'queueDir'>, private readonly name: string) {
+  constructor(
+    private readonly paths: Pick<QueuePaths, 'queueDir'>,
+    private readonly name: string,
+  ) {
     this.file = join(resultsDir(paths), `${name}.results`);
   }
 
@@ -62,7 +65,9 @@ export function readResultText(paths: Pick<QueuePaths, 'queueDir'>, ref: ResultR
     fd = openSync(file, 'r');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new WorkerError('NOT_FOUND', `the result is no longer in ${file}: a compaction moved it since this process read the log`, { hint: 'run the command again' });
+      throw new WorkerError('NOT_FOUND', `the result is no longer in ${file}: a compaction moved it since this process read the log`, {
+        hint: 'run the command again',
+      });
     }
     throw ioError('read', file, error);
   }
@@ -74,7 +79,10 @@ export function readResultText(paths: Pick<QueuePaths, 'queueDir'>, ref: ResultR
       if (read === 0) break;
       filled += read;
     }
-    if (filled < ref.length) throw new WorkerError('DAMAGED', `${file} is damaged: it ends before the result at byte ${ref.offset} (${ref.length} bytes)`, { hint: 'restore it from a backup' });
+    if (filled < ref.length)
+      throw new WorkerError('DAMAGED', `${file} is damaged: it ends before the result at byte ${ref.offset} (${ref.length} bytes)`, {
+        hint: 'restore it from a backup',
+      });
     return buffer.toString('utf8');
   } catch (error) {
     if (error instanceof WorkerError) throw error;

@@ -5,8 +5,22 @@ import en from 'zod/v4/locales/en.js';
 // it has no messages of its own until given a locale.
 z.config(en());
 import {
-  ERROR_KINDS, INTENSITIES, MAX_INSTRUCTION_LENGTH, OUTCOMES, TASK_ID_PATTERN, TASK_ID_RULE,
-  type AttemptError, type CancelEvent, type ClaimEvent, type FoldRecord, type OutcomeEvent, type RateLimit, type ResultRef, type RetryEvent, type TaskDefinition, type WeatherRecord,
+  ERROR_KINDS,
+  INTENSITIES,
+  MAX_INSTRUCTION_LENGTH,
+  OUTCOMES,
+  TASK_ID_PATTERN,
+  TASK_ID_RULE,
+  type AttemptError,
+  type CancelEvent,
+  type ClaimEvent,
+  type FoldRecord,
+  type OutcomeEvent,
+  type RateLimit,
+  type ResultRef,
+  type RetryEvent,
+  type TaskDefinition,
+  type WeatherRecord,
 } from '../types.js';
 
 export const taskIdSchema = z.string().check(z.regex(TASK_ID_PATTERN, `must be ${TASK_ID_RULE}`));

@@ -75,7 +75,11 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   /** Outcomes this store appended and has not read back yet, by token (see append). */
   private readonly unconfirmed = new Map<string, OutcomeEvent>();
 
-  private constructor(root: string, private readonly foldOptions: FoldOptions, private readonly makeDefinitions: (queueFile: QueueFile, paths: QueuePaths) => DefinitionSource<Def>) {
+  private constructor(
+    root: string,
+    private readonly foldOptions: FoldOptions,
+    private readonly makeDefinitions: (queueFile: QueueFile, paths: QueuePaths) => DefinitionSource<Def>,
+  ) {
     this.paths = queuePaths(root);
     this.queueFile = new QueueFile(this.paths.queueFile);
     this.definitions = makeDefinitions(this.queueFile, this.paths);
@@ -100,7 +104,11 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * neither results nor outcomes; `definitionOf` reads a task's definition when it is claimed.
    */
   static async openForWorker(root: string): Promise<QueueStore<IndexedTask>> {
-    const store = new QueueStore<IndexedTask>(root, { keepDetails: false }, (queueFile, paths) => new QueueIndex(queueFile.file, () => readCheckedRecord(paths.checkedFile)?.queue ?? null));
+    const store = new QueueStore<IndexedTask>(
+      root,
+      { keepDetails: false },
+      (queueFile, paths) => new QueueIndex(queueFile.file, () => readCheckedRecord(paths.checkedFile)?.queue ?? null),
+    );
     await store.makeFolders();
     store.refresh();
     return store;
@@ -199,7 +207,11 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   private checkLogHeader(id: string | undefined): void {
     const header = this.reader.header;
     if (header !== undefined && id !== undefined && header.queue !== id) {
-      throw new DamagedFileError(this.paths.logFile, 'line 1', `it is the log of queue ${header.queue}, not of this queue (${id}): it was replaced by another queue's. ${LOG_RULE}`);
+      throw new DamagedFileError(
+        this.paths.logFile,
+        'line 1',
+        `it is the log of queue ${header.queue}, not of this queue (${id}): it was replaced by another queue's. ${LOG_RULE}`,
+      );
     }
     this.logChecked = true;
   }
@@ -280,7 +292,11 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    */
   static openForReplay(root: string): QueueStore<IndexedTask> {
     requireQueue(queuePaths(root));
-    return new QueueStore<IndexedTask>(root, { keepDetails: false }, (queueFile, paths) => new QueueIndex(queueFile.file, () => readCheckedRecord(paths.checkedFile)?.queue ?? null));
+    return new QueueStore<IndexedTask>(
+      root,
+      { keepDetails: false },
+      (queueFile, paths) => new QueueIndex(queueFile.file, () => readCheckedRecord(paths.checkedFile)?.queue ?? null),
+    );
   }
 
   /**
@@ -340,7 +356,8 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
         try {
           this.writer.append(events, this.reader.position(), check);
         } catch (again) {
-          if (again instanceof LogFileChanged) throw new DamagedFileError(this.paths.logFile, 'whole file', 'it was replaced while in use; nothing more is written to it');
+          if (again instanceof LogFileChanged)
+            throw new DamagedFileError(this.paths.logFile, 'whole file', 'it was replaced while in use; nothing more is written to it');
           throw again;
         }
       }
@@ -446,9 +463,10 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   }
 
   private throwUndefinedTask(taskId: string, defined: number): never {
-    const what = defined === 0
-      ? `it is missing or empty, but the execution log records events of task "${taskId}"`
-      : `the execution log records events of task "${taskId}", which it does not define (replaced by an older copy?)`;
+    const what =
+      defined === 0
+        ? `it is missing or empty, but the execution log records events of task "${taskId}"`
+        : `the execution log records events of task "${taskId}", which it does not define (replaced by an older copy?)`;
     throw new DamagedFileError(this.paths.queueFile, 'whole file', what);
   }
 

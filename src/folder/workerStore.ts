@@ -60,7 +60,10 @@ export class FolderWorkerStore implements WorkerStore {
   /** Locks being released in the background; awaited by settle. */
   private readonly releasing = new Set<Promise<void>>();
 
-  private constructor(private readonly store: QueueStore<IndexedTask>, private readonly options: FolderWorkerOptions) {
+  private constructor(
+    private readonly store: QueueStore<IndexedTask>,
+    private readonly options: FolderWorkerOptions,
+  ) {
     const { logger } = options;
     this.changes = new ChangeWatcher(store.paths.queueDir);
     this.locks = new TaskLocks(store.paths, options.lockStaleMs, {
@@ -285,14 +288,22 @@ export class FolderWorkerStore implements WorkerStore {
       // Stamped as late as possible: the time the call may start, which a pause or a rate limit judges.
       const claimedAt = now();
       const event: ClaimEvent = {
-        type: 'claim', task: id, token, prev, attempt: fresh.attempts + 1, worker: claimant.workerId, pid: claimant.pid, host: claimant.host, at: new Date(claimedAt).toISOString(),
+        type: 'claim',
+        task: id,
+        token,
+        prev,
+        attempt: fresh.attempts + 1,
+        worker: claimant.workerId,
+        pid: claimant.pid,
+        host: claimant.host,
+        at: new Date(claimedAt).toISOString(),
       };
       if (claimant.rate !== undefined) event.rate = claimant.rate;
       if (takeoverReason !== null) event.reason = takeoverReason;
       store.append([event]);
       store.refresh({ definitions: false });
       if (fresh.claim?.token !== token) {
-        const why = fresh.state === 'running' || fresh.state === 'completed' ? 'another claim came first in the log' : 'the API\'s weather holds the queue back';
+        const why = fresh.state === 'running' || fresh.state === 'completed' ? 'another claim came first in the log' : "the API's weather holds the queue back";
         logger.debug(`lost the race for ${id}: ${why}`);
         await lock.release();
         return null;
@@ -360,7 +371,9 @@ export class FolderWorkerStore implements WorkerStore {
       this.store.refresh({ definitions: false });
     } catch (error) {
       if (this.store.lost) throw error;
-      this.options.logger.warn(`could not read the queue before recording ${claim.taskId}; recording anyway (a lost claim's outcome does not count): ${asWorkerError(error).message}`);
+      this.options.logger.warn(
+        `could not read the queue before recording ${claim.taskId}; recording anyway (a lost claim's outcome does not count): ${asWorkerError(error).message}`,
+      );
       return undefined;
     }
     const current = this.store.state.get(claim.taskId)?.claim;

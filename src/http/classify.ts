@@ -3,7 +3,17 @@ import type { ExecutionResult } from '../executor.js';
 
 type CallResult = ExecutionResult;
 
-const CONNECT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+const CONNECT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+]);
 const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NODATA']);
 /** Codes that mean no connection was ever made: the request was not sent. A reset may come after the API read it. */
 const NEVER_SENT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT', ...DNS_CODES]);
@@ -89,7 +99,11 @@ export function classifyResponse(status: number, contentType: string | undefined
       if (/\bjson\b/i.test(contentType ?? '')) {
         return {
           ok: false,
-          error: { kind: 'bad_response', message: `the API answered ${status} with content-type ${contentType} but a body that is not valid JSON: ${bodyExcerpt(body) || '(empty)'}`, http_status: status },
+          error: {
+            kind: 'bad_response',
+            message: `the API answered ${status} with content-type ${contentType} but a body that is not valid JSON: ${bodyExcerpt(body) || '(empty)'}`,
+            http_status: status,
+          },
           retryable: true,
           reachedApi: true,
         };
@@ -98,8 +112,19 @@ export function classifyResponse(status: number, contentType: string | undefined
   }
   if (typeof result === 'object' && result !== null && (result as { status?: unknown }).status === 'failed') {
     const detail = (result as { errors?: unknown; error?: unknown }).errors ?? (result as { error?: unknown }).error;
-    const message = Array.isArray(detail) ? detail.map(String).join('; ') : detail === undefined ? 'no error given' : typeof detail === 'string' ? detail : JSON.stringify(detail);
-    return { ok: false, error: { kind: 'api_failed', message: `the API reported the task failed: ${message}`, http_status: status }, retryable: false, reachedApi: true };
+    const message = Array.isArray(detail)
+      ? detail.map(String).join('; ')
+      : detail === undefined
+        ? 'no error given'
+        : typeof detail === 'string'
+          ? detail
+          : JSON.stringify(detail);
+    return {
+      ok: false,
+      error: { kind: 'api_failed', message: `the API reported the task failed: ${message}`, http_status: status },
+      retryable: false,
+      reachedApi: true,
+    };
   }
   return { ok: true, detail: { http_status: status }, result, body, json: result !== body };
 }

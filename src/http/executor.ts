@@ -94,7 +94,11 @@ class Exchange implements Dispatcher.DispatchHandler {
   private readonly deadline: NodeJS.Timeout;
   private readonly giveUp = () => this.stop(false);
 
-  constructor(private readonly timeoutMs: number, private readonly signal: AbortSignal, private readonly settle: (result: ExecutionResult) => void) {
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly signal: AbortSignal,
+    private readonly settle: (result: ExecutionResult) => void,
+  ) {
     this.deadline = setTimeout(() => this.stop(true), timeoutMs);
     if (signal.aborted) this.stop(false);
     else signal.addEventListener('abort', this.giveUp, { once: true });

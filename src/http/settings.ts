@@ -58,14 +58,20 @@ export function parseHeaders(lines: readonly string[]): Record<string, string> {
       });
     }
     if (RESERVED_HEADERS.has(name.toLowerCase())) {
-      throw new WorkerError('CONFIG', `header "${name}" is set by the worker itself and cannot be given`, { hint: 'remove it from --header / WORKER_API_HEADERS' });
+      throw new WorkerError('CONFIG', `header "${name}" is set by the worker itself and cannot be given`, {
+        hint: 'remove it from --header / WORKER_API_HEADERS',
+      });
     }
     const value = line.slice(colon + 1).trim();
     if (!HEADER_VALUE.test(value)) {
       // Found here, not by undici at every call, where each task would burn an attempt on it.
-      throw new WorkerError('CONFIG', `the value of header "${name}" holds a character HTTP does not allow (a line break or another control character, or one beyond Latin-1)`, {
-        hint: 'check how the value was pasted or quoted in --header / WORKER_API_HEADERS',
-      });
+      throw new WorkerError(
+        'CONFIG',
+        `the value of header "${name}" holds a character HTTP does not allow (a line break or another control character, or one beyond Latin-1)`,
+        {
+          hint: 'check how the value was pasted or quoted in --header / WORKER_API_HEADERS',
+        },
+      );
     }
     headers[name.toLowerCase()] = value;
   });
@@ -80,7 +86,7 @@ export function parseHeaders(lines: readonly string[]): Record<string, string> {
 function moveCredentialsToHeader(apiUrl: URL, headers: Record<string, string>): void {
   if (headers.authorization !== undefined) {
     throw new WorkerError('CONFIG', '--api-url holds a user and password, and an Authorization header is given too', {
-      hint: 'give the credentials once: in the URL (Basic authentication) or as --header \'Authorization: …\'',
+      hint: "give the credentials once: in the URL (Basic authentication) or as --header 'Authorization: …'",
     });
   }
   const decoded = (text: string) => {

@@ -80,7 +80,9 @@ export async function startReferenceApi(options: ReferenceApiOptions): Promise<R
       const json = JSON.stringify(body);
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(json);
-      options.log(`${new Date().toISOString()} ${visible(`${req.method} ${req.url} task=${JSON.stringify(task?.task_id ?? '?')} attempt=${String(task?.attempt ?? '?')} worker=${String(req.headers['x-worker-id'] ?? '?')}`)} → ${status} in ${Date.now() - started} ms${note}`);
+      options.log(
+        `${new Date().toISOString()} ${visible(`${req.method} ${req.url} task=${JSON.stringify(task?.task_id ?? '?')} attempt=${String(task?.attempt ?? '?')} worker=${String(req.headers['x-worker-id'] ?? '?')}`)} → ${status} in ${Date.now() - started} ms${note}`,
+      );
       return json;
     };
     let task: { task_id?: unknown; instruction?: unknown; attempt?: unknown } | undefined;
@@ -103,7 +105,9 @@ export async function startReferenceApi(options: ReferenceApiOptions): Promise<R
     if (replay !== undefined) {
       res.writeHead(replay.status, { 'content-type': 'application/json', 'idempotent-replayed': 'true' });
       res.end(replay.body);
-      options.log(`${new Date().toISOString()} ${visible(`POST ${req.url} task=${JSON.stringify(task.task_id)} attempt=${String(task.attempt)}`)} → ${replay.status} (replayed: this idempotency key was answered before)`);
+      options.log(
+        `${new Date().toISOString()} ${visible(`POST ${req.url} task=${JSON.stringify(task.task_id)} attempt=${String(task.attempt)}`)} → ${replay.status} (replayed: this idempotency key was answered before)`,
+      );
       return;
     }
     const { min, max } = options.latencyMs;

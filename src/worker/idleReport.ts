@@ -45,6 +45,8 @@ export function describeIdle(state: QueueState, now: number, lockedByOthers: rea
   parts.push(`${completed} completed`, `${failed} failed`);
   // What holds this worker back comes first: it is why nothing was claimed although tasks are ready.
   if (heldBack !== undefined) return `${heldBack}; ${parts.join(', ')}`;
-  const next = firstPending ? `; next: ${firstPending.def.id} ${reasonFor(firstPending, { state, now, blocked, liveness: new Map(), weather: weatherOf(state, now) })}` : '';
+  const next = firstPending
+    ? `; next: ${firstPending.def.id} ${reasonFor(firstPending, { state, now, blocked, liveness: new Map(), weather: weatherOf(state, now) })}`
+    : '';
   return `${parts.join(', ')}${next}`;
 }

@@ -21,16 +21,18 @@ export interface LoggerOptions {
 export function createLogger(options: LoggerOptions): Logger {
   const redact = redactor(options.secrets);
   const least = RANK[LEAST[options.verbosity]];
-  const log = (level: LogLevel) => (message: string, fields: LogFields = {}) => {
-    if (RANK[level] < least) return;
-    const time = options.now().toISOString();
-    if (options.format === 'json') {
-      options.write(`${redact(safeJson({ time, level, worker: options.workerId, msg: message, ...fields }))}\n`);
-      return;
-    }
-    const stack = typeof fields.stack === 'string' ? `\n${fields.stack}` : '';
-    // A message carries the API's words: they never reach the terminal raw.
-    options.write(`${redact(`${time} ${level.toUpperCase().padEnd(5)} ${options.workerId} ${visible(message)}${stack}`)}\n`);
-  };
+  const log =
+    (level: LogLevel) =>
+    (message: string, fields: LogFields = {}) => {
+      if (RANK[level] < least) return;
+      const time = options.now().toISOString();
+      if (options.format === 'json') {
+        options.write(`${redact(safeJson({ time, level, worker: options.workerId, msg: message, ...fields }))}\n`);
+        return;
+      }
+      const stack = typeof fields.stack === 'string' ? `\n${fields.stack}` : '';
+      // A message carries the API's words: they never reach the terminal raw.
+      options.write(`${redact(`${time} ${level.toUpperCase().padEnd(5)} ${options.workerId} ${visible(message)}${stack}`)}\n`);
+    };
   return { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
 }

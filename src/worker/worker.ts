@@ -64,7 +64,17 @@ interface Hold {
  */
 export class Worker {
   private readonly summary: RunSummary = {
-    reason: 'stopped', executed: 0, completed: 0, failed: 0, retried: 0, lostClaims: 0, durationMs: 0, lastError: undefined, abandoned: undefined, credentialsRefused: undefined, failedTasks: [],
+    reason: 'stopped',
+    executed: 0,
+    completed: 0,
+    failed: 0,
+    retried: 0,
+    lostClaims: 0,
+    durationMs: 0,
+    lastError: undefined,
+    abandoned: undefined,
+    credentialsRefused: undefined,
+    failedTasks: [],
   };
   /** What the last look found holding this worker back, if anything. */
   private hold: Hold | null = null;
@@ -74,7 +84,11 @@ export class Worker {
   private readonly probeDelayMs: number;
   private readonly claimant: Claimant;
 
-  constructor(private readonly config: RunConfig, private readonly deps: WorkerDeps, private readonly signals: StopSignals) {
+  constructor(
+    private readonly config: RunConfig,
+    private readonly deps: WorkerDeps,
+    private readonly signals: StopSignals,
+  ) {
     this.probeDelayMs = Math.floor(deps.random() * MAX_PROBE_STAGGER_MS);
     this.claimant = { workerId: config.workerId, pid: deps.pid, host: deps.host, rate: config.rate };
   }
@@ -120,7 +134,9 @@ export class Worker {
       }
       this.deps.heartbeat.state = 'idle';
       if (now() >= nextIdleCheckAt) {
-        const seen = this.summary.lastError ? `cannot read the queue: ${this.summary.lastError.message}` : describeIdle(this.deps.store.state, now(), this.deps.store.claimingElsewhere(), this.hold?.reason);
+        const seen = this.summary.lastError
+          ? `cannot read the queue: ${this.summary.lastError.message}`
+          : describeIdle(this.deps.store.state, now(), this.deps.store.claimingElsewhere(), this.hold?.reason);
         // An idle check counts toward --max-idle only when nothing could become ready without new tasks:
         // not while a task runs somewhere, a retry is due, or the API's weather holds the queue back.
         // --drain decides by itself when to stop, unless the queue cannot be read at all: then the idle
@@ -190,7 +206,7 @@ export class Worker {
       logger.warn(`${describePause(pause)}: no call starts before then, from any worker`);
     } else if (pause === null && this.reportedPauseSince !== null) {
       this.reportedPauseSince = null;
-      logger.info('the API\'s pause is over');
+      logger.info("the API's pause is over");
     }
   }
 
@@ -263,13 +279,22 @@ export class Worker {
       const detail = describeDetail(result.detail);
       logger.info(`completed ${id} in ${took}${detail ? ` (${detail})` : ''}`);
       this.summary.completed += 1;
-      await this.record(claim, { outcome: 'completed', called: true, startedAt, endedAt, detail: result.detail, result: { value: result.result, body: result.body, json: result.json } });
+      await this.record(claim, {
+        outcome: 'completed',
+        called: true,
+        startedAt,
+        endedAt,
+        detail: result.detail,
+        result: { value: result.result, body: result.body, json: result.json },
+      });
       return;
     }
     const error = result.error;
     if (error.kind === 'aborted') {
       // Abandoned for a second signal, the task goes back to pending; for a lost lock, it may be another worker's now.
-      const after = this.signals.abort.aborted ? 'it goes back to pending' : 'its lock was lost: another worker may hold the task now, and nothing is recorded unless it is still this one\'s';
+      const after = this.signals.abort.aborted
+        ? 'it goes back to pending'
+        : "its lock was lost: another worker may hold the task now, and nothing is recorded unless it is still this one's";
       if (this.signals.abort.aborted) this.summary.abandoned = id;
       logger.warn(`abandoned ${id} after ${took}: ${error.message}; ${after}`);
       await this.record(claim, { outcome: 'released', called: true, startedAt, endedAt, error });
@@ -311,7 +336,15 @@ export class Worker {
         }
         this.summary.retried += 1;
         await this.record(claim, {
-          outcome: 'retry', called: true, charged: decision.charged, startedAt, endedAt, error, retryAt: decision.retryAt, pauseUntil: decision.pauseUntil, waitingSince: decision.waitingSince,
+          outcome: 'retry',
+          called: true,
+          charged: decision.charged,
+          startedAt,
+          endedAt,
+          error,
+          retryAt: decision.retryAt,
+          pauseUntil: decision.pauseUntil,
+          waitingSince: decision.waitingSince,
         });
         if (decision.pauseUntil !== undefined) this.reportWeather();
         return;
@@ -337,7 +370,8 @@ export class Worker {
     const pause = this.deps.store.state.weather.pause(now);
     if (pause !== null) return describePause(pause);
     const late = now - claim.claimedAt;
-    if (this.config.rate !== undefined && late > RATE_SEND_WITHIN_MS) return `its call could not start within ${RATE_SEND_WITHIN_MS}ms of its slot of the rate limit (${late}ms)`;
+    if (this.config.rate !== undefined && late > RATE_SEND_WITHIN_MS)
+      return `its call could not start within ${RATE_SEND_WITHIN_MS}ms of its slot of the rate limit (${late}ms)`;
     return null;
   }
 

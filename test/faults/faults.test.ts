@@ -45,14 +45,33 @@ function layeredGraph(count: number, seed = 7): Array<{ id: string; deps: string
  * restarted under a new id, until every task was called once; `during` runs alongside. Resolves when the
  * last workers have exited, with the kills and their exit results.
  */
-async function drainThroughKillStorm(dir: string, tasks: ReadonlyArray<{ id: string }>, count: number, during: (storming: () => boolean) => Promise<void> = async () => undefined) {
+async function drainThroughKillStorm(
+  dir: string,
+  tasks: ReadonlyArray<{ id: string }>,
+  count: number,
+  during: (storming: () => boolean) => Promise<void> = async () => undefined,
+) {
   const kills: Kill[] = [];
   let incarnation = 0;
   const ids: string[] = [];
   const start = (slot: number): RunningCli => {
     incarnation += 1;
     ids[slot] = `w${slot}-${incarnation}`;
-    return startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--poll-interval', '100ms', '--lock-stale', '10s', '--worker-id', ids[slot]]);
+    return startCli([
+      '--dir',
+      dir,
+      'run',
+      '--api-url',
+      api.url,
+      '--drain',
+      '--quiet',
+      '--poll-interval',
+      '100ms',
+      '--lock-stale',
+      '10s',
+      '--worker-id',
+      ids[slot],
+    ]);
   };
   const workers = Array.from({ length: count }, (_, slot) => start(slot));
   let storming = true;
@@ -91,7 +110,9 @@ describe('kill storm', () => {
       expect(verdict.problems).toEqual([]);
       expect(await lockFiles(dir)).toEqual([]);
       expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
-      console.log(`kill storm: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`);
+      console.log(
+        `kill storm: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`,
+      );
     });
   }, 180_000);
 });
@@ -170,7 +191,23 @@ describe('a flaky API', () => {
         } else answerOk(call, res);
       });
       const workers = Array.from({ length: 3 }, (_, i) =>
-        startCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--quiet', '--timeout', '300ms', '--backoff', '10ms', '--max-attempts', '20', '--worker-id', `f${i}`]),
+        startCli([
+          '--dir',
+          dir,
+          'run',
+          '--api-url',
+          api.url,
+          '--drain',
+          '--quiet',
+          '--timeout',
+          '300ms',
+          '--backoff',
+          '10ms',
+          '--max-attempts',
+          '20',
+          '--worker-id',
+          `f${i}`,
+        ]),
       );
       for (const worker of workers) expect((await worker.exited).code).toBe(0);
       const states = await statusById(dir);
@@ -224,7 +261,17 @@ describe('damaged files', () => {
       // Every command, as a user meets it, at a few offsets.
       for (const offset of [0, 1, Math.floor(whole.length / 2), whole.length - 3]) {
         await writeFile(file, whole.subarray(0, offset));
-        for (const command of [['status'], ['add', 'd', 'x'], ['show', 'a'], ['logs'], ['graph'], ['retry', '--failed'], ['cancel', 'c'], ['clean', '--completed'], ['run', '--api-url', api.url, '--drain']]) {
+        for (const command of [
+          ['status'],
+          ['add', 'd', 'x'],
+          ['show', 'a'],
+          ['logs'],
+          ['graph'],
+          ['retry', '--failed'],
+          ['cancel', 'c'],
+          ['clean', '--completed'],
+          ['run', '--api-url', api.url, '--drain'],
+        ]) {
           const result = await runCli(['--dir', dir, ...command]);
           expect(result.code, `${command[0]} at ${offset}: ${result.stderr}`).toBe(4);
           expect(result.stderr).toContain(file);
@@ -325,7 +372,9 @@ describe('full disk and a read-only folder', () => {
       } catch {
         // dd stops when the disk is full: that is the point
       }
-      const add = await runCli(['--dir', dir, 'add', '--file', '-'], { input: Array.from({ length: 200 }, (_, i) => JSON.stringify({ id: `x${i}`, instruction: 'y'.repeat(2000) })).join('\n') });
+      const add = await runCli(['--dir', dir, 'add', '--file', '-'], {
+        input: Array.from({ length: 200 }, (_, i) => JSON.stringify({ id: `x${i}`, instruction: 'y'.repeat(2000) })).join('\n'),
+      });
       expect(add.code).toBe(5);
       expect(add.stderr).toMatch(/disk is full/);
       expect(await readFile(join(dir, 'queue', 'queue.json'))).toEqual(queueBefore);
@@ -381,7 +430,23 @@ describe('hostile input', () => {
     await withTempDir(async (outer) => {
       const dir = join(outer, 'data');
       const before = await readdir(outer);
-      const hostileIds = ['../escape', '..', '.', '/abs', 'a/b', 'a\\b', 'x'.repeat(101), 'café', 'tab\there', 'nul\u0000byte', 'new\nline', '', ' ', '-flag', 'a.lock/../../x'];
+      const hostileIds = [
+        '../escape',
+        '..',
+        '.',
+        '/abs',
+        'a/b',
+        'a\\b',
+        'x'.repeat(101),
+        'café',
+        'tab\there',
+        'nul\u0000byte',
+        'new\nline',
+        '',
+        ' ',
+        '-flag',
+        'a.lock/../../x',
+      ];
       for (const id of hostileIds) {
         const result = await runCli(['--dir', dir, 'add', '--file', '-'], { input: JSON.stringify({ id, instruction: 'x' }) });
         expect(result.code, JSON.stringify(id)).toBe(3);
@@ -442,7 +507,18 @@ describe('the queue-wide lock', () => {
   /** A command run under strace, one of whose stats of queue.json (the `when`-th) stalls for `seconds`: the event loop, and with it the lock's refresh, stalls too. */
   function stalled(dir: string, when: number, seconds: number, ...args: string[]) {
     return startCli(['--dir', dir, ...args], {
-      prefix: ['strace', '-f', '-o', '/dev/null', '-P', join(dir, 'queue', 'queue.json'), '-e', 'trace=statx', '-e', `inject=statx:delay_enter=${seconds * 1_000_000}:when=${when}`],
+      prefix: [
+        'strace',
+        '-f',
+        '-o',
+        '/dev/null',
+        '-P',
+        join(dir, 'queue', 'queue.json'),
+        '-e',
+        'trace=statx',
+        '-e',
+        `inject=statx:delay_enter=${seconds * 1_000_000}:when=${when}`,
+      ],
     });
   }
   const hasStrace = (() => {
@@ -457,21 +533,25 @@ describe('the queue-wide lock', () => {
   it.for([
     { what: 'a clean', when: 4, args: ['clean', '--completed'] },
     { what: 'an add', when: 1, args: ['add', 'slow', 'stalled inside the lock'] },
-  ])('$what stalled inside the lock longer than its staleness keeps it: an add waiting meanwhile is not lost', { timeout: 60_000 }, async ({ when, args }, context) => {
-    if (!hasStrace) return context.skip('strace is not installed: .ci/run installs it');
-    await withTempDir(async (dir) => {
-      await addAll(dir, [{ id: 'a' }, { id: 'b' }]);
-      expect((await runCli(['--dir', dir, 'run', '1', '--api-url', api.url])).code).toBe(0);
-      // Longer than the 10 s after which a lock that is not refreshed counts as stale.
-      const holder = stalled(dir, when, 11, ...args);
-      await sleep(1500);
-      const waiting = await runCli(['--dir', dir, 'add', 'new1', 'added while the lock is held']);
-      expect(waiting.code, waiting.stderr).toBe(0);
-      const held = await holder.exited;
-      expect(held.code, held.stderr).toBe(0);
-      const ids = [...(await statusById(dir)).keys()];
-      expect(ids).toContain('new1');
-      if (args[0] === 'add') expect(ids).toContain('slow');
-    });
-  });
+  ])(
+    '$what stalled inside the lock longer than its staleness keeps it: an add waiting meanwhile is not lost',
+    { timeout: 60_000 },
+    async ({ when, args }, context) => {
+      if (!hasStrace) return context.skip('strace is not installed: .ci/run installs it');
+      await withTempDir(async (dir) => {
+        await addAll(dir, [{ id: 'a' }, { id: 'b' }]);
+        expect((await runCli(['--dir', dir, 'run', '1', '--api-url', api.url])).code).toBe(0);
+        // Longer than the 10 s after which a lock that is not refreshed counts as stale.
+        const holder = stalled(dir, when, 11, ...args);
+        await sleep(1500);
+        const waiting = await runCli(['--dir', dir, 'add', 'new1', 'added while the lock is held']);
+        expect(waiting.code, waiting.stderr).toBe(0);
+        const held = await holder.exited;
+        expect(held.code, held.stderr).toBe(0);
+        const ids = [...(await statusById(dir)).keys()];
+        expect(ids).toContain('new1');
+        if (args[0] === 'add') expect(ids).toContain('slow');
+      });
+    },
+  );
 });

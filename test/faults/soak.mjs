@@ -55,7 +55,33 @@ const workers = new Map();
 function startWorker(slot) {
   incarnation += 1;
   const id = `soak${slot}-${incarnation}`;
-  const child = spawn(process.execPath, [BIN, '--dir', dir, 'run', '--api-url', url, '--quiet', '--max-idle', '0', '--poll-interval', '200ms', '--timeout', '1s', '--backoff', '50ms', '--max-attempts', '100', '--lock-stale', '5s', '--worker-id', id], { stdio: 'ignore' });
+  const child = spawn(
+    process.execPath,
+    [
+      BIN,
+      '--dir',
+      dir,
+      'run',
+      '--api-url',
+      url,
+      '--quiet',
+      '--max-idle',
+      '0',
+      '--poll-interval',
+      '200ms',
+      '--timeout',
+      '1s',
+      '--backoff',
+      '50ms',
+      '--max-attempts',
+      '100',
+      '--lock-stale',
+      '5s',
+      '--worker-id',
+      id,
+    ],
+    { stdio: 'ignore' },
+  );
   workers.set(slot, { id, child, exited: new Promise((r) => child.on('exit', r)) });
 }
 for (let slot = 0; slot < WORKERS; slot += 1) startWorker(slot);
@@ -72,7 +98,9 @@ const adding = (async () => {
       if (i > 0 && Math.random() < 0.3) deps.push(`b${batch}-${Math.floor(Math.random() * i)}`);
       lines.push({ id, deps: [...new Set(deps)] });
     }
-    execFileSync(process.execPath, [BIN, '--dir', dir, 'add', '--file', '-'], { input: lines.map((t) => JSON.stringify({ ...t, instruction: `soak ${t.id}` })).join('\n') });
+    execFileSync(process.execPath, [BIN, '--dir', dir, 'add', '--file', '-'], {
+      input: lines.map((t) => JSON.stringify({ ...t, instruction: `soak ${t.id}` })).join('\n'),
+    });
     tasks.push(...lines);
     batch += 1;
     await sleep(500);
@@ -100,12 +128,16 @@ while (Date.now() < drainDeadline) {
 }
 for (const worker of workers.values()) worker.child.kill('SIGTERM');
 await Promise.all([...workers.values()].map((worker) => worker.exited));
-const finalStates = new Map(JSON.parse(execFileSync(process.execPath, [BIN, '--dir', dir, 'status', '--json'], { maxBuffer: 1 << 30 }).toString()).map((task) => [task.id, task]));
+const finalStates = new Map(
+  JSON.parse(execFileSync(process.execPath, [BIN, '--dir', dir, 'status', '--json'], { maxBuffer: 1 << 30 }).toString()).map((task) => [task.id, task]),
+);
 const verdict = await checkGuarantees(dir, tasks, calls, kills, finalStates);
 server.close();
 const lost = verdict.problems.filter((problem) => /ended|never called/.test(problem)).length;
 console.log(`soak, ${minutes} min: ${verdict.tasks} tasks in ${batch} batches, ${verdict.calls} calls, ${kills.length} workers killed`);
-console.log(`repeated calls: ${verdict.explainedRepeats} after a worker died mid-call, ${verdict.retriedRepeats} after the API failed on purpose; unexplained: ${verdict.problems.filter((p) => /called again/.test(p)).length}`);
+console.log(
+  `repeated calls: ${verdict.explainedRepeats} after a worker died mid-call, ${verdict.retriedRepeats} after the API failed on purpose; unexplained: ${verdict.problems.filter((p) => /called again/.test(p)).length}`,
+);
 console.log(`lost: ${lost}; other problems: ${verdict.problems.length - lost}`);
 for (const problem of verdict.problems.slice(0, 20)) console.log(`  ${problem}`);
 if (verdict.problems.length === 0) rmSync(dir, { recursive: true, force: true });

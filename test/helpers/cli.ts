@@ -61,7 +61,9 @@ export function startCli(args: string[], options: { env?: Record<string, string>
   const waitFor = (stream: () => string, pattern: RegExp, timeoutMs = 20_000) =>
     new Promise<string>((resolveWait, rejectWait) => {
       const check = () => {
-        const line = stream().split('\n').find((candidate) => pattern.test(candidate));
+        const line = stream()
+          .split('\n')
+          .find((candidate) => pattern.test(candidate));
         if (line === undefined) return;
         listeners.delete(check);
         clearTimeout(timer);

@@ -34,9 +34,18 @@ export class MemoryStore implements WorkerStore {
   private readonly definitions = new Map<string, TaskDefinition>();
   private tokens = 0;
 
-  constructor(tasks: Array<Partial<TaskDefinition> & { id: string }>, private readonly clock: FakeClock) {
+  constructor(
+    tasks: Array<Partial<TaskDefinition> & { id: string }>,
+    private readonly clock: FakeClock,
+  ) {
     const defs = tasks.map((task) => ({
-      instruction: `do ${task.id}`, deps: [], min_budget: 1000, max_budget: 4000, intensity: 'medium' as const, added_at: new Date(clock.ms).toISOString(), ...task,
+      instruction: `do ${task.id}`,
+      deps: [],
+      min_budget: 1000,
+      max_budget: 4000,
+      intensity: 'medium' as const,
+      added_at: new Date(clock.ms).toISOString(),
+      ...task,
     }));
     for (const def of defs) this.definitions.set(def.id, def);
     this.state.addDefinitions({ tasks: defs, removed: new Set() });
@@ -64,7 +73,15 @@ export class MemoryStore implements WorkerStore {
   private claim(task: TaskRecord<TaskHead>, claimant: Claimant): HeldClaim | null {
     this.tokens += 1;
     const event: ClaimEvent = {
-      type: 'claim', task: task.def.id, token: `t${this.tokens}`, prev: null, attempt: task.attempts + 1, worker: claimant.workerId, pid: claimant.pid, host: claimant.host, at: new Date(this.clock.now()).toISOString(),
+      type: 'claim',
+      task: task.def.id,
+      token: `t${this.tokens}`,
+      prev: null,
+      attempt: task.attempts + 1,
+      worker: claimant.workerId,
+      pid: claimant.pid,
+      host: claimant.host,
+      at: new Date(this.clock.now()).toISOString(),
     };
     if (claimant.rate) event.rate = claimant.rate;
     this.events.push(event);
@@ -91,8 +108,16 @@ export class MemoryStore implements WorkerStore {
     const current = this.state.get(claim.taskId)?.claim;
     if (current?.token !== claim.token) return { recorded: false, lostTo: current?.worker ?? null };
     const event: OutcomeEvent = {
-      type: 'outcome', task: claim.taskId, token: claim.token, attempt: claim.attempt, worker: current.worker, outcome: outcome.outcome, called: outcome.called,
-      started_at: new Date(outcome.startedAt).toISOString(), ended_at: new Date(outcome.endedAt).toISOString(), duration_ms: Math.max(0, outcome.endedAt - outcome.startedAt),
+      type: 'outcome',
+      task: claim.taskId,
+      token: claim.token,
+      attempt: claim.attempt,
+      worker: current.worker,
+      outcome: outcome.outcome,
+      called: outcome.called,
+      started_at: new Date(outcome.startedAt).toISOString(),
+      ended_at: new Date(outcome.endedAt).toISOString(),
+      duration_ms: Math.max(0, outcome.endedAt - outcome.startedAt),
     };
     if (outcome.charged === false) event.charged = false;
     if (outcome.error) event.error = outcome.error;

@@ -8,7 +8,10 @@ import { runCli } from './cli.js';
 /** Adds tasks through `worker add --file`, as a user would. */
 export async function addAll(dir: string, tasks: Array<{ id: string; deps?: string[]; instruction?: string }>): Promise<void> {
   const file = join(dir, 'tasks.jsonl');
-  await writeFile(file, tasks.map((task) => JSON.stringify({ id: task.id, instruction: task.instruction ?? `do ${task.id}`, deps: task.deps ?? [] })).join('\n'));
+  await writeFile(
+    file,
+    tasks.map((task) => JSON.stringify({ id: task.id, instruction: task.instruction ?? `do ${task.id}`, deps: task.deps ?? [] })).join('\n'),
+  );
   const result = await runCli(['--dir', dir, 'add', '--file', file]);
   expect(result.code, result.stderr).toBe(0);
 }
@@ -27,7 +30,10 @@ export async function queueIdOf(dir: string): Promise<string> {
 
 export async function logEvents(dir: string): Promise<Array<Record<string, any>>> {
   const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
-  return text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
+  return text
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as Record<string, any>);
 }
 
 /** Lock slots (locks/slots/) still on disk: a worker removes its own when it exits, and dead workers' ones go at the next sweep. */
@@ -38,7 +44,9 @@ export async function lockSlots(dir: string): Promise<string[]> {
 /** What each slot left says (its process), for the message of a failed check: which process left it, and whether it finished writing it. */
 export async function describeSlots(dir: string): Promise<string> {
   const names = await lockSlots(dir);
-  const described = await Promise.all(names.map(async (name) => `${name}: ${JSON.stringify(await readFile(join(dir, 'locks', 'slots', name), 'utf8').catch(String))}`));
+  const described = await Promise.all(
+    names.map(async (name) => `${name}: ${JSON.stringify(await readFile(join(dir, 'locks', 'slots', name), 'utf8').catch(String))}`),
+  );
   return `slots left: ${described.join('; ')}`;
 }
 

@@ -19,7 +19,12 @@ describe('worker add', () => {
       expect((await runCli(['--dir', dir, 'add', 'c', 'Do c', 'a, b', '--min-budget', '5', '--max-budget', '9', '--intensity', 'high'])).code).toBe(0);
       expect((await runCli(['--dir', dir, 'add', 'd', 'Do d', 'a,b,a,'])).code).toBe(0);
       const tasks = await statusJson(dir);
-      expect(tasks.map((task) => [task.id, task.deps])).toEqual([['a', []], ['b', []], ['c', ['a', 'b']], ['d', ['a', 'b']]]);
+      expect(tasks.map((task) => [task.id, task.deps])).toEqual([
+        ['a', []],
+        ['b', []],
+        ['c', ['a', 'b']],
+        ['d', ['a', 'b']],
+      ]);
       expect(tasks[2]).toMatchObject({ min_budget: 5, max_budget: 9, intensity: 'high', state: 'pending', attempts: 0 });
       expect(tasks[0]).toMatchObject({ min_budget: 1000, max_budget: 4000, intensity: 'medium' });
     });
@@ -180,7 +185,8 @@ describe('a damaged queue.json', () => {
 
 describe('worker add reads only what changed since the last add (queue/checked.json)', () => {
   const logFile = (dir: string) => join(dir, 'queue', 'execution-log.jsonl');
-  const claimOf = (task: string) => `${JSON.stringify({ type: 'claim', task, token: `t-${task}`, prev: null, attempt: 1, worker: 'w', pid: 1, host: 'h', at: '2026-01-01T00:00:00.000Z' })}\n`;
+  const claimOf = (task: string) =>
+    `${JSON.stringify({ type: 'claim', task, token: `t-${task}`, prev: null, attempt: 1, worker: 'w', pid: 1, host: 'h', at: '2026-01-01T00:00:00.000Z' })}\n`;
 
   it('still refuses a queue.json edited since, even when its size did not change', async () => {
     await withTempDir(async (dir) => {
@@ -266,7 +272,14 @@ describe('worker status', () => {
       expect(lines[2]).toMatch(/^parse\s+pending\s+0\s+fetch\s+-\s+\d+s\s+waiting on 1 dep: fetch \(pending\)$/);
       expect(lines[3]).toBe('2 tasks: 2 pending, 0 running, 0 completed, 0 failed, 0 blocked');
       const tasks = await statusJson(dir);
-      expect(tasks[1]).toMatchObject({ id: 'parse', instruction: 'Parse it', deps: ['fetch'], state: 'pending', attempts: 0, reason: 'waiting on 1 dep: fetch (pending)' });
+      expect(tasks[1]).toMatchObject({
+        id: 'parse',
+        instruction: 'Parse it',
+        deps: ['fetch'],
+        state: 'pending',
+        attempts: 0,
+        reason: 'waiting on 1 dep: fetch (pending)',
+      });
       expect(tasks[1]).not.toHaveProperty('last_error');
     });
   });
@@ -274,7 +287,18 @@ describe('worker status', () => {
   it('a folder with no queue (a typo in --dir): commands that read refuse, exit 3, and create nothing', async () => {
     await withTempDir(async (dir) => {
       const typo = join(dir, 'queus');
-      for (const command of [['status'], ['status', '--json'], ['show', 'a'], ['logs'], ['graph'], ['workers'], ['retry', '--failed'], ['cancel', 'a'], ['unlock', 'a'], ['clean', '--completed']]) {
+      for (const command of [
+        ['status'],
+        ['status', '--json'],
+        ['show', 'a'],
+        ['logs'],
+        ['graph'],
+        ['workers'],
+        ['retry', '--failed'],
+        ['cancel', 'a'],
+        ['unlock', 'a'],
+        ['clean', '--completed'],
+      ]) {
         const result = await runCli(['--dir', typo, ...command]);
         expect(result.code, command.join(' ')).toBe(3);
         expect(result.stderr).toBe(`worker: no queue at ${typo} (worker add creates one); check --dir (or WORKER_DIR) for a typo\n`);
@@ -303,8 +327,25 @@ describe('the command line', () => {
   it('worker --help lists the global option and every environment variable; every error has one prefix', async () => {
     const help = await runCli(['--help']);
     expect(help.code).toBe(0);
-    for (const name of ['--dir', 'WORKER_DIR', 'WORKER_API_URL', 'WORKER_API_HEADERS', 'WORKER_API_TIMEOUT', 'WORKER_POLL_INTERVAL', 'WORKER_MAX_IDLE', 'WORKER_MAX_ATTEMPTS',
-      'WORKER_LOCK_STALE', 'WORKER_BACKOFF', 'WORKER_RATE', 'WORKER_MAX_API_WAIT', 'WORKER_ID', 'WORKER_MIN_BUDGET', 'WORKER_MAX_BUDGET', 'WORKER_INTENSITY', 'NO_COLOR']) {
+    for (const name of [
+      '--dir',
+      'WORKER_DIR',
+      'WORKER_API_URL',
+      'WORKER_API_HEADERS',
+      'WORKER_API_TIMEOUT',
+      'WORKER_POLL_INTERVAL',
+      'WORKER_MAX_IDLE',
+      'WORKER_MAX_ATTEMPTS',
+      'WORKER_LOCK_STALE',
+      'WORKER_BACKOFF',
+      'WORKER_RATE',
+      'WORKER_MAX_API_WAIT',
+      'WORKER_ID',
+      'WORKER_MIN_BUDGET',
+      'WORKER_MAX_BUDGET',
+      'WORKER_INTENSITY',
+      'NO_COLOR',
+    ]) {
       expect(help.stdout).toContain(name);
     }
     const unknown = await runCli(['--bogus']);

@@ -17,7 +17,18 @@ import type { ClaimEvent, OutcomeEvent } from '../../src/types.js';
 const AT = new Date().toISOString();
 const claim = (task: string, token: string): ClaimEvent => ({ type: 'claim', task, token, prev: null, attempt: 1, worker: 'w', pid: 1, host: 'h', at: AT });
 const completed = (task: string, token: string): OutcomeEvent => ({
-  type: 'outcome', task, token, attempt: 1, worker: 'w', outcome: 'completed', called: true, started_at: AT, ended_at: AT, duration_ms: 1, http_status: 200, result: { done: task },
+  type: 'outcome',
+  task,
+  token,
+  attempt: 1,
+  worker: 'w',
+  outcome: 'completed',
+  called: true,
+  started_at: AT,
+  ended_at: AT,
+  duration_ms: 1,
+  http_status: 200,
+  result: { done: task },
 });
 
 describe('compaction: the switch between generations', () => {
@@ -27,7 +38,11 @@ describe('compaction: the switch between generations', () => {
       const worker = await QueueStore.open(dir);
       worker.append([claim('a', 'ta'), completed('a', 'ta')]);
       worker.refresh();
-      compactLog(worker.paths, () => undefined, () => new Date());
+      compactLog(
+        worker.paths,
+        () => undefined,
+        () => new Date(),
+      );
       const other = await QueueStore.open(dir);
       other.append([claim('b', 'tb')]);
       worker.refresh();
@@ -52,7 +67,11 @@ describe('compaction: the switch between generations', () => {
       sealer.close();
       worker.append([completed('a', 'ta')]);
       // The compaction finishes: the outcome, after the seal, is not in the next generation.
-      compactLog(worker.paths, () => undefined, () => new Date());
+      compactLog(
+        worker.paths,
+        () => undefined,
+        () => new Date(),
+      );
       const before = await QueueStore.open(dir);
       expect(before.state.get('a')!.state).toBe('running');
       before.close();
@@ -71,8 +90,16 @@ describe('compaction: the switch between generations', () => {
       const sleeper = await QueueStore.open(dir);
       const other = await QueueStore.open(dir);
       other.append([claim('a', 'ta'), completed('a', 'ta')]);
-      compactLog(other.paths, () => undefined, () => new Date());
-      compactLog(other.paths, () => undefined, () => new Date());
+      compactLog(
+        other.paths,
+        () => undefined,
+        () => new Date(),
+      );
+      compactLog(
+        other.paths,
+        () => undefined,
+        () => new Date(),
+      );
       other.refresh();
       other.append([claim('b', 'tb')]);
       sleeper.refresh();

@@ -27,10 +27,14 @@ describe('the log is the truth: lost under a running worker, it stops', () => {
   it.each([
     ['emptied (logrotate copytruncate)', (file: string) => truncate(file, 0), /it shrank from \d+ bytes/],
     ['deleted', (file: string) => unlink(file), /it was deleted or moved away while in use/],
-    ['replaced by another file', async (file: string) => {
-      await writeFile(`${file}.new`, '');
-      await rename(`${file}.new`, file);
-    }, /it was replaced/],
+    [
+      'replaced by another file',
+      async (file: string) => {
+        await writeFile(`${file}.new`, '');
+        await rename(`${file}.new`, file);
+      },
+      /it was replaced/,
+    ],
   ])('%s: the worker exits 4 naming it, and calls no completed task again', async (_what, damage, message) => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
@@ -130,7 +134,7 @@ describe('terminals and signals', () => {
 });
 
 describe('mistakes caught early', () => {
-  it('a second live worker with the id of a live one is refused (exit 2, naming the pid); a killed one\'s id is free at once', async () => {
+  it("a second live worker with the id of a live one is refused (exit 2, naming the pid); a killed one's id is free at once", async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'a' }]);
       const first = startCli(runArgs(dir, '--worker-id', 'same'));
@@ -156,7 +160,10 @@ describe('results apart from the events, and a log that stops growing', () => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(call.task_id === 'small' ? '{"status":"completed","n":1}' : big(call.task_id));
       });
-      await addAll(dir, [{ id: 'large' }, { id: 'small' }, { id: 'waiting' , deps: ['never'] }].filter((task) => task.id !== 'waiting'));
+      await addAll(
+        dir,
+        [{ id: 'large' }, { id: 'small' }, { id: 'waiting', deps: ['never'] }].filter((task) => task.id !== 'waiting'),
+      );
       expect((await runCli(runArgs(dir, '--drain'))).code).toBe(0);
       expect((await stat(logFile(dir))).size).toBeLessThan(4000);
       const raw = await runCli(['--dir', dir, 'result', 'large']);

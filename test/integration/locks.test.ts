@@ -82,7 +82,7 @@ describe('task locks', () => {
     });
   });
 
-  it('refuse a second holder while held, name their maker, and are made from the new holder\'s own slot once released', async () => {
+  it("refuse a second holder while held, name their maker, and are made from the new holder's own slot once released", async () => {
     await withLocksFolder(async (paths) => {
       const first = locksOf(paths, 1001);
       const second = locksOf(paths, 1002);
@@ -160,7 +160,7 @@ describe('task locks', () => {
 });
 
 describe('slots left behind', () => {
-  it('go with the next sweep when their process is gone, or was killed while writing one; a live one\'s stay', async () => {
+  it("go with the next sweep when their process is gone, or was killed while writing one; a live one's stay", async () => {
     await withLocksFolder(async (paths) => {
       const dead = Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
       mkdirSync(slotsDir(paths));
@@ -187,7 +187,10 @@ describe('proper-lockfile on the link-based file system', () => {
     const calls: string[] = [];
     const slot = join(paths.locksDir, 'slot');
     writeFileSync(slot, '');
-    const lockFs = lockFileSystem((lockPath) => linkSync(slot, lockPath), () => undefined);
+    const lockFs = lockFileSystem(
+      (lockPath) => linkSync(slot, lockPath),
+      () => undefined,
+    );
     const recording = new Proxy(lockFs, {
       get(target, name) {
         const value = Reflect.get(target, name);
@@ -216,7 +219,7 @@ describe('proper-lockfile on the link-based file system', () => {
     });
   });
 
-  it('a process that exits while holding a lock leaves none behind (proper-lockfile\'s exit hook)', async () => {
+  it("a process that exits while holding a lock leaves none behind (proper-lockfile's exit hook)", async () => {
     await withLocksFolder(async (paths) => {
       // A real process: the hook runs on its 'exit'. Built from the sources as the CLI is.
       const script = join(paths.root, 'hold-and-exit.cjs');

@@ -39,7 +39,9 @@ describe('worker serve', () => {
     expect((await post({ task_id: 'c\u001b[2J\u009b2J', instruction: 'x' })).status).toBe(200);
     await server.waitForOutput(/task="c\\u001b\[2J\\u009b2J"/);
     expect(server.stdout()).not.toMatch(/[\u001b\u009b]/);
-    const huge = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(17 * 1024 * 1024) }).catch((error: unknown) => error);
+    const huge = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(17 * 1024 * 1024) }).catch(
+      (error: unknown) => error,
+    );
     if (huge instanceof Response) expect(huge.status).toBe(413);
     expect((await post({ task_id: 'd', instruction: 'still up' })).status).toBe(200);
     server.process.kill('SIGINT');
@@ -90,7 +92,14 @@ describe('worker demo', () => {
 describe('why is it not running?', () => {
   it('status and show say it in words: running, waiting on deps, stuck with a dead worker, failed, blocked through a chain', async () => {
     await withTempDir(async (dir) => {
-      await addAll(dir, [{ id: 'fetch-3' }, { id: 'parse-1' }, { id: 'report', deps: ['fetch-3', 'parse-1'] }, { id: 'bad' }, { id: 'after-bad', deps: ['bad'] }, { id: 'later', deps: ['after-bad'] }]);
+      await addAll(dir, [
+        { id: 'fetch-3' },
+        { id: 'parse-1' },
+        { id: 'report', deps: ['fetch-3', 'parse-1'] },
+        { id: 'bad' },
+        { id: 'after-bad', deps: ['bad'] },
+        { id: 'later', deps: ['after-bad'] },
+      ]);
       const hold = holdCallsFor(api, 'fetch-3');
       api.setBehaviour((call, res) => {
         if (call.task_id === 'fetch-3') {
@@ -171,12 +180,19 @@ describe('inspection: show, logs, graph, workers', () => {
 
       const logs = await runCli(['--dir', dir, 'logs']);
       expect(logs.stdout.trim().split('\n')).toHaveLength(6);
-      expect((await runCli(['--dir', dir, 'logs', 'b'])).stdout).toMatch(/^\S+ {2}b {2}claimed by w-1 \(attempt 1, pid \d+ on .+\)\n\S+ {2}b {2}attempt 1 completed/);
+      expect((await runCli(['--dir', dir, 'logs', 'b'])).stdout).toMatch(
+        /^\S+ {2}b {2}claimed by w-1 \(attempt 1, pid \d+ on .+\)\n\S+ {2}b {2}attempt 1 completed/,
+      );
       const mermaid = await runCli(['--dir', dir, 'graph']);
-      expect(mermaid.stdout).toBe('flowchart LR\n  n0["a · completed"]:::completed\n  n1["b · completed"]:::completed\n  n0 --> n1\n' +
-        '  classDef pending fill:#f5f5f5\n  classDef running fill:#d1ecf1\n  classDef completed fill:#d4edda\n  classDef failed fill:#f8d7da\n  classDef blocked fill:#fff3cd\n');
+      expect(mermaid.stdout).toBe(
+        'flowchart LR\n  n0["a · completed"]:::completed\n  n1["b · completed"]:::completed\n  n0 --> n1\n' +
+          '  classDef pending fill:#f5f5f5\n  classDef running fill:#d1ecf1\n  classDef completed fill:#d4edda\n  classDef failed fill:#f8d7da\n  classDef blocked fill:#fff3cd\n',
+      );
       expect((await runCli(['--dir', dir, 'graph', '--format', 'dot'])).stdout).toContain('"a" -> "b";');
-      for (const command of [['show', 'nope'], ['logs', 'nope']]) {
+      for (const command of [
+        ['show', 'nope'],
+        ['logs', 'nope'],
+      ]) {
         const missing = await runCli(['--dir', dir, ...command]);
         expect(missing.code).toBe(3);
         expect(missing.stderr).toMatch(/no task "nope"/);
@@ -201,7 +217,16 @@ describe('inspection: show, logs, graph, workers', () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'a' }]);
       await mkdir(join(dir, 'locks', 'workers'), { recursive: true });
-      const old = { worker: 'w-old', pid: 1, host: 'elsewhere', started_at: '2020-01-01T00:00:00.000Z', beat_at: '2020-01-01T00:00:00.000Z', state: 'stopped', current_task: null, tasks_done: 3 };
+      const old = {
+        worker: 'w-old',
+        pid: 1,
+        host: 'elsewhere',
+        started_at: '2020-01-01T00:00:00.000Z',
+        beat_at: '2020-01-01T00:00:00.000Z',
+        state: 'stopped',
+        current_task: null,
+        tasks_done: 3,
+      };
       await writeFile(join(dir, 'locks', 'workers', 'w-old.json'), JSON.stringify(old));
       expect(JSON.parse((await runCli(['--dir', dir, 'workers', '--json'])).stdout)).toHaveLength(1);
       expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--worker-id', 'w-new'])).code).toBe(0);
@@ -279,7 +304,9 @@ describe('repair: retry, cancel, unlock, clean', () => {
       await worker.exited;
       const removed = await runCli(['--dir', dir, 'unlock', 'held']);
       expect(removed.code, removed.stderr).toBe(0);
-      expect(removed.stdout).toMatch(/removed the lock of held, held by w-holder .*, whose process is gone; the task is still running under that claim, and the next worker takes it over/);
+      expect(removed.stdout).toMatch(
+        /removed the lock of held, held by w-holder .*, whose process is gone; the task is still running under that claim, and the next worker takes it over/,
+      );
       const none = await runCli(['--dir', dir, 'unlock', 'held']);
       expect(none.code).toBe(3);
       expect(none.stderr).toMatch(/task "held" has no lock/);
@@ -307,7 +334,9 @@ describe('repair: retry, cancel, unlock, clean', () => {
       expect(notCompleted.stderr).toMatch(/only completed tasks can be removed/);
       const cleaned = await runCli(['--dir', dir, 'clean', '--completed']);
       // What a and b left in the log goes with them: the log keeps the 4 events of c and waits.
-      expect(cleaned.stdout).toMatch(/^removed 2 completed tasks; kept 1 that remaining tasks depend on: c\ncompacted the execution log to generation 2: [\d.]+ KB → [\d.]+ KB, 4 of 8 events kept\n$/);
+      expect(cleaned.stdout).toMatch(
+        /^removed 2 completed tasks; kept 1 that remaining tasks depend on: c\ncompacted the execution log to generation 2: [\d.]+ KB → [\d.]+ KB, 4 of 8 events kept\n$/,
+      );
       const states = await statusById(dir);
       expect([...states.keys()]).toEqual(['c', 'waits']);
       expect(states.get('c')).toMatchObject({ state: 'completed' });
@@ -332,7 +361,10 @@ describe('live progress', () => {
       context.skip('tmux is not installed (apt-get install tmux): the progress line cannot be read from a terminal');
     }
     await withTempDir(async (dir) => {
-      await addAll(dir, Array.from({ length: 6 }, (_, i) => ({ id: `t${i}` })));
+      await addAll(
+        dir,
+        Array.from({ length: 6 }, (_, i) => ({ id: `t${i}` })),
+      );
       const session = `worker-test-${process.pid}`;
       api.setBehaviour((call, res) => {
         setTimeout(() => answerOk(call, res), 150);
@@ -398,7 +430,7 @@ describe('leftover locks', () => {
 
   const deadPid = () => Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
 
-  it('a worker removes at once a fresh lock whose maker is gone, and the dead maker\'s slot', async () => {
+  it("a worker removes at once a fresh lock whose maker is gone, and the dead maker's slot", async () => {
     await withTempDir(async (dir) => {
       await leaveLock(dir, 'link', deadPid(), 0);
       const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--lock-stale', '60s']);

@@ -67,9 +67,14 @@ describe('worker run: exactly once, in dependency order', () => {
       await addAll(dir, [...tasks, { id: 'held' }]);
       // link(2) fails as it does on FAT; this file system has hard links, so the refusal is played by a preload.
       const noLinks = join(dir, 'no-hard-links.cjs');
-      await writeFile(noLinks, "require('node:fs').linkSync = () => { throw Object.assign(new Error('EPERM: operation not permitted, link'), { code: 'EPERM' }); };\n");
+      await writeFile(
+        noLinks,
+        "require('node:fs').linkSync = () => { throw Object.assign(new Error('EPERM: operation not permitted, link'), { code: 'EPERM' }); };\n",
+      );
       const hold = holdCallsFor(api, 'held');
-      const workers = Array.from({ length: 3 }, (_, i) => startCli(runArgs(dir, '--drain', '--worker-id', `f${i}`), { env: { NODE_OPTIONS: `--require ${noLinks}` } }));
+      const workers = Array.from({ length: 3 }, (_, i) =>
+        startCli(runArgs(dir, '--drain', '--worker-id', `f${i}`), { env: { NODE_OPTIONS: `--require ${noLinks}` } }),
+      );
       await hold.arrived();
       const heldLock = (await lockFiles(dir)).find((name) => name.endsWith('held.lock'))!;
       expect((await stat(join(dir, 'locks', heldLock))).isDirectory()).toBe(true);
@@ -96,7 +101,10 @@ describe('worker run: exactly once, in dependency order', () => {
       await worker.waitForLog(/completed later/);
       // clean rewrites queue.json: every line moves, also those of tasks the worker already knows and has yet to run.
       const gate = holdCallsFor(api, 'gate');
-      await addAll(dir, [{ id: 'gate', instruction: 'Gate' }, { id: 'behind', instruction: 'Behind the gate', deps: ['gate'] }]);
+      await addAll(dir, [
+        { id: 'gate', instruction: 'Gate' },
+        { id: 'behind', instruction: 'Behind the gate', deps: ['gate'] },
+      ]);
       await gate.arrived();
       expect((await runCli(['--dir', dir, 'clean', 'u2'])).code).toBe(0);
       answerOk(gate.held[0]!.call, gate.held[0]!.res);
@@ -106,24 +114,34 @@ describe('worker run: exactly once, in dependency order', () => {
       worker.process.kill('SIGTERM');
       expect((await worker.exited).code).toBe(0);
       const sent = new Map(api.calls.map((call) => [call.task_id, call.body.instruction]));
-      expect(sent).toEqual(new Map([
-        ...first.map((task) => [task.id, task.instruction] as const),
-        ['later', 'Added later: ünïcödé'],
-        ['gate', 'Gate'],
-        ['behind', 'Behind the gate'],
-        ['after-clean', 'After clean'],
-      ]));
+      expect(sent).toEqual(
+        new Map([
+          ...first.map((task) => [task.id, task.instruction] as const),
+          ['later', 'Added later: ünïcödé'],
+          ['gate', 'Gate'],
+          ['behind', 'Behind the gate'],
+          ['after-clean', 'After clean'],
+        ]),
+      );
     });
   });
 
   it('runs a queue.json formatted by hand (no line per task) with the right definitions', async () => {
     await withTempDir(async (dir) => {
-      await addAll(dir, [{ id: 'a', instruction: 'First' }, { id: 'b', instruction: 'Second', deps: ['a'] }]);
+      await addAll(dir, [
+        { id: 'a', instruction: 'First' },
+        { id: 'b', instruction: 'Second', deps: ['a'] },
+      ]);
       const file = join(dir, 'queue', 'queue.json');
       await writeFile(file, JSON.stringify(JSON.parse(await readFile(file, 'utf8')), null, 2));
       const result = await runCli(runArgs(dir, '--drain'));
       expect(result.code, result.stderr).toBe(0);
-      expect(new Map(api.calls.map((call) => [call.task_id, call.body.instruction]))).toEqual(new Map([['a', 'First'], ['b', 'Second']]));
+      expect(new Map(api.calls.map((call) => [call.task_id, call.body.instruction]))).toEqual(
+        new Map([
+          ['a', 'First'],
+          ['b', 'Second'],
+        ]),
+      );
     });
   });
 
@@ -159,10 +177,23 @@ describe('worker run: exactly once, in dependency order', () => {
       const result = await runCli(runArgs(dir, '--drain', '--worker-id', 'w-test', '--header', 'Authorization: Bearer s3cret-token'));
       // 401 refuses the worker's credentials: it stops with exit code 7.
       expect(result.code, result.stderr).toBe(7);
-      expect(api.calls[0]!.body).toEqual({ task_id: 'a', instruction: 'Summarize chapter 1', depends_on: [], attempt: 1, min_budget: 10, max_budget: 20, intensity: 'low' });
+      expect(api.calls[0]!.body).toEqual({
+        task_id: 'a',
+        instruction: 'Summarize chapter 1',
+        depends_on: [],
+        attempt: 1,
+        min_budget: 10,
+        max_budget: 20,
+        intensity: 'low',
+      });
       expect(api.calls[1]!.body).toMatchObject({ task_id: 'b', depends_on: ['a'] });
       const key = `${await queueIdOf(dir)}:a:1`;
-      expect(api.calls[0]!.headers).toMatchObject({ 'content-type': 'application/json', 'idempotency-key': key, 'x-worker-id': 'w-test', authorization: 'Bearer s3cret-token' });
+      expect(api.calls[0]!.headers).toMatchObject({
+        'content-type': 'application/json',
+        'idempotency-key': key,
+        'x-worker-id': 'w-test',
+        authorization: 'Bearer s3cret-token',
+      });
       expect(result.stderr).toContain('authorization: ***');
       expect(result.stderr).toContain('http 401: bad token: ***');
       expect(result.stderr).not.toContain('s3cret');
@@ -210,9 +241,14 @@ describe('worker run: exactly once, in dependency order', () => {
       await addAll(dir, [{ id: 'a' }]);
       const result = await runCli(runArgs(dir, '--drain', '--log-format', 'json', '--verbose', '--worker-id', 'w-json'));
       expect(result.code, result.stderr).toBe(0);
-      const lines = result.stderr.trim().split('\n').map((line) => JSON.parse(line) as { time: string; level: string; worker: string; msg: string });
+      const lines = result.stderr
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { time: string; level: string; worker: string; msg: string });
       expect(lines.every((line) => line.worker === 'w-json' && /^\d{4}-\d\d-\d\dT.*Z$/.test(line.time))).toBe(true);
-      expect(lines.map((line) => `${line.level} ${line.msg.split(' ')[0]}`)).toEqual(expect.arrayContaining(['info starting:', 'debug trying', 'info claimed', 'info completed', 'info stopping:']));
+      expect(lines.map((line) => `${line.level} ${line.msg.split(' ')[0]}`)).toEqual(
+        expect.arrayContaining(['info starting:', 'debug trying', 'info claimed', 'info completed', 'info stopping:']),
+      );
     });
   });
 
@@ -250,7 +286,10 @@ describe('worker run: failures are classified and recorded', () => {
       expect(result.code, result.stderr).toBe(0);
       expect((await statusById(dir)).get('flaky')).toMatchObject({ state: 'completed', attempts: 2 });
       const key = `${await queueIdOf(dir)}:flaky:1`;
-      expect(api.calls.map((call) => [call.attempt, call.idempotencyKey])).toEqual([[1, key], [2, key]]);
+      expect(api.calls.map((call) => [call.attempt, call.idempotencyKey])).toEqual([
+        [1, key],
+        [2, key],
+      ]);
       const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome');
       expect(outcomes[0]).toMatchObject({ outcome: 'retry', http_status: 500, error: { kind: 'http', http_status: 500 } });
     });
@@ -265,7 +304,10 @@ describe('worker run: failures are classified and recorded', () => {
       const result = await runCli(runArgs(dir, '--drain'), { env: { NODE_OPTIONS: `--require ${clock}` } });
       expect(result.code, result.stderr).toBe(0);
       const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome');
-      expect(outcomes.map((event) => [event.task, event.outcome, event.duration_ms])).toEqual([['a', 'completed', 0], ['b', 'completed', 0]]);
+      expect(outcomes.map((event) => [event.task, event.outcome, event.duration_ms])).toEqual([
+        ['a', 'completed', 0],
+        ['b', 'completed', 0],
+      ]);
       expect((await runCli(['--dir', dir, 'status'])).code).toBe(0);
     });
   });
@@ -295,7 +337,11 @@ describe('worker run: failures are classified and recorded', () => {
       });
       const result = await runCli(runArgs(dir, '--drain'));
       expect(result.code, result.stderr).toBe(6);
-      expect((await statusById(dir)).get('huge')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'bad_response', message: expect.stringMatching(/larger than 33554432 bytes; it starts: x{200}…$/) } });
+      expect((await statusById(dir)).get('huge')).toMatchObject({
+        state: 'failed',
+        attempts: 1,
+        last_error: { kind: 'bad_response', message: expect.stringMatching(/larger than 33554432 bytes; it starts: x{200}…$/) },
+      });
     });
   });
 
@@ -315,7 +361,11 @@ describe('worker run: failures are classified and recorded', () => {
       expect(result.code, result.stderr).toBe(6);
       const states = await statusById(dir);
       expect(states.get('bad-request')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'http', http_status: 400 } });
-      expect(states.get('refused')).toMatchObject({ state: 'failed', attempts: 1, last_error: { kind: 'api_failed', message: expect.stringContaining('budget too small; try again later') } });
+      expect(states.get('refused')).toMatchObject({
+        state: 'failed',
+        attempts: 1,
+        last_error: { kind: 'api_failed', message: expect.stringContaining('budget too small; try again later') },
+      });
       expect(api.calls).toHaveLength(2);
     });
   });
@@ -332,7 +382,12 @@ describe('worker run: failures are classified and recorded', () => {
       const first = await runCli(runArgs(dir, '--drain'));
       expect(first.code, first.stderr).toBe(6);
       let states = await statusById(dir);
-      expect([...states.values()].map((task) => [task.id, task.state])).toEqual([['root', 'failed'], ['child', 'blocked'], ['grandchild', 'blocked'], ['free', 'completed']]);
+      expect([...states.values()].map((task) => [task.id, task.state])).toEqual([
+        ['root', 'failed'],
+        ['child', 'blocked'],
+        ['grandchild', 'blocked'],
+        ['free', 'completed'],
+      ]);
       expect(states.get('grandchild')!.blocked_by).toBe('root');
       const table = await runCli(['--dir', dir, 'status']);
       expect(table.stdout).toMatch(/grandchild\s+blocked\s+0\s+child\s+dependency root failed/);
@@ -377,9 +432,14 @@ describe('worker run: crashes, freezes and signals', () => {
       expect(states.get('victim')!.attempts).toBe(2);
       const victimCalls = api.callsFor('victim');
       const key = `${await queueIdOf(dir)}:victim:1`;
-      expect(victimCalls.map((call) => [call.worker, call.attempt, call.idempotencyKey])).toEqual([['doomed', 1, key], ['rescuer', 2, key]]);
+      expect(victimCalls.map((call) => [call.worker, call.attempt, call.idempotencyKey])).toEqual([
+        ['doomed', 1, key],
+        ['rescuer', 2, key],
+      ]);
       // The log says why it was taken over.
-      expect((await runCli(['--dir', dir, 'logs', 'victim'])).stdout).toMatch(/victim {2}taken over by rescuer \(attempt 2, pid \d+ on .*\): held by doomed, whose process is gone/);
+      expect((await runCli(['--dir', dir, 'logs', 'victim'])).stdout).toMatch(
+        /victim {2}taken over by rescuer \(attempt 2, pid \d+ on .*\): held by doomed, whose process is gone/,
+      );
       for (const id of ['a', 'c', 'd']) expect(api.callsFor(id)).toHaveLength(1);
       expect(await lockFiles(dir)).toEqual([]);
     });
@@ -471,7 +531,14 @@ describe('worker run: crashes, freezes and signals', () => {
       await addAll(dir, [{ id: 'unreachable' }]);
       // An API whose process never accepts (its event loop is blocked), its backlog full: a connection is never made.
       // biome-ignore lint/suspicious/noTemplateCurlyInString: the source of a script, run by the child with its own template string
-      const listener = spawn(process.execPath, ['-e', "const s = require('node:net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { process.stdout.write(`${s.address().port}\\n`); setTimeout(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0), 50); });"], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const listener = spawn(
+        process.execPath,
+        [
+          '-e',
+          "const s = require('node:net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { process.stdout.write(`${s.address().port}\\n`); setTimeout(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0), 50); });",
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       const fillers: Socket[] = [];
       try {
         const port = await new Promise<number>((resolve) => listener.stdout.once('data', (data) => resolve(Number(String(data).trim()))));

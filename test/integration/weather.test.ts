@@ -39,13 +39,15 @@ function mostStartsWithin(calls: readonly ApiCall[], ms: number): number {
   return most;
 }
 
-describe('an outage is the queue\'s condition, not a task\'s failure', () => {
+describe("an outage is the queue's condition, not a task's failure", () => {
   it('API down for 5 s, then up: 3 workers complete all 20 tasks, attempts unused, the outage logged once per worker', async () => {
     await withTempDir(async (dir) => {
       const port = await freePort();
       await addAll(dir, [...tasks(20), { id: 'after-all', deps: tasks(20).map((task) => task.id) }]);
       const url = `http://127.0.0.1:${port}/task`;
-      const workers = ['o1', 'o2', 'o3'].map((id) => startCli(['--dir', dir, 'run', '--api-url', url, ...FAST, '--drain', '--max-attempts', '3', '--worker-id', id]));
+      const workers = ['o1', 'o2', 'o3'].map((id) =>
+        startCli(['--dir', dir, 'run', '--api-url', url, ...FAST, '--drain', '--max-attempts', '3', '--worker-id', id]),
+      );
       await sleep(5000);
       const during = await runCli(['--dir', dir, 'status']);
       expect(during.stdout).toMatch(/queue held back: API unreachable since \d\d:\d\d:\d\d \(\d+ tasks in a row.*connection refused/);
@@ -76,7 +78,21 @@ describe('an outage is the queue\'s condition, not a task\'s failure', () => {
       api = await startApi(() => undefined);
       await addAll(dir, tasks(6));
       // The default backoff: each task waits its turn after a timeout, so three different tasks time out first.
-      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--timeout', '200ms', '--max-attempts', '2', '--max-idle', '0']);
+      const worker = startCli([
+        '--dir',
+        dir,
+        'run',
+        '--api-url',
+        api.url,
+        '--poll-interval',
+        '100ms',
+        '--timeout',
+        '200ms',
+        '--max-attempts',
+        '2',
+        '--max-idle',
+        '0',
+      ]);
       await worker.waitForLog(/API unreachable since .*3 tasks in a row.*timeout/);
       await sleep(1500);
       api.setBehaviour(answerOk);
@@ -129,7 +145,7 @@ describe('the API asks the queue to wait', () => {
     });
   }, 60_000);
 
-  it('a task that gets nothing but 429s fails after --max-api-wait; --no-pause-on-429 makes a 429 one task\'s retryable error', async () => {
+  it("a task that gets nothing but 429s fails after --max-api-wait; --no-pause-on-429 makes a 429 one task's retryable error", async () => {
     await withTempDir(async (dir) => {
       api = await startApi((call, res) => {
         if (call.task_id !== 'limited') return answerOk(call, res);
@@ -159,7 +175,9 @@ describe('a queue-wide rate limit', () => {
     await withTempDir(async (dir) => {
       api = await startApi();
       await addAll(dir, tasks(100));
-      const workers = ['r1', 'r2', 'r3'].map((id) => startCli(['--dir', dir, 'run', '--api-url', api!.url, ...FAST, '--drain', '--rate', '10/s', '--worker-id', id]));
+      const workers = ['r1', 'r2', 'r3'].map((id) =>
+        startCli(['--dir', dir, 'run', '--api-url', api!.url, ...FAST, '--drain', '--rate', '10/s', '--worker-id', id]),
+      );
       await sleep(2500);
       const status = await runCli(['--dir', dir, 'status']);
       expect(status.stdout).toMatch(/rate limit 10\/s reached/);
@@ -186,7 +204,7 @@ describe('a queue-wide rate limit', () => {
   });
 });
 
-describe('refused credentials stop the worker, not the queue\'s tasks', () => {
+describe("refused credentials stop the worker, not the queue's tasks", () => {
   it('401: the worker exits 7 after one call, the task is pending with its attempts unchanged, no other task was called', async () => {
     await withTempDir(async (dir) => {
       api = await startApi((call, res) => {
@@ -197,7 +215,9 @@ describe('refused credentials stop the worker, not the queue\'s tasks', () => {
       const result = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain', '--header', 'Authorization: Bearer sk-wrong']);
       expect(result.code, result.stderr).toBe(7);
       expect(api.calls).toHaveLength(1);
-      expect(result.stderr).toMatch(/the API refused this worker's credentials \(http 401: \{"error":"invalid api key \*\*\*"\}\); task "t0" is pending again, its attempts unchanged/);
+      expect(result.stderr).toMatch(
+        /the API refused this worker's credentials \(http 401: \{"error":"invalid api key \*\*\*"\}\); task "t0" is pending again, its attempts unchanged/,
+      );
       expect(result.stderr).not.toContain('sk-wrong');
       const states = await statusById(dir);
       expect(states.get('t0')).toMatchObject({ state: 'pending', attempts: 0, last_error: { kind: 'http', http_status: 401 } });
@@ -263,7 +283,9 @@ describe('idle means nothing to wait for', () => {
         setTimeout(() => answerOk(call, res), call.task_id === 'gate' ? 3000 : 800);
       });
       await addAll(dir, [{ id: 'gate' }, ...Array.from({ length: 8 }, (_, i) => ({ id: `child-${i}`, deps: ['gate'] }))]);
-      const workers = ['g1', 'g2', 'g3', 'g4'].map((id) => startCli(['--dir', dir, 'run', '--api-url', api!.url, '--poll-interval', '500ms', '--max-idle', '3', '--worker-id', id]));
+      const workers = ['g1', 'g2', 'g3', 'g4'].map((id) =>
+        startCli(['--dir', dir, 'run', '--api-url', api!.url, '--poll-interval', '500ms', '--max-idle', '3', '--worker-id', id]),
+      );
       const results = await Promise.all(workers.map((worker) => worker.exited));
       for (const result of results) expect(result.code, result.stderr).toBe(0);
       // While the gate runs, idle checks say so and do not count toward --max-idle.
@@ -284,7 +306,10 @@ describe('idempotency keys belong to one queue and one try of a task', () => {
         const first = join(root, 'first');
         const second = join(root, 'second');
         await Promise.all([mkdir(first), mkdir(second)]);
-        await addAll(first, [{ id: 'fetch-1', instruction: 'chapter one of the first book' }, { id: 'fetch-2', instruction: 'fail: chapter two is missing' }]);
+        await addAll(first, [
+          { id: 'fetch-1', instruction: 'chapter one of the first book' },
+          { id: 'fetch-2', instruction: 'fail: chapter two is missing' },
+        ]);
         await addAll(second, [{ id: 'fetch-1', instruction: 'chapter one of the second book' }]);
         expect(await queueIdOf(first)).not.toBe(await queueIdOf(second));
         expect((await runCli(['--dir', first, 'run', '--api-url', url, ...FAST, '--drain'])).code).toBe(6);

@@ -14,7 +14,10 @@ function def(id: string): TaskDefinition {
 
 function stateWith(count: number, removed: string[] = []): QueueState {
   const state = new QueueState();
-  state.addDefinitions({ tasks: Array.from({ length: count }, (_, i) => def(`t${i}`)).filter((task) => !removed.includes(task.id)), removed: new Set(removed) });
+  state.addDefinitions({
+    tasks: Array.from({ length: count }, (_, i) => def(`t${i}`)).filter((task) => !removed.includes(task.id)),
+    removed: new Set(removed),
+  });
   return state;
 }
 
@@ -24,7 +27,17 @@ function claim(task: string, token: string, atMs: number, extra: Partial<ClaimEv
 
 function outcome(task: string, token: string, endMs: number, extra: Partial<OutcomeEvent> = {}): OutcomeEvent {
   return {
-    type: 'outcome', task, token, attempt: 1, worker: 'w1', outcome: 'retry', called: true, started_at: iso(endMs - 5), ended_at: iso(endMs), duration_ms: 5, ...extra,
+    type: 'outcome',
+    task,
+    token,
+    attempt: 1,
+    worker: 'w1',
+    outcome: 'retry',
+    called: true,
+    started_at: iso(endMs - 5),
+    ended_at: iso(endMs),
+    duration_ms: 5,
+    ...extra,
   };
 }
 
@@ -37,7 +50,7 @@ function noAnswer(state: QueueState, task: string, atMs: number): void {
   state.apply(outcome(task, token, atMs + 5, { error: refused, charged: false }));
 }
 
-describe('the API\'s weather, folded from the log', () => {
+describe("the API's weather, folded from the log", () => {
   it('an outage: calls of 3 different tasks in a row without an answer; the same task failing again does not make one', () => {
     const state = stateWith(5);
     noAnswer(state, 't0', 0);
@@ -76,13 +89,24 @@ describe('the API\'s weather, folded from the log', () => {
   it('a pause: no claim stamped before its end counts, from any worker; a later ask extends it; the task waits uncharged', () => {
     const state = stateWith(4);
     state.apply(claim('t0', 'a', 0));
-    state.apply(outcome('t0', 'a', 100, { http_status: 429, error: { kind: 'http', message: 'slow down', http_status: 429 }, charged: false, pause_until: iso(2100), retry_at: iso(2100), waiting_since: iso(95) }));
+    state.apply(
+      outcome('t0', 'a', 100, {
+        http_status: 429,
+        error: { kind: 'http', message: 'slow down', http_status: 429 },
+        charged: false,
+        pause_until: iso(2100),
+        retry_at: iso(2100),
+        waiting_since: iso(95),
+      }),
+    );
     expect(state.weather.pause(T0 + 200)).toMatchObject({ until: T0 + 2100, status: 429, task: 't0' });
     expect(state.get('t0')).toMatchObject({ state: 'pending', attempts: 0, waits: 1, waitingSince: T0 + 95 });
     expect(state.apply(claim('t1', 'early', 2099))).toBe('held-back');
     expect(state.get('t1')!.state).toBe('pending');
     expect(state.apply(claim('t1', 'due', 2100))).toBe('accepted');
-    state.apply(outcome('t1', 'due', 2200, { http_status: 429, error: { kind: 'http', message: 'still', http_status: 429 }, charged: false, pause_until: iso(5000) }));
+    state.apply(
+      outcome('t1', 'due', 2200, { http_status: 429, error: { kind: 'http', message: 'still', http_status: 429 }, charged: false, pause_until: iso(5000) }),
+    );
     expect(state.weather.pause(T0 + 2300)).toMatchObject({ since: T0 + 2200, until: T0 + 5000, task: 't1' });
     expect(state.weather.pausesAskedInARow).toBe(2);
     expect(state.weather.pause(T0 + 5000)).toBeNull();
@@ -136,11 +160,27 @@ describe('RecentTimes', () => {
   });
 });
 
-describe('decideFailure: a task fails because of itself, never because of the API\'s weather', () => {
+describe("decideFailure: a task fails because of itself, never because of the API's weather", () => {
   const base: FailureContext = {
-    attempt: 1, maxAttempts: 3, waits: 0, waitingSince: null, startedAt: 900, outage: false, pausesInARow: 0, backoffMs: 1000, pauseOn429: true, maxApiWaitMs: 3_600_000, now: 1000, random: 0,
+    attempt: 1,
+    maxAttempts: 3,
+    waits: 0,
+    waitingSince: null,
+    startedAt: 900,
+    outage: false,
+    pausesInARow: 0,
+    backoffMs: 1000,
+    pauseOn429: true,
+    maxApiWaitMs: 3_600_000,
+    now: 1000,
+    random: 0,
   };
-  const http = (status: number, retryAfterMs?: number) => ({ error: { kind: 'http', http_status: status }, retryable: status === 429 || status >= 500, retryAfterMs, reachedApi: true });
+  const http = (status: number, retryAfterMs?: number) => ({
+    error: { kind: 'http', http_status: status },
+    retryable: status === 429 || status >= 500,
+    retryAfterMs,
+    reachedApi: true,
+  });
   const noAnswer = (reachedApi: boolean) => ({ error: { kind: 'connect' }, retryable: true, reachedApi });
 
   it.each([401, 403, 407])('%d refuses the credentials: released, no attempt used', (status) => {

@@ -18,7 +18,18 @@ describe('execution log lines', () => {
   });
 
   it('refuses to write an event that readers would refuse: nothing of its batch reaches the log', () => {
-    const outcome = { type: 'outcome', task: 'a', token: 't1', attempt: 1, worker: 'w', outcome: 'completed', called: true, started_at: '2026-01-01T00:00:01.000Z', ended_at: '2026-01-01T00:00:00.000Z', duration_ms: -1000 } as QueueEvent;
+    const outcome = {
+      type: 'outcome',
+      task: 'a',
+      token: 't1',
+      attempt: 1,
+      worker: 'w',
+      outcome: 'completed',
+      called: true,
+      started_at: '2026-01-01T00:00:01.000Z',
+      ended_at: '2026-01-01T00:00:00.000Z',
+      duration_ms: -1000,
+    } as QueueEvent;
     expect(() => serializeEvent(outcome)).toThrowError(/schema refuses.*duration_ms/);
     const dir = mkdtempSync(join(tmpdir(), 'worker-log-'));
     const writer = new ExecutionLogWriter(join(dir, 'log.jsonl'));
@@ -69,7 +80,20 @@ describe('reading the log as it grows (a real file)', () => {
       writer.append(many);
       expect(reader.readAppended()).toEqual(many);
       // One record larger than the buffer (a large result): cut by the first read, completed by the second.
-      const large: QueueEvent = { type: 'outcome', task: 'a', token: 't1', attempt: 1, worker: 'w', outcome: 'completed', called: true, started_at: '2026-01-01T00:00:00.000Z', ended_at: '2026-01-01T00:00:01.000Z', duration_ms: 1000, max_attempts: 3, result: { text: 'y'.repeat(200_000) } };
+      const large: QueueEvent = {
+        type: 'outcome',
+        task: 'a',
+        token: 't1',
+        attempt: 1,
+        worker: 'w',
+        outcome: 'completed',
+        called: true,
+        started_at: '2026-01-01T00:00:00.000Z',
+        ended_at: '2026-01-01T00:00:01.000Z',
+        duration_ms: 1000,
+        max_attempts: 3,
+        result: { text: 'y'.repeat(200_000) },
+      };
       writer.append([large]);
       expect(reader.readAppended()).toEqual([large]);
       // A record still being written is not read until its newline is there.

@@ -7,7 +7,16 @@ import { resolveRunConfig } from '../../src/config.js';
 import { parseHeaders } from '../../src/http/settings.js';
 
 describe('durations', () => {
-  it.each([['500ms', 500], ['2s', 2000], ['1.5s', 1500], ['5m', 300_000], ['1h', 3_600_000], ['7d', 604_800_000], ['30', 30_000], [' 2s ', 2000]])('%s is %d ms', (text, ms) => {
+  it.each([
+    ['500ms', 500],
+    ['2s', 2000],
+    ['1.5s', 1500],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['7d', 604_800_000],
+    ['30', 30_000],
+    [' 2s ', 2000],
+  ])('%s is %d ms', (text, ms) => {
     expect(parseDuration(text)).toBe(ms);
   });
   it.each(['', 'abc', '-1s', '2 weeks', '1e3', 's'])('%j is refused', (text) => expect(parseDuration(text)).toBeUndefined());
@@ -54,13 +63,38 @@ describe('error classification', () => {
     expect(classifyThrown(new Error('x'), { timedOut: true, aborted: false, timeoutMs: 1000 })).toMatchObject({ error: { kind: 'timeout' }, retryable: true });
     expect(classifyThrown(new Error('x'), { timedOut: false, aborted: true, timeoutMs: 1000 })).toMatchObject({ error: { kind: 'aborted' }, retryable: false });
   });
-  it.each([[408, true], [429, true], [500, true], [503, true], [400, false], [401, false], [404, false], [422, false], [302, false]])('http %d retryable: %s', (status, retryable) => {
+  it.each([
+    [408, true],
+    [429, true],
+    [500, true],
+    [503, true],
+    [400, false],
+    [401, false],
+    [404, false],
+    [422, false],
+    [302, false],
+  ])('http %d retryable: %s', (status, retryable) => {
     expect(classifyResponse(status, undefined, '', undefined)).toMatchObject({ ok: false, retryable, error: { kind: 'http', http_status: status } });
   });
   it('keeps 2xx bodies as results, parsed when JSON; "status": "failed" fails the task', () => {
-    expect(classifyResponse(200, 'application/json', '{"a":1}', undefined)).toEqual({ ok: true, detail: { http_status: 200 }, result: { a: 1 }, body: '{"a":1}', json: true });
-    expect(classifyResponse(201, 'text/plain', 'hello', undefined)).toEqual({ ok: true, detail: { http_status: 201 }, result: 'hello', body: 'hello', json: false });
-    expect(classifyResponse(200, 'application/json', '{"status":"failed","error":"nope"}', undefined)).toMatchObject({ retryable: false, error: { kind: 'api_failed', message: expect.stringContaining('nope') } });
+    expect(classifyResponse(200, 'application/json', '{"a":1}', undefined)).toEqual({
+      ok: true,
+      detail: { http_status: 200 },
+      result: { a: 1 },
+      body: '{"a":1}',
+      json: true,
+    });
+    expect(classifyResponse(201, 'text/plain', 'hello', undefined)).toEqual({
+      ok: true,
+      detail: { http_status: 201 },
+      result: 'hello',
+      body: 'hello',
+      json: false,
+    });
+    expect(classifyResponse(200, 'application/json', '{"status":"failed","error":"nope"}', undefined)).toMatchObject({
+      retryable: false,
+      error: { kind: 'api_failed', message: expect.stringContaining('nope') },
+    });
     expect(classifyResponse(200, 'application/json', '{"trunc', undefined)).toMatchObject({ error: { kind: 'bad_response' } });
   });
 });
@@ -85,10 +119,18 @@ describe('settings', () => {
   it('takes flags over environment over defaults', () => {
     const env = { WORKER_API_URL: 'http://env/', WORKER_API_TIMEOUT: '5s', WORKER_MAX_IDLE: '4', WORKER_API_HEADERS: 'A: 1\nB: 2' };
     const config = resolveRunConfig({ timeout: '9s' }, undefined, env);
-    expect(config).toMatchObject({ api: { timeoutMs: 9000, headers: { a: '1', b: '2' } }, maxIdle: 4, maxAttempts: 3, pollIntervalMs: 2000, lockStaleMs: 30_000 });
+    expect(config).toMatchObject({
+      api: { timeoutMs: 9000, headers: { a: '1', b: '2' } },
+      maxIdle: 4,
+      maxAttempts: 3,
+      pollIntervalMs: 2000,
+      lockStaleMs: 30_000,
+    });
     expect(config.api.url.href).toBe('http://env/');
     expect(config.workerId).toMatch(/^w-[0-9a-f]{8}$/);
-    expect(() => resolveRunConfig({ pollInterval: 'soon' }, undefined, env)).toThrowError(/expected --poll-interval \(or WORKER_POLL_INTERVAL\) to be a duration/);
+    expect(() => resolveRunConfig({ pollInterval: 'soon' }, undefined, env)).toThrowError(
+      /expected --poll-interval \(or WORKER_POLL_INTERVAL\) to be a duration/,
+    );
     expect(() => resolveRunConfig({ lockStale: '1s' }, undefined, env)).toThrowError(/at least 2000ms/);
     expect(() => resolveRunConfig({ apiUrl: 'ftp://x' }, undefined, {})).toThrowError(/http:\/\/ or https:\/\//);
   });

@@ -33,7 +33,22 @@ function generator(seed: number) {
 
 type Gen = ReturnType<typeof generator>;
 
-const TEXT_PIECES = ['Summarize', ' chapter', ' "quoted"', '\\back\\slash', '\nnew line', '\ttab', ' é ü ß', ' 中文', ' 🙂', ' ,\n', ' {"id":"x"}', ' ]}', '\u2028', ' \u0000'];
+const TEXT_PIECES = [
+  'Summarize',
+  ' chapter',
+  ' "quoted"',
+  '\\back\\slash',
+  '\nnew line',
+  '\ttab',
+  ' é ü ß',
+  ' 中文',
+  ' 🙂',
+  ' ,\n',
+  ' {"id":"x"}',
+  ' ]}',
+  '\u2028',
+  ' \u0000',
+];
 
 function contentsOf(gen: Gen): QueueContents {
   const count = gen.int(12);
@@ -42,7 +57,15 @@ function contentsOf(gen: Gen): QueueContents {
     const id = `${gen.pick(['t', 'fetch', 'a.b', 'x_y', 'Z-9'])}${i}`;
     const deps = tasks.filter(() => gen.next() < 0.3).map((task) => task.id);
     const instruction = Array.from({ length: 1 + gen.int(5) }, () => gen.pick(TEXT_PIECES)).join('');
-    tasks.push({ id, instruction, deps, min_budget: gen.int(5000), max_budget: 5000 + gen.int(5000), intensity: gen.pick(['low', 'medium', 'high'] as const), added_at: new Date(1_700_000_000_000 + gen.int(1e9)).toISOString() });
+    tasks.push({
+      id,
+      instruction,
+      deps,
+      min_budget: gen.int(5000),
+      max_budget: 5000 + gen.int(5000),
+      intensity: gen.pick(['low', 'medium', 'high'] as const),
+      added_at: new Date(1_700_000_000_000 + gen.int(1e9)).toISOString(),
+    });
   }
   const removed = new Set(Array.from({ length: gen.int(3) }, (_, i) => `gone${i}`));
   return { tasks, removed };
@@ -51,7 +74,19 @@ function contentsOf(gen: Gen): QueueContents {
 /** The file as this tool writes it, or damaged or reformatted one of the ways people and crashes do. */
 function fileOf(gen: Gen, contents: QueueContents): { bytes: Buffer; how: string } {
   const bytes = formatQueueFile(contents);
-  const how = gen.pick(['as written', 'as written', 'truncated', 'a byte changed', 'a line doubled', 'lines swapped', 'pretty-printed', 'one line', 'no final newline', 'garbage appended', 'CRLF']);
+  const how = gen.pick([
+    'as written',
+    'as written',
+    'truncated',
+    'a byte changed',
+    'a line doubled',
+    'lines swapped',
+    'pretty-printed',
+    'one line',
+    'no final newline',
+    'garbage appended',
+    'CRLF',
+  ]);
   const text = bytes.toString('utf8');
   const lines = text.split('\n');
   switch (how) {
@@ -116,7 +151,11 @@ describe('queue.json parsers', () => {
       const context = `seed ${seed} (${how})`;
       const byLine = reading(() => readQueue(file, keepWholeDefinitions()), file);
       const whole = reading(() => checkDefinitions(file, parseWhole(file, bytes.toString('utf8'))), file);
-      const index = reading(() => new QueueIndex(file).read(() => false).contents, file, ({ offset: _offset, length: _length, ...head }: { offset: number; length: number }) => head);
+      const index = reading(
+        () => new QueueIndex(file).read(() => false).contents,
+        file,
+        ({ offset: _offset, length: _length, ...head }: { offset: number; length: number }) => head,
+      );
       seen.set(`${how}: ${'refused' in byLine ? 'refused' : 'read'}`, (seen.get(`${how}: ${'refused' in byLine ? 'refused' : 'read'}`) ?? 0) + 1);
       expect('refused' in whole, context).toBe('refused' in byLine);
       expect('refused' in index, context).toBe('refused' in byLine);
@@ -126,8 +165,15 @@ describe('queue.json parsers', () => {
       // The scans read only files in the layout this tool writes, and then what the parsers read.
       const ids = scanIds(bytes);
       if (how === 'as written') expect(ids, context).toBeDefined();
-      if (ids !== undefined) expect({ ids: ids.ids, removed: [...ids.removed].sort() }, context).toEqual({ ids: (whole.tasks as TaskDefinition[]).map((task) => task.id), removed: whole.removed });
-      const ancestry = readAncestry(file, (whole.tasks as TaskDefinition[]).map((task) => task.id));
+      if (ids !== undefined)
+        expect({ ids: ids.ids, removed: [...ids.removed].sort() }, context).toEqual({
+          ids: (whole.tasks as TaskDefinition[]).map((task) => task.id),
+          removed: whole.removed,
+        });
+      const ancestry = readAncestry(
+        file,
+        (whole.tasks as TaskDefinition[]).map((task) => task.id),
+      );
       if (how === 'as written') expect(ancestry, context).toBeDefined();
       if (ancestry !== undefined) expect(ancestry, context).toEqual((whole.tasks as TaskDefinition[]).map(headOf));
     }

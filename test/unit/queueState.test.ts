@@ -125,7 +125,9 @@ describe('reasons', () => {
     const state = stateWith(def('a'));
     state.apply(claim('a', 't1'));
     const retryAt = Date.parse('2026-01-01T12:03:05.000Z');
-    state.apply(outcome('a', 't1', 'retry', { retry_at: new Date(retryAt).toISOString(), max_attempts: 3, error: { kind: 'http', message: 'busy', http_status: 503 } }));
+    state.apply(
+      outcome('a', 't1', 'retry', { retry_at: new Date(retryAt).toISOString(), max_attempts: 3, error: { kind: 'http', message: 'busy', http_status: 503 } }),
+    );
     const context = { state, now: retryAt - 10_000, blocked: state.blockedTasks(), liveness: new Map(), weather: null };
     expect(reasonFor(state.get('a')!, context)).toBe('retry 2/3 after backoff, at 12:03:05 (last: http 503)');
     expect(reasonFor(state.get('a')!, { ...context, now: retryAt + 1 })).toBe('ready for attempt 2 (last: http 503)');

@@ -59,7 +59,11 @@ function start(tasks: ConstructorParameters<typeof MemoryStore>[0], executor: Sc
   const stop = new AbortController();
   const abort = new AbortController();
   const heartbeat = { state: 'idle' as const, current_task: null, tasks_done: 0 };
-  const worker = new Worker(config(overrides), { store, executor, logger, now: clock.now, random: () => 0.5, host: 'test', pid: 1, heartbeat }, { stop: stop.signal, abort: abort.signal });
+  const worker = new Worker(
+    config(overrides),
+    { store, executor, logger, now: clock.now, random: () => 0.5, host: 'test', pid: 1, heartbeat },
+    { stop: stop.signal, abort: abort.signal },
+  );
   return { store, executor, clock, lines, stop, abort, run: worker.run() };
 }
 

@@ -45,7 +45,10 @@ export class LockSlots {
   /** What each slot says: its process. */
   private readonly contents: string;
 
-  constructor(private readonly paths: QueuePaths, owner: LockOwner) {
+  constructor(
+    private readonly paths: QueuePaths,
+    owner: LockOwner,
+  ) {
     this.prefix = join(slotsDir(paths), `${safeName(owner.host)}-${owner.pid}.`);
     this.contents = `${JSON.stringify({ worker: owner.worker, pid: owner.pid, host: owner.host })}\n`;
   }
@@ -157,7 +160,9 @@ export function pruneSlots(paths: QueuePaths, host: string, now: number, keptMs:
 export function readLockOwner(file: string): LockOwner | null {
   try {
     const owner = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<LockOwner>;
-    return typeof owner.worker === 'string' && typeof owner.pid === 'number' && typeof owner.host === 'string' ? { worker: owner.worker, pid: owner.pid, host: owner.host } : null;
+    return typeof owner.worker === 'string' && typeof owner.pid === 'number' && typeof owner.host === 'string'
+      ? { worker: owner.worker, pid: owner.pid, host: owner.host }
+      : null;
   } catch {
     return null;
   }

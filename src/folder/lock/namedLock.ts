@@ -52,12 +52,14 @@ function identityOf(lockPath: string): LockIdentity | undefined {
   }
 }
 
-const sameLock = (a: LockIdentity | undefined, b: LockIdentity | undefined) => a !== undefined && b !== undefined && a.ino === b.ino && a.birthtimeMs === b.birthtimeMs;
+const sameLock = (a: LockIdentity | undefined, b: LockIdentity | undefined) =>
+  a !== undefined && b !== undefined && a.ino === b.ino && a.birthtimeMs === b.birthtimeMs;
 
 function readOwner(lockPath: string): Owner | undefined {
   try {
     const owner = JSON.parse(readFileSync(ownerFile(lockPath), 'utf8')) as Partial<Owner>;
-    if (typeof owner.pid !== 'number' || typeof owner.host !== 'string' || typeof owner.ino !== 'number' || typeof owner.birthtimeMs !== 'number') return undefined;
+    if (typeof owner.pid !== 'number' || typeof owner.host !== 'string' || typeof owner.ino !== 'number' || typeof owner.birthtimeMs !== 'number')
+      return undefined;
     return owner as Owner;
   } catch {
     return undefined;
@@ -70,7 +72,8 @@ function judge(lockPath: string, staleMs: number): { takeover: LockIdentity } | 
   if (lock === undefined) return null;
   const owner = readOwner(lockPath);
   const named = owner !== undefined && sameLock(owner, lock) ? owner : undefined;
-  if (named !== undefined && named.host === HOST) return goneFromThisHost(named, HOST) ? { takeover: lock } : { heldBy: `pid ${named.pid} on ${named.host}`, named: true };
+  if (named !== undefined && named.host === HOST)
+    return goneFromThisHost(named, HOST) ? { takeover: lock } : { heldBy: `pid ${named.pid} on ${named.host}`, named: true };
   let mtimeMs: number;
   try {
     mtimeMs = statSync(lockPath).mtimeMs;

@@ -24,7 +24,10 @@ export interface HeldLock {
  * holder is gone (under the queue-wide lock). Takes none: see TaskLocks.
  */
 export class LockInspector {
-  constructor(private readonly paths: QueuePaths, private readonly staleMs: number) {}
+  constructor(
+    private readonly paths: QueuePaths,
+    private readonly staleMs: number,
+  ) {}
 
   inspect(taskId: string, now: number): LockInspection {
     const files = taskLockPaths(this.paths, taskId);
@@ -99,7 +102,11 @@ export class TaskLocks {
   private readonly slotFor = new Map<string, string>();
 
   /** `holder`: the process that takes locks through this object, and what to tell of each refresh (--verbose). */
-  constructor(private readonly paths: QueuePaths, private readonly staleMs: number, holder: { owner: LockOwner; onRefresh?: (lockPath: string) => void }) {
+  constructor(
+    private readonly paths: QueuePaths,
+    private readonly staleMs: number,
+    holder: { owner: LockOwner; onRefresh?: (lockPath: string) => void },
+  ) {
     this.inspector = new LockInspector(paths, staleMs);
     this.slots = new LockSlots(paths, holder.owner);
     const makeLock = (lockPath: string) => {
@@ -180,17 +187,19 @@ export class TaskLocks {
  * more than the call itself. Refreshes (utimes) are reported, for --verbose.
  */
 export function lockFileSystem(makeLock: (lockPath: string) => void, onRefresh: (lockPath: string) => void): typeof fs {
-  const callbackStyle = <A extends unknown[], R>(call: (...args: A) => R) => (...args: [...A, (error: Error | null, result?: R) => void]) => {
-    const callback = args.pop() as (error: Error | null, result?: R) => void;
-    let result: R;
-    try {
-      result = call(...(args as unknown as A));
-    } catch (error) {
-      callback(error as Error);
-      return;
-    }
-    callback(null, result);
-  };
+  const callbackStyle =
+    <A extends unknown[], R>(call: (...args: A) => R) =>
+    (...args: [...A, (error: Error | null, result?: R) => void]) => {
+      const callback = args.pop() as (error: Error | null, result?: R) => void;
+      let result: R;
+      try {
+        result = call(...(args as unknown as A));
+      } catch (error) {
+        callback(error as Error);
+        return;
+      }
+      callback(null, result);
+    };
   return {
     mkdir: callbackStyle((path: fs.PathLike) => makeLock(String(path))),
     stat: callbackStyle((path: fs.PathLike) => fs.statSync(path)),
