@@ -530,11 +530,11 @@ describe('worker run: crashes, freezes and signals', () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'unreachable' }]);
       // An API whose process never accepts (its event loop is blocked), its backlog full: a connection is never made.
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: the source of a script, run by the child with its own template string
       const listener = spawn(
         process.execPath,
         [
           '-e',
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: the source of a script, whose template string the child runs
           "const s = require('node:net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { process.stdout.write(`${s.address().port}\\n`); setTimeout(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0), 50); });",
         ],
         { stdio: ['ignore', 'pipe', 'inherit'] },
