@@ -28,11 +28,10 @@ export interface RunOptions {
 /** `worker run`: one worker process until max-iterations, the idle limit, --drain or a signal. */
 export async function runWorker(options: RunOptions): Promise<RunSummary> {
   // Two V8 settings for a worker's peak memory (npm run bench: peak RSS with 100,000 tasks). While the queue
-  // is read, the young generation stays at its first size: grown to 2 x 16 MB it held the read's garbage
-  // (~28 MB more at the peak, 148 MB). Once read, it may grow as usual (V8's factor 2): collecting the
-  // garbage of each task in a small young generation cost ~3% of the CPU per task (bench/ab.mjs).
-  // WebAssembly (undici's HTTP parser) is compiled by the baseline compiler only: optimising it on the
-  // first call needed ~35 MB for a moment.
+  // is read, the young generation stays at its first size: grown, it held the read's garbage at the peak.
+  // Once read, it may grow as usual: collecting each task's garbage in a small young generation costs CPU
+  // per task. WebAssembly (undici's HTTP parser) is compiled by the baseline compiler only: optimising it
+  // on the first call needed tens of megabytes for a moment. Figures: CHANGELOG.md.
   setFlagsFromString('--semi-space-growth-factor=1');
   setFlagsFromString('--liftoff-only');
   const { config } = options;

@@ -39,8 +39,8 @@ export interface Line {
 }
 
 /**
- * A file, a megabyte at a time: a large queue.json is never held whole in memory beside
- * its parsed tasks (100,000 tasks: ~30 MB less at a worker's start). Each chunk is used before the next.
+ * A file, a megabyte at a time: a large queue.json is never held whole in memory beside its parsed tasks.
+ * Each chunk is used before the next.
  */
 export function* fileChunks(file: string): Generator<Buffer> {
   let fd: number;

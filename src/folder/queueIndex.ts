@@ -59,8 +59,8 @@ export class QueueIndex {
   }
 
   /**
-   * The whole file. The version `worker add` validated is only parsed, not validated again (~80 ms of a
-   * worker's start at 10,000 tasks), and only if the file stayed that version while it was read; a
+   * The whole file. The version `worker add` validated is only parsed, not validated again (most of a
+   * worker's start on a large queue), and only if the file stayed that version while it was read; a
    * definition is validated anyway when its task is claimed.
    */
   private readWhole(version: QueueFileVersion): ParsedLines<IndexedTask> {
