@@ -269,10 +269,17 @@ export class Worker {
       return;
     }
     this.summary.executed += 1;
-    // Abandoned for a second signal, or when the claim may no longer be this worker's.
-    const abandon = AbortSignal.any([this.signals.abort, claim.lost]);
+    // Abandoned for a second signal, or when the claim may no longer be this worker's. Listeners, not
+    // AbortSignal.any: its signals stay tracked by their long-lived source until collected, per task.
+    const abandon = new AbortController();
+    const abandonNow = () => abandon.abort();
+    this.signals.abort.addEventListener('abort', abandonNow, { once: true });
+    claim.lost.addEventListener('abort', abandonNow, { once: true });
+    if (this.signals.abort.aborted || claim.lost.aborted) abandon.abort();
     const attempt = { task: claim.definition, attempt: claim.attempt, idempotencyKey: claim.idempotencyKey, workerId: this.config.workerId };
-    const result = await this.deps.executor.execute(attempt, abandon);
+    const result = await this.deps.executor.execute(attempt, abandon.signal);
+    this.signals.abort.removeEventListener('abort', abandonNow);
+    claim.lost.removeEventListener('abort', abandonNow);
     const endedAt = now();
     const took = formatDuration(durationMs(startedAt, endedAt));
     if (result.ok) {
