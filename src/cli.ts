@@ -60,6 +60,7 @@ Environment (flags win over these, these over defaults):
   WORKER_LOCK_STALE     run, status, show, unlock --lock-stale
   WORKER_BACKOFF        run --backoff
   WORKER_RATE           run --rate
+  WORKER_CONCURRENCY    run --concurrency
   WORKER_MAX_API_WAIT   run --max-api-wait
   WORKER_ID             run --worker-id
   WORKER_MIN_BUDGET     add --min-budget
@@ -158,7 +159,7 @@ function buildProgram(bin: string): Command {
 
   program
     .command('run')
-    .description('drain the queue: claim ready tasks one at a time and send each to the API; run several at once')
+    .description('drain the queue: claim ready tasks and send each to the API, --concurrency at a time; run several at once')
     .argument('[max-iterations]', 'exit after executing this many tasks (default: no limit)')
     .option('--api-url <url>', 'the API to POST each task to (env WORKER_API_URL; required)')
     .option('--header <line>', "'Name: value' sent with every call, repeatable (env WORKER_API_HEADERS, one per line)", (line: string, all: string[] = []) => [
@@ -173,6 +174,7 @@ function buildProgram(bin: string): Command {
     .option('--backoff <duration>', 'first retry delay, doubled each attempt, with jitter (env WORKER_BACKOFF; default 1s)')
     .option('--worker-id <id>', 'name in logs and claims (env WORKER_ID; default w-<8 hex>)')
     .option('--drain', 'exit as soon as nothing is ready or running anywhere')
+    .option('--concurrency <n>', 'tasks this process keeps in flight at once, 1 to 1000 (env WORKER_CONCURRENCY; default 1)')
     .option(
       '--rate <calls/period>',
       'all workers of the queue together start at most this many calls per period: 60/m, 5/s, 1000/h (env WORKER_RATE; default none)',

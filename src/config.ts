@@ -25,6 +25,7 @@ export const DEFAULTS = {
   lockStale: '30s',
   backoff: '1s',
   maxApiWait: '1h',
+  concurrency: 1,
 };
 
 export function resolveDir(flagDir: string | undefined, env: Env, cwd: string): string {
@@ -81,6 +82,7 @@ export interface RunFlags extends HttpApiFlags {
   /** Commander's --no-pause-on-429: false when given. */
   pauseOn429?: boolean | undefined;
   maxApiWait?: string | undefined;
+  concurrency?: string | undefined;
   verbose?: boolean | undefined;
   quiet?: boolean | undefined;
   logFormat?: string | undefined;
@@ -105,8 +107,20 @@ export interface RunConfig {
   maxApiWaitMs: number;
   /** Tasks to execute before exiting; undefined: no limit. */
   maxIterations: number | undefined;
+  /** Tasks this process keeps in flight at once (--concurrency). */
+  concurrency: number;
   verbosity: Verbosity;
   logFormat: LogFormat;
+}
+
+/** More than this many calls in flight from one process: run several processes instead. */
+export const MAX_CONCURRENCY = 1000;
+
+function concurrencySetting(flagValue: string | undefined, env: Env): number {
+  const source = { flag: '--concurrency', value: flagValue, env, envName: 'WORKER_CONCURRENCY', fallback: DEFAULTS.concurrency, minimum: 1 };
+  const concurrency = integerSetting(source);
+  if (concurrency > MAX_CONCURRENCY) throw configError(settingName(source), `a whole number from 1 to ${MAX_CONCURRENCY}`, String(concurrency));
+  return concurrency;
 }
 
 export function parseMaxIterations(text: string | undefined): number | undefined {
@@ -184,6 +198,7 @@ export function resolveRunConfig(flags: RunFlags, maxIterations: string | undefi
       minimumMs: 0,
     }),
     maxIterations: parseMaxIterations(maxIterations),
+    concurrency: concurrencySetting(flags.concurrency, env),
     verbosity: flags.verbose ? 'verbose' : flags.quiet ? 'quiet' : 'normal',
     logFormat,
   };

@@ -92,10 +92,19 @@ export function renderWorkers(workers: readonly WorkerStatus[], now: number): st
     worker.liveness,
     String(worker.pid),
     worker.host,
-    worker.current_task ?? '-',
+    describeTasks(worker),
     String(worker.tasks_done),
     `${formatSpan(now - Date.parse(worker.started_at))} ago`,
     `${formatSpan(now - Date.parse(worker.beat_at))} ago`,
   ]);
   return `${renderTable(['WORKER', 'STATE', 'PID', 'HOST', 'TASK', 'DONE', 'STARTED', 'LAST BEAT'], rows)}\n`;
+}
+
+/** What a worker has in flight, for its row: `fetch-3`, `fetch-3 +2 (3 of 8)`, or `-`. */
+function describeTasks(worker: WorkerStatus): string {
+  const tasks = worker.current_tasks ?? (worker.current_task === null ? [] : [worker.current_task]);
+  if (tasks.length === 0) return '-';
+  const more = tasks.length > 1 ? ` +${tasks.length - 1}` : '';
+  const of = worker.concurrency !== undefined && worker.concurrency > 1 ? ` (${tasks.length} of ${worker.concurrency})` : '';
+  return `${tasks[0]}${more}${of}`;
 }

@@ -126,6 +126,8 @@ export interface Claimant {
   host: string;
   /** The queue-wide rate limit this worker runs under: a claim beyond it does not count. */
   rate: RateLimit | undefined;
+  /** How many tasks this worker may have in flight at once: recorded with each claim, for people. */
+  concurrency: number;
 }
 
 /** A claim in force, held by this process: the right to make one attempt of one task. */

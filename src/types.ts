@@ -91,6 +91,8 @@ export interface ClaimEvent {
   rate?: RateLimit | undefined;
   /** Why a takeover superseded `prev` (its worker was gone, or its lock stale): for `logs` and `show`. */
   reason?: string | undefined;
+  /** How many tasks its worker may have in flight at once (--concurrency), when more than one. */
+  concurrency?: number | undefined;
 }
 
 export const OUTCOMES = ['completed', 'failed', 'retry', 'released'] as const;
@@ -170,7 +172,12 @@ export interface Heartbeat {
   started_at: string;
   beat_at: string;
   state: 'running' | 'idle' | 'stopped';
+  /** The first of `current_tasks`, for readers of heartbeats written before --concurrency. */
   current_task: string | null;
+  /** Every task this worker has in flight. Optional: absent in heartbeats of earlier versions. */
+  current_tasks?: string[];
+  /** How many tasks it may have in flight at once (--concurrency). */
+  concurrency?: number;
   tasks_done: number;
 }
 

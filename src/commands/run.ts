@@ -58,6 +58,8 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
       beat_at: '',
       state: 'idle',
       current_task: null,
+      current_tasks: [],
+      concurrency: config.concurrency,
       tasks_done: 0,
     });
   } catch (error) {
@@ -74,10 +76,9 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   // Once the queue is read, the loop runs the same code for every task: V8 optimises a function after a
   // quarter of the interpretation it waits for by default (see CHANGELOG.md for what that bought).
   setFlagsFromString('--interrupt-budget=16384');
-  if (options.progress) progress = new ProgressLine(options.writeLog, () => store.state, palette(options.colors), Date.now);
   logger.info(
     `starting: pid ${process.pid} on ${HOST}, ${store.describe()}, ${executor.describe()}` +
-      `, poll ${formatDuration(config.pollIntervalMs)}, max-idle ${config.maxIdle}, max-attempts ${config.maxAttempts}` +
+      `${config.concurrency > 1 ? `, concurrency ${config.concurrency}` : ''}, poll ${formatDuration(config.pollIntervalMs)}, max-idle ${config.maxIdle}, max-attempts ${config.maxAttempts}` +
       `, lock-stale ${formatDuration(config.lockStaleMs)}, backoff ${formatDuration(config.backoffMs)}${config.drain ? ', drain' : ''}` +
       `${config.maxIterations !== undefined ? `, max-iterations ${config.maxIterations}` : ''}` +
       `${config.rate !== undefined ? `, ${describeRate(config.rate)}` : ''}${config.pauseOn429 ? '' : ', no pause on 429'}` +
@@ -88,6 +89,10 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     { store, executor, logger, now: Date.now, random: Math.random, host: HOST, pid: process.pid, heartbeat: presence.heartbeat },
     options.signals,
   );
+  if (options.progress) {
+    const slots = () => ({ inFlight: worker.inFlightCount, of: config.concurrency });
+    progress = new ProgressLine(options.writeLog, () => store.state, palette(options.colors), Date.now, slots);
+  }
   let summary: RunSummary;
   progress?.start();
   try {
@@ -126,7 +131,14 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
   const left = `${ended[summary.reason]}: ${whatIsLeft(store.state)}`;
   if (summary.reason === 'aborted') {
     logger.info(left);
-    throw new WorkerError('INTERRUPTED', `aborted by a second signal${summary.abandoned ? `: task "${summary.abandoned}" was put back to pending` : ''}`);
+    const abandoned = summary.abandoned.map((id) => `"${id}"`);
+    const putBack =
+      abandoned.length === 0
+        ? ''
+        : abandoned.length === 1
+          ? `: task ${abandoned[0]} was put back to pending`
+          : `: tasks ${abandoned.join(', ')} were put back to pending`;
+    throw new WorkerError('INTERRUPTED', `aborted by a second signal${putBack}`);
   }
   if ((summary.reason === 'idle' || summary.reason === 'log-lost') && summary.lastError) throw summary.lastError;
   if (summary.credentialsRefused) {

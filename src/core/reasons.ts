@@ -1,5 +1,5 @@
 import type { QueueState, TaskRecord } from './queueState.js';
-import type { AttemptError, TaskHead } from '../types.js';
+import type { AttemptError, ClaimEvent, TaskHead } from '../types.js';
 import { rateWindowMs, type Outage, type Pause, type RateLimit } from './apiWeather.js';
 import { formatDuration } from './duration.js';
 
@@ -119,7 +119,7 @@ export function reasonFor(task: TaskRecord, ctx: ReasonContext): string {
     case 'running': {
       const stuck = stuckReason(task, ctx.liveness.get(task.def.id), ctx.now);
       const claim = task.claim!;
-      return stuck ?? `running on ${claim.worker} for ${formatSpan(ctx.now - Date.parse(claim.at))} (attempt ${task.attempts})`;
+      return stuck ?? `running on ${claim.worker} for ${formatSpan(ctx.now - Date.parse(claim.at))} (attempt ${task.attempts}${inFlightOf(claim, ctx)})`;
     }
     case 'pending':
       break;
@@ -149,4 +149,11 @@ export function reasonFor(task: TaskRecord, ctx: ReasonContext): string {
 /** What an attempt left besides its result, in a word or two: `http 200`; empty when nothing. */
 export function describeDetail(detail: { http_status?: number | undefined }): string {
   return detail.http_status === undefined ? '' : `http ${detail.http_status}`;
+}
+
+/** `; 3 of 8 in flight` for a claim of a worker that keeps several tasks in flight (--concurrency); empty otherwise. */
+function inFlightOf(claim: ClaimEvent, ctx: ReasonContext): string {
+  if (claim.concurrency === undefined || claim.concurrency < 2) return '';
+  const inFlight = ctx.state.runningTasks().filter((task) => task.claim?.worker === claim.worker).length;
+  return `; ${inFlight} of ${claim.concurrency} in flight`;
 }

@@ -50,6 +50,7 @@ export class HeartbeatWriter {
     clearInterval(this.timer);
     this.beat.state = 'stopped';
     this.beat.current_task = null;
+    this.beat.current_tasks = [];
     this.write();
   }
 

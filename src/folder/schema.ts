@@ -84,6 +84,7 @@ export const claimEventSchema = z.looseObject({
   rate: z.optional(rateLimitSchema),
   /** Why a takeover superseded `prev` (its worker was gone, or its lock stale): for `logs` and `show`. */
   reason: z.optional(z.string()),
+  concurrency: z.optional(z.int().check(z.positive())),
 }) satisfies z.ZodMiniType<ClaimEvent>;
 
 /** Where a result larger than INLINE_RESULT_BYTES is kept: bytes of a file in queue/results/ (see results.ts). */

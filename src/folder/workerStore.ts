@@ -299,6 +299,7 @@ export class FolderWorkerStore implements WorkerStore {
         at: new Date(claimedAt).toISOString(),
       };
       if (claimant.rate !== undefined) event.rate = claimant.rate;
+      if (claimant.concurrency > 1) event.concurrency = claimant.concurrency;
       if (takeoverReason !== null) event.reason = takeoverReason;
       store.append([event]);
       store.refresh({ definitions: false });

@@ -19,6 +19,8 @@ export class ProgressLine {
     private readonly state: () => QueueState,
     private readonly colors: Palette,
     private readonly now: () => number,
+    /** This process's attempts in flight and its slots, when it has more than one. */
+    private readonly slots?: () => { inFlight: number; of: number },
     private readonly started = now(),
   ) {}
 
@@ -54,7 +56,7 @@ export class ProgressLine {
     const c = this.colors;
     this.line = [
       c.state('completed', `${completed}/${state.size} completed`),
-      c.state('running', `${state.running} running`),
+      c.state('running', `${state.running} running${this.slots && this.slots().of > 1 ? ` (${this.slots().inFlight}/${this.slots().of} here)` : ''}`),
       c.state('failed', `${failed} failed`),
       c.state('blocked', `${blocked} blocked`),
       `${rate.toFixed(1)}/s`,

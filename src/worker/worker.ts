@@ -21,13 +21,13 @@ export interface WorkerDeps {
   host: string;
   pid: number;
   /** What this worker's heartbeat says; kept current here, written out by the store on its own schedule. */
-  heartbeat: Pick<Heartbeat, 'state' | 'current_task' | 'tasks_done'>;
+  heartbeat: Pick<Heartbeat, 'state' | 'current_task' | 'current_tasks' | 'tasks_done'>;
 }
 
 export interface StopSignals {
-  /** First SIGINT/SIGTERM: claim nothing more, finish the running attempt, exit. */
+  /** First SIGINT/SIGTERM: claim nothing more, finish the attempts in flight, exit. */
   stop: AbortSignal;
-  /** Second signal: abandon the running attempt too. */
+  /** Second signal: abandon the attempts in flight too. */
   abort: AbortSignal;
 }
 
@@ -43,8 +43,8 @@ export interface RunSummary {
   durationMs: number;
   /** The error of the last look at the queue, when the worker went idle because it could not read it. */
   lastError: WorkerError | undefined;
-  /** The task put back to pending by a second signal. */
-  abandoned: string | undefined;
+  /** The tasks put back to pending by a second signal. */
+  abandoned: string[];
   /** Tasks this worker failed, with why: the run's exit code and last line name them. */
   failedTasks: Array<{ task: string; error: AttemptError }>;
   /** What the API said when it refused this worker's credentials, and of which task's call. */
@@ -72,7 +72,7 @@ export class Worker {
     lostClaims: 0,
     durationMs: 0,
     lastError: undefined,
-    abandoned: undefined,
+    abandoned: [],
     credentialsRefused: undefined,
     failedTasks: [],
   };
@@ -83,6 +83,13 @@ export class Worker {
   private reportedPauseSince: number | null = null;
   private readonly probeDelayMs: number;
   private readonly claimant: Claimant;
+  /** The attempts in flight, each in its own slot (--concurrency), and their claims by task. */
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly running = new Map<string, HeldClaim>();
+  /** A second signal came while attempts were in flight: the run ends as aborted (exit 130). */
+  private abortedInFlight = false;
+  /** Aborted to end the loop's current wait at once. */
+  private wake = new AbortController();
 
   constructor(
     private readonly config: RunConfig,
@@ -90,77 +97,168 @@ export class Worker {
     private readonly signals: StopSignals,
   ) {
     this.probeDelayMs = Math.floor(deps.random() * MAX_PROBE_STAGGER_MS);
-    this.claimant = { workerId: config.workerId, pid: deps.pid, host: deps.host, rate: config.rate };
+    this.claimant = { workerId: config.workerId, pid: deps.pid, host: deps.host, rate: config.rate, concurrency: config.concurrency };
   }
 
   async run(): Promise<RunSummary> {
-    const { logger, now } = this.deps;
+    const { logger, now, store } = this.deps;
     const started = now();
     let idleChecks = 0;
     let nextIdleCheckAt = started;
-    await this.deps.store.tidy();
-    for (;;) {
-      if (this.signals.stop.aborted) return await this.finish('stopped', started);
-      if (this.config.maxIterations !== undefined && this.summary.executed >= this.config.maxIterations) return await this.finish('max-iterations', started);
-      let claim: HeldClaim | null = null;
-      this.deps.store.changes.markLooked();
-      try {
-        await this.deps.store.look();
-        this.reportWeather();
-        claim = await this.claimNext();
-        this.summary.lastError = undefined;
-      } catch (error) {
-        this.summary.lastError = asWorkerError(error);
-        logger.error(`could not look at the queue: ${this.summary.lastError.message}`, stackOf(error));
-        // The store is the truth: one that can no longer be trusted (the folder's log deleted, replaced, emptied or damaged) ends the worker.
-        if (this.deps.store.lost) return await this.finish('log-lost', started);
-      }
-      if (claim !== null) {
-        this.deps.store.changes.pause();
-        this.deps.heartbeat.state = 'running';
-        this.deps.heartbeat.current_task = claim.taskId;
-        await this.execute(claim);
-        this.deps.heartbeat.current_task = null;
-        this.deps.heartbeat.tasks_done = this.summary.executed;
-        if (this.signals.abort.aborted) return await this.finish('aborted', started);
-        if (this.summary.credentialsRefused) return await this.finish('credentials-refused', started);
-        idleChecks = 0;
-        nextIdleCheckAt = now();
-        continue;
-      }
-      if (this.config.drain && this.summary.lastError === undefined && this.isDrained()) {
-        logger.info('nothing is ready or running anywhere: drained');
-        return await this.finish('drained', started);
-      }
-      this.deps.heartbeat.state = 'idle';
-      if (now() >= nextIdleCheckAt) {
-        const seen = this.summary.lastError
-          ? `cannot read the queue: ${this.summary.lastError.message}`
-          : describeIdle(this.deps.store.state, now(), this.deps.store.claimingElsewhere(), this.hold?.reason);
-        // An idle check counts toward --max-idle only when nothing could become ready without new tasks:
-        // not while a task runs somewhere, a retry is due, or the API's weather holds the queue back.
-        // --drain decides by itself when to stop, unless the queue cannot be read at all: then the idle
-        // limit ends it, with that error.
-        const counts = this.summary.lastError !== undefined || (!this.config.drain && !this.somethingToWaitFor());
-        if (counts) {
-          idleChecks += 1;
-          const limit = this.config.maxIdle === 0 ? '∞' : String(this.config.maxIdle);
-          logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
-        } else {
-          idleChecks = 0;
-          logger.info(`idle: ${seen}`);
+    const wakeOnStop = () => this.wakeUp();
+    this.signals.stop.addEventListener('abort', wakeOnStop, { once: true });
+    try {
+      await store.tidy();
+      for (;;) {
+        const ending = this.reasonToEnd();
+        if (ending !== null) return await this.finish(ending, started);
+        // A worker at --max-iterations, or stopping for refused credentials, claims nothing more, and waits for what it has in flight.
+        if (this.summary.credentialsRefused || this.iterationsLeft() === 0) {
+          await this.nextCompletion();
+          continue;
         }
-        await this.deps.store.tidy();
-        if (counts && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
-        nextIdleCheckAt = now() + this.config.pollIntervalMs;
+        let claimed = false;
+        if (this.inFlight.size < this.config.concurrency) {
+          store.changes.markLooked();
+          try {
+            await store.look();
+            this.reportWeather();
+            while (this.mayClaimMore()) {
+              const claim = await this.claimNext();
+              if (claim === null) break;
+              this.start(claim);
+              claimed = true;
+            }
+            this.summary.lastError = undefined;
+          } catch (error) {
+            this.summary.lastError = asWorkerError(error);
+            logger.error(`could not look at the queue: ${this.summary.lastError.message}`, stackOf(error));
+            // The store is the truth: one that can no longer be trusted (the folder's log deleted, replaced, emptied or damaged) ends the worker.
+            if (store.lost) return await this.finish('log-lost', started);
+          }
+        }
+        if (this.inFlight.size > 0) {
+          idleChecks = 0;
+          nextIdleCheckAt = now();
+          if (this.inFlight.size >= this.config.concurrency || claimed) {
+            // Busy: changes in the queue do not matter until a slot is free.
+            store.changes.pause();
+            if (this.inFlight.size >= this.config.concurrency) await this.nextCompletion();
+            continue;
+          }
+          // A slot is free but nothing could be claimed: wait for a change, a completion, a retry or the weather.
+          await store.changes.wait(this.msUntilSomethingMayChange(nextIdleCheckAt + this.config.pollIntervalMs), this.wake.signal);
+          continue;
+        }
+        if (this.config.drain && this.summary.lastError === undefined && this.isDrained()) {
+          logger.info('nothing is ready or running anywhere: drained');
+          return await this.finish('drained', started);
+        }
+        this.deps.heartbeat.state = 'idle';
+        if (now() >= nextIdleCheckAt) {
+          const seen = this.summary.lastError
+            ? `cannot read the queue: ${this.summary.lastError.message}`
+            : describeIdle(store.state, now(), store.claimingElsewhere(), this.hold?.reason);
+          // An idle check counts toward --max-idle only when nothing could become ready without new tasks:
+          // not while a task runs somewhere, a retry is due, or the API's weather holds the queue back.
+          // --drain decides by itself when to stop, unless the queue cannot be read at all: then the idle
+          // limit ends it, with that error.
+          const counts = this.summary.lastError !== undefined || (!this.config.drain && !this.somethingToWaitFor());
+          if (counts) {
+            idleChecks += 1;
+            const limit = this.config.maxIdle === 0 ? '∞' : String(this.config.maxIdle);
+            logger.info(`idle ${idleChecks}/${limit}: ${seen}`);
+          } else {
+            idleChecks = 0;
+            logger.info(`idle: ${seen}`);
+          }
+          await store.tidy();
+          if (counts && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
+          nextIdleCheckAt = now() + this.config.pollIntervalMs;
+        }
+        await store.changes.wait(this.msUntilSomethingMayChange(nextIdleCheckAt), this.wake.signal);
       }
-      const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;
-      const holdEnds = this.hold?.until ?? Infinity;
-      await this.deps.store.changes.wait(Math.max(0, Math.min(nextIdleCheckAt, nextRetry, holdEnds) - now()), this.signals.stop);
+    } finally {
+      this.signals.stop.removeEventListener('abort', wakeOnStop);
     }
   }
 
+  /** A slot is free, and nothing (a signal, --max-iterations, refused credentials) says to claim no more. */
+  private mayClaimMore(): boolean {
+    return this.inFlight.size < this.config.concurrency && this.iterationsLeft() !== 0 && !this.signals.stop.aborted && !this.summary.credentialsRefused;
+  }
+
+  /** Why the run ends now, once nothing is in flight; null while it goes on. */
+  private reasonToEnd(): ExitReason | null {
+    if (this.inFlight.size > 0) {
+      // Stopping, for whatever reason, waits for the attempts in flight: the caller does so.
+      return null;
+    }
+    if (this.signals.abort.aborted && this.abortedInFlight) return 'aborted';
+    if (this.signals.stop.aborted) return 'stopped';
+    if (this.summary.credentialsRefused) return 'credentials-refused';
+    if (this.iterationsLeft() === 0) return 'max-iterations';
+    return null;
+  }
+
+  /** Attempts in flight now, for the progress line. */
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  /** Tasks this worker may still start (--max-iterations), or undefined for no limit. */
+  private iterationsLeft(): number | undefined {
+    return this.config.maxIterations === undefined ? undefined : Math.max(0, this.config.maxIterations - this.summary.executed);
+  }
+
+  /** How long an idle wait may last: until the next idle check, a retry that comes due, or the end of what holds the worker back. */
+  private msUntilSomethingMayChange(nextCheckAt: number): number {
+    const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;
+    const holdEnds = this.hold?.until ?? Infinity;
+    return Math.max(0, Math.min(nextCheckAt, nextRetry, holdEnds) - this.deps.now());
+  }
+
+  /** Starts an attempt in its own slot; the loop goes on while it runs. */
+  private start(claim: HeldClaim): void {
+    const { heartbeat } = this.deps;
+    heartbeat.state = 'running';
+    this.running.set(claim.taskId, claim);
+    this.updateHeartbeatTasks();
+    const attempt = this.execute(claim)
+      .catch((error: unknown) => {
+        this.deps.logger.error(`the attempt of ${claim.taskId} crashed: ${asWorkerError(error).message}`, stackOf(error));
+      })
+      .finally(() => {
+        if (this.signals.abort.aborted) this.abortedInFlight = true;
+        this.inFlight.delete(attempt);
+        this.running.delete(claim.taskId);
+        this.updateHeartbeatTasks();
+        heartbeat.tasks_done = this.summary.executed;
+        this.wakeUp();
+      });
+    this.inFlight.add(attempt);
+  }
+
+  private updateHeartbeatTasks(): void {
+    const ids = [...this.running.keys()];
+    this.deps.heartbeat.current_task = ids[0] ?? null;
+    this.deps.heartbeat.current_tasks = ids;
+  }
+
+  /** Resolves when an attempt in flight has ended (or at once when none is). */
+  private async nextCompletion(): Promise<void> {
+    if (this.inFlight.size === 0) return;
+    await Promise.race(this.inFlight);
+  }
+
+  /** Ends the loop's current wait: an attempt ended, or a signal came. */
+  private wakeUp(): void {
+    this.wake.abort();
+    this.wake = new AbortController();
+  }
+
   private async finish(reason: ExitReason, started: number): Promise<RunSummary> {
+    await Promise.all(this.inFlight);
     await this.deps.store.settle();
     // What is left, as the run's last line says it, includes this worker's own last outcome.
     await this.lookQuietly();
@@ -302,7 +400,7 @@ export class Worker {
       const after = this.signals.abort.aborted
         ? 'it goes back to pending'
         : "its lock was lost: another worker may hold the task now, and nothing is recorded unless it is still this one's";
-      if (this.signals.abort.aborted) this.summary.abandoned = id;
+      if (this.signals.abort.aborted) this.summary.abandoned.push(id);
       logger.warn(`abandoned ${id} after ${took}: ${error.message}; ${after}`);
       await this.record(claim, { outcome: 'released', called: true, startedAt, endedAt, error });
       return;

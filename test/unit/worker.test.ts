@@ -67,6 +67,19 @@ function start(tasks: ConstructorParameters<typeof MemoryStore>[0], executor: Sc
   return { store, executor, clock, lines, stop, abort, run: worker.run() };
 }
 
+/** Answers every held call OK, as they come, until the run ends. */
+async function answerUntilDone(executor: ScriptedExecutor, run: Promise<RunSummary>): Promise<RunSummary> {
+  let done: RunSummary | undefined;
+  void run.then((summary) => {
+    done = summary;
+  });
+  while (done === undefined) {
+    for (const call of executor.held.splice(0)) call.answer(OK);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return done;
+}
+
 /** Resolves once the executor holds `count` calls. */
 async function heldCalls(executor: ScriptedExecutor, count: number): Promise<void> {
   while (executor.held.length < count) await new Promise((resolve) => setImmediate(resolve));
@@ -133,7 +146,7 @@ describe('the worker loop', () => {
     await heldCalls(executor, 1);
     stop.abort();
     abort.abort();
-    expect(await run).toMatchObject({ reason: 'aborted', abandoned: 'a' });
+    expect(await run).toMatchObject({ reason: 'aborted', abandoned: ['a'] });
     expect(store.outcomes()).toEqual(['a:released']);
     expect(store.state.get('a')!.state).toBe('pending');
   });
@@ -152,5 +165,62 @@ describe('the worker loop', () => {
     store.lost = new Error('the log was replaced');
     expect(await run).toMatchObject({ reason: 'log-lost', executed: 0 });
     expect(executor.attempts).toEqual([]);
+  });
+
+  describe('--concurrency', () => {
+    const tasks = (count: number) => Array.from({ length: count }, (_, i) => ({ id: `t${i}` }));
+
+    it('keeps that many attempts in flight, and claims the next as soon as one ends', async () => {
+      const executor = new ScriptedExecutor(() => 'hold');
+      const { run, store } = start(tasks(5), executor, { concurrency: 3, drain: true });
+      await heldCalls(executor, 3);
+      expect(executor.calledIds()).toEqual(['t0', 't1', 't2']);
+      executor.held.splice(1, 1)[0]!.answer(OK);
+      await heldCalls(executor, 3);
+      expect(executor.calledIds()).toEqual(['t0', 't1', 't2', 't3']);
+      expect(await answerUntilDone(executor, run)).toMatchObject({ reason: 'drained', executed: 5, completed: 5 });
+      expect(store.outcomes().sort()).toEqual(['t0:completed', 't1:completed', 't2:completed', 't3:completed', 't4:completed']);
+    });
+
+    it('max-iterations counts attempts across slots: run 10 --concurrency 4 executes exactly 10', async () => {
+      const { run, executor } = start(tasks(20), new ScriptedExecutor(), { concurrency: 4, maxIterations: 10 });
+      expect(await run).toMatchObject({ reason: 'max-iterations', executed: 10, completed: 10 });
+      expect(executor.attempts).toHaveLength(10);
+    });
+
+    it('first signal: every attempt in flight finishes and is recorded, nothing more is claimed', async () => {
+      const executor = new ScriptedExecutor(() => 'hold');
+      const { run, stop, store } = start(tasks(6), executor, { concurrency: 3 });
+      await heldCalls(executor, 3);
+      stop.abort();
+      for (const call of executor.held) call.answer(OK);
+      expect(await run).toMatchObject({ reason: 'stopped', executed: 3, completed: 3 });
+      expect(store.outcomes()).toEqual(['t0:completed', 't1:completed', 't2:completed']);
+      expect(executor.attempts).toHaveLength(3);
+    });
+
+    it('second signal: every attempt in flight is abandoned and put back to pending', async () => {
+      const executor = new ScriptedExecutor(() => 'hold');
+      const { run, stop, abort, store } = start(tasks(6), executor, { concurrency: 3 });
+      await heldCalls(executor, 3);
+      stop.abort();
+      abort.abort();
+      const summary = await run;
+      expect(summary.reason).toBe('aborted');
+      expect([...summary.abandoned].sort()).toEqual(['t0', 't1', 't2']);
+      expect(store.outcomes().sort()).toEqual(['t0:released', 't1:released', 't2:released']);
+      for (const id of ['t0', 't1', 't2']) expect(store.state.get(id)!.state).toBe('pending');
+    });
+
+    it('refused credentials: claims nothing more, lets the others in flight finish, then stops', async () => {
+      const executor = new ScriptedExecutor((attempt) => (attempt.task.id === 't0' ? UNAUTHORIZED : 'hold'));
+      const { run, store } = start(tasks(6), executor, { concurrency: 3 });
+      const summary = await answerUntilDone(executor, run);
+      expect(summary).toMatchObject({ reason: 'credentials-refused', credentialsRefused: { task: 't0' } });
+      // Claimed in the same fill as t0, before its answer came, at most: nothing after.
+      const others = executor.calledIds().slice(1);
+      expect(others.length).toBeLessThanOrEqual(2);
+      expect(store.outcomes().sort()).toEqual(['t0:released', ...others.map((id) => `${id}:completed`)].sort());
+    });
   });
 });
