@@ -40,6 +40,8 @@ interface FolderClaim extends HeldClaim {
   readonly lock: HeldLock;
   /** Its result, once written to the results file: an outcome tried again refers to it, not to a copy. */
   resultRef?: ResultRef;
+  /** Its lock was let go (or is being): once only. */
+  released?: boolean;
 }
 
 /**
@@ -57,6 +59,8 @@ export class FolderWorkerStore implements WorkerStore {
   /** When this worker last saw another one at work (a running task, a lock it held). */
   private othersSeenAt = -Infinity;
   private lockedByOthers: TaskRecord[] = [];
+  /** Claims this process holds now (--concurrency): its own running tasks are not other workers at work. */
+  private held = 0;
   /** Locks being released in the background; awaited by settle. */
   private readonly releasing = new Set<Promise<void>>();
 
@@ -160,7 +164,7 @@ export class FolderWorkerStore implements WorkerStore {
   private async claimFirstReady(claimant: Claimant): Promise<HeldClaim | null> {
     const { now } = this.options;
     const state = this.store.state;
-    if (state.running > 0 || this.lockedByOthers.length > 0) this.othersSeenAt = now();
+    if (state.running > this.held || this.lockedByOthers.length > 0) this.othersSeenAt = now();
     this.lockedByOthers = [];
     for (const task of this.spread(state.readyTasks(now(), CANDIDATES_PER_CHECK))) {
       const claim = await this.claim(task, null, null, claimant);
@@ -309,6 +313,7 @@ export class FolderWorkerStore implements WorkerStore {
         await lock.release();
         return null;
       }
+      this.held += 1;
       return {
         taskId: id,
         definition,
@@ -395,6 +400,9 @@ export class FolderWorkerStore implements WorkerStore {
   }
 
   private releaseInBackground(claim: FolderClaim): void {
+    if (claim.released) return;
+    claim.released = true;
+    this.held -= 1;
     // The outcome is in the log: the lock may go in the background while the next task starts.
     const released = claim.lock.release().finally(() => this.releasing.delete(released));
     this.releasing.add(released);

@@ -7,6 +7,7 @@ export interface Kill {
 /** What the API recorded of one call. */
 export interface RecordedCall {
   task_id: string;
+  attempt: number;
   worker: string | undefined;
   idempotencyKey: string | undefined;
   receivedAt: number;

@@ -16,10 +16,15 @@ export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
   const queueId = (await readFile(join(dir, 'queue', 'queue-id'), 'utf8')).trim();
   const callsByTask = new Map();
   for (const call of calls) callsByTask.set(call.task_id, [...(callsByTask.get(call.task_id) ?? []), call]);
-  // A killed worker died during its last call (or before recording it): only that call may be repeated.
+  // A killed worker died during its calls in flight (or before recording them): only those may be repeated.
+  // One that made one call at a time was in its last; one with several in flight (--concurrency) in those
+  // whose claims the log shows with no outcome of theirs.
   const killed = new Set(kills.map((kill) => kill.worker));
   const lastCallOf = new Map();
   for (const call of calls) if (!lastCallOf.has(call.worker) || lastCallOf.get(call.worker).receivedAt <= call.receivedAt) lastCallOf.set(call.worker, call);
+  const unrecorded = await claimsWithoutOutcome(dir);
+  const cutByKill = (call) =>
+    killed.has(call.worker) && (lastCallOf.get(call.worker) === call || unrecorded.has(`${call.task_id}|${call.worker}|${call.attempt}`));
   let explainedRepeats = 0;
   let retriedRepeats = 0;
   for (const task of tasks) {
@@ -32,7 +37,7 @@ export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
       if (i === 0) return;
       const earlier = taskCalls.slice(0, i);
       if (earlier.some((previous) => previous.failedOnPurpose)) retriedRepeats += 1;
-      else if (earlier.some((previous) => killed.has(previous.worker) && lastCallOf.get(previous.worker) === previous)) explainedRepeats += 1;
+      else if (earlier.some(cutByKill)) explainedRepeats += 1;
       else problems.push(`${task.id} was called again (by ${call.worker}) with no earlier caller killed during its call`);
     });
     for (const call of taskCalls) {
@@ -46,6 +51,30 @@ export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
   return { tasks: tasks.length, calls: calls.length, explainedRepeats, retriedRepeats, problems };
 }
 
+/** Every record of the log that parses: a torn record, or the unfinished last line, is skipped, as the tool skips it. */
+async function readLog(dir) {
+  const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
+  const events = [];
+  for (const line of text.split('\n')) {
+    try {
+      events.push(JSON.parse(line));
+    } catch {
+      // torn or unfinished
+    }
+  }
+  return events;
+}
+
+/** `task|worker|attempt` of every claim in the log that no outcome of the same token followed. */
+async function claimsWithoutOutcome(dir) {
+  const claims = new Map();
+  for (const event of await readLog(dir)) {
+    if (event.type === 'claim') claims.set(event.token, `${event.task}|${event.worker}|${event.attempt}`);
+    else if (event.type === 'outcome') claims.delete(event.token);
+  }
+  return new Set(claims.values());
+}
+
 /** Replays the log independently of the tool's own fold. */
 async function checkLog(dir, tasks) {
   const problems = [];
@@ -53,14 +82,7 @@ async function checkLog(dir, tasks) {
   const completed = new Set();
   const claimInForce = new Map();
   const finals = new Map();
-  const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
-  for (const line of text.split('\n')) {
-    let event;
-    try {
-      event = JSON.parse(line);
-    } catch {
-      continue; // a torn record, or the unfinished last line: the tool skips them too
-    }
+  for (const event of await readLog(dir)) {
     const task = event.task;
     if (event.type === 'claim') {
       const fresh = event.prev === null && !claimInForce.has(task) && !completed.has(task);

@@ -50,6 +50,7 @@ async function drainThroughKillStorm(
   tasks: ReadonlyArray<{ id: string }>,
   count: number,
   during: (storming: () => boolean) => Promise<void> = async () => undefined,
+  extraArgs: readonly string[] = [],
 ) {
   const kills: Kill[] = [];
   let incarnation = 0;
@@ -71,6 +72,7 @@ async function drainThroughKillStorm(
       '10s',
       '--worker-id',
       ids[slot],
+      ...extraArgs,
     ]);
   };
   const workers = Array.from({ length: count }, (_, slot) => start(slot));
@@ -112,6 +114,27 @@ describe('kill storm', () => {
       expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
       console.log(
         `kill storm: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`,
+      );
+    });
+  }, 180_000);
+});
+
+describe('kill storm with --concurrency', () => {
+  it(`4 workers with 4 calls in flight each drain ${FULL ? '2,000' : '600'} tasks while a random one is SIGKILLed every few hundred ms`, async () => {
+    await withTempDir(async (dir) => {
+      const tasks = layeredGraph(FULL ? 2000 : 600, 5);
+      await addAll(dir, tasks);
+      // Calls that take a moment, so that each worker has several in flight when it is killed.
+      api.setBehaviour(answerOkWithin(30));
+      const { kills, results } = await drainThroughKillStorm(dir, tasks, 4, undefined, ['--concurrency', '4']);
+      for (const result of results) expect([0, null]).toContain(result.code);
+      expect(kills.length).toBeGreaterThan(3);
+      const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
+      expect(verdict.problems).toEqual([]);
+      expect(await lockFiles(dir)).toEqual([]);
+      expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
+      console.log(
+        `kill storm, --concurrency 4: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`,
       );
     });
   }, 180_000);
