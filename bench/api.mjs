@@ -1,7 +1,8 @@
-// A local API that answers at once and counts calls per task: the benchmark's ground truth.
+// A local API that answers at once (or after `latencyMs`, as a slow LLM API would) and counts calls per
+// task: the benchmark's ground truth.
 import { createServer } from 'node:http';
 
-export async function startBenchApi() {
+export async function startBenchApi({ latencyMs = 0 } = {}) {
   const calls = new Map();
   let total = 0;
   const times = new Map();
@@ -13,8 +14,12 @@ export async function startBenchApi() {
       calls.set(body.task_id, (calls.get(body.task_id) ?? 0) + 1);
       if (!times.has(body.task_id)) times.set(body.task_id, performance.now());
       total += 1;
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(`{"status":"completed","task":${JSON.stringify(body.task_id)}}`);
+      const answer = () => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(`{"status":"completed","task":${JSON.stringify(body.task_id)}}`);
+      };
+      if (latencyMs > 0) setTimeout(answer, latencyMs);
+      else answer();
     });
   });
   server.keepAliveTimeout = 60_000;

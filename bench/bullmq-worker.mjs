@@ -1,9 +1,10 @@
 // The bar to beat: the same drain through BullMQ on a loopback Redis. `seed PORT N` fills the queue;
-// `work PORT N URL` is one worker process (concurrency 1, like `worker run`) that exits once N jobs are done.
+// `work PORT N URL [CONCURRENCY]` is one worker process (concurrency 1 unless given, like `worker run`) that
+// exits once N jobs are done.
 import { Queue, Worker } from 'bullmq';
 import { Agent, request } from 'undici';
 
-const [mode, port, total, url] = process.argv.slice(2);
+const [mode, port, total, url, concurrency = '1'] = process.argv.slice(2);
 const connection = { host: '127.0.0.1', port: Number(port) };
 
 if (mode === 'seed') {
@@ -40,7 +41,7 @@ if (mode === 'seed') {
       });
       return response.body.json();
     },
-    { connection, concurrency: 1 },
+    { connection, concurrency: Number(concurrency) },
   );
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, 50));

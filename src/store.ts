@@ -146,8 +146,11 @@ export interface HeldClaim {
   readonly waitingSince: number | null;
   /** Why this claim superseded another (its worker died or froze); null for a pending task. */
   readonly takeoverReason: string | null;
-  /** Aborted when the claim may no longer be this process's (its lock was taken): the attempt must stop. */
-  readonly lost: AbortSignal;
+  /**
+   * Aborted when the attempt must stop: by the store when the claim may no longer be this process's (its
+   * lock was taken), by the loop when it abandons the attempt (a second signal).
+   */
+  readonly abandon: AbortController;
 }
 
 /** How an attempt ended, as the loop decided it; the store turns it into its own record. */

@@ -49,8 +49,28 @@ export function serializeEvent(event: LogRecord): string {
   return `${JSON.stringify({ type, ...rest })}\n`;
 }
 
+/**
+ * Lines this process appended and has not read back yet, with the events they hold, validated when they
+ * were written: read back, they are taken as they are, not parsed and validated a second time. Bounded:
+ * lines never read back (written to a log that was then replaced) are forgotten past a limit.
+ */
+export class OwnLines {
+  private readonly lines = new Map<string, LogRecord>();
+
+  remember(line: string, event: LogRecord): void {
+    if (this.lines.size >= 10_000) this.lines.clear();
+    this.lines.set(line, event);
+  }
+
+  take(line: string): LogRecord | undefined {
+    const event = this.lines.get(line);
+    if (event !== undefined) this.lines.delete(line);
+    return event;
+  }
+}
+
 /** Parses complete lines (without their newlines). `firstLine` is the 1-based number of lines[0]. */
-export function parseLines(file: string, lines: string[], firstLine: number): LogChunk {
+export function parseLines(file: string, lines: string[], firstLine: number, own?: OwnLines): LogChunk {
   const events: FoldRecord[] = [];
   let header: LogHeader | undefined;
   let seal: Seal | undefined;
@@ -65,6 +85,11 @@ export function parseLines(file: string, lines: string[], firstLine: number): Lo
   lines.forEach((line, index) => {
     if (line.length === 0 || seal !== undefined) return;
     const lineNo = firstLine + index;
+    const mine = own?.take(line);
+    if (mine !== undefined) {
+      take(mine, lineNo);
+      return;
+    }
     const whole = tryParseEvent(line);
     if (whole.ok) {
       take(whole.event, lineNo);
@@ -163,10 +188,11 @@ export class ExecutionLogReader {
   /** Generations this reader moved on to (see followSuccessor). */
   switches = 0;
 
-  /** `from`: where to start, a position an earlier reader of the same file reached. */
+  /** `from`: where to start, a position an earlier reader of the same file reached; `own`: what this process wrote. */
   constructor(
     readonly file: string,
     from: LogPosition = { inode: undefined, offset: 0, line: 1 },
+    private readonly own?: OwnLines,
   ) {
     this.inode = from.inode;
     this.offset = from.offset;
@@ -327,7 +353,7 @@ export class ExecutionLogReader {
     const data = this.pending.length > 0 ? Buffer.concat([this.pending, fresh]) : fresh;
     const lastNewline = data.lastIndexOf(NEWLINE);
     const lines = lastNewline === -1 ? [] : data.subarray(0, lastNewline).toString('utf8').split('\n');
-    const chunk = parseLines(this.file, lines, this.lineNo);
+    const chunk = parseLines(this.file, lines, this.lineNo, this.own);
     if (chunk.header !== undefined) this.header = chunk.header;
     if (chunk.seal !== undefined) this.sealed = chunk.seal;
     this.offset += fresh.length;
@@ -357,7 +383,11 @@ export class ExecutionLogWriter {
   /** The inode of the file `fd` was opened on. */
   private inode: number | undefined;
 
-  constructor(readonly file: string) {}
+  /** `own`: where the lines it writes are remembered, for the reader of the same process (see OwnLines). */
+  constructor(
+    readonly file: string,
+    private readonly own?: OwnLines,
+  ) {}
 
   /**
    * `verify`: also check with an fstat that the file was not deleted or shrunk since `expected` was read
@@ -365,7 +395,8 @@ export class ExecutionLogWriter {
    * (same inode: not an earlier generation) is always checked, from what was seen when it was opened.
    */
   append(events: readonly LogRecord[], expected?: LogPosition, verify = true): void {
-    const bytes = Buffer.from(events.map(serializeEvent).join(''), 'utf8');
+    const lines = events.map(serializeEvent);
+    const bytes = Buffer.from(lines.join(''), 'utf8');
     try {
       if (this.fd === undefined) {
         // A log its readers have seen is never created again: gone is gone.
@@ -387,6 +418,7 @@ export class ExecutionLogWriter {
       }
       let written = 0;
       while (written < bytes.length) written += writeSync(this.fd, bytes, written, bytes.length - written);
+      if (this.own) events.forEach((event, i) => this.own!.remember(lines[i]!.slice(0, -1), event));
     } catch (error) {
       this.close();
       if (error instanceof DamagedFileError || error instanceof LogFileChanged) throw error;

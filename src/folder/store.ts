@@ -4,7 +4,7 @@ import { basename, join } from 'node:path';
 import { DamagedFileError, ioError, WorkerError } from '../errors.js';
 import { noSuchTask, QueueState, type ApplyResult, type FoldOptions, type TaskRecord } from '../core/queueState.js';
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
-import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, type LogPosition } from './executionLog.js';
+import { ExecutionLogReader, ExecutionLogWriter, LogFileChanged, LogMovedOn, OwnLines, type LogPosition } from './executionLog.js';
 import { queuePaths, type QueuePaths } from './paths.js';
 import { QueueFile, type QueueIds } from './queueFile.js';
 import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
@@ -72,6 +72,8 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
 
   /** Whether the log's presence and header were checked against the queue's id. */
   private logChecked = false;
+  /** The lines this store appended, read back without parsing them again (see OwnLines). */
+  private readonly ownLines = new OwnLines();
   /** Outcomes this store appended and has not read back yet, by token (see append). */
   private readonly unconfirmed = new Map<string, OutcomeEvent>();
 
@@ -83,8 +85,8 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     this.paths = queuePaths(root);
     this.queueFile = new QueueFile(this.paths.queueFile);
     this.definitions = makeDefinitions(this.queueFile, this.paths);
-    this.reader = new ExecutionLogReader(this.paths.logFile);
-    this.writer = new ExecutionLogWriter(this.paths.logFile);
+    this.reader = new ExecutionLogReader(this.paths.logFile, undefined, this.ownLines);
+    this.writer = new ExecutionLogWriter(this.paths.logFile, this.ownLines);
     this.state = new QueueState<Def>(foldOptions);
   }
 
@@ -413,7 +415,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     this.state = new QueueState<Def>(this.foldOptions);
     this.definitions.close();
     this.definitions = this.makeDefinitions(this.queueFile, this.paths);
-    this.reader = new ExecutionLogReader(this.paths.logFile);
+    this.reader = new ExecutionLogReader(this.paths.logFile, undefined, this.ownLines);
   }
 
   /**

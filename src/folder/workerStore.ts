@@ -266,11 +266,11 @@ export class FolderWorkerStore implements WorkerStore {
     const { logger, now } = this.options;
     const id = task.def.id;
     const token = randomUUID();
-    const lost = new AbortController();
+    const abandon = new AbortController();
     logger.debug(`trying to claim ${id}`);
     const lock = await locks.tryAcquire(id, (error) => {
       logger.warn(`lost the lock of ${id}: ${error.message}; abandoning the attempt`);
-      lost.abort(error);
+      abandon.abort(error);
     });
     if (lock === null) {
       this.lockedByOthers.push(task);
@@ -324,7 +324,7 @@ export class FolderWorkerStore implements WorkerStore {
         waits: fresh.waits,
         waitingSince: fresh.waitingSince,
         takeoverReason,
-        lost: lost.signal,
+        abandon,
         event,
         lock,
       };

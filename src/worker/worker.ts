@@ -9,6 +9,10 @@ import type { Claimant, HeldClaim, NewOutcome, WorkerStore } from '../store.js';
 import type { AttemptError, Heartbeat, Logger } from '../types.js';
 import { describeIdle } from './idleReport.js';
 
+/** The reason a wait is ended with: a constant, since an abort without one makes a DOMException, with its stack. */
+const WOKEN = Symbol('woken');
+const ABANDONED = Symbol('abandoned by a second signal');
+
 /** Workers spread their probes of an unreachable API over this long after the probe is due. */
 const MAX_PROBE_STAGGER_MS = 500;
 
@@ -86,10 +90,12 @@ export class Worker {
   /** The attempts in flight, each in its own slot (--concurrency), and their claims by task. */
   private readonly inFlight = new Set<Promise<void>>();
   private readonly running = new Map<string, HeldClaim>();
+  /** One per attempt in flight: a second signal aborts them all. */
+  private readonly abandons = new Set<AbortController>();
   /** A second signal came while attempts were in flight: the run ends as aborted (exit 130). */
   private abortedInFlight = false;
-  /** Aborted to end the loop's current wait at once. */
-  private wake = new AbortController();
+  /** The loop's current wait, ended at once by wakeUp: an attempt ended, or a signal came. */
+  private waiting: { resolve: () => void; controller: AbortController | undefined } | null = null;
 
   constructor(
     private readonly config: RunConfig,
@@ -106,14 +112,18 @@ export class Worker {
     let idleChecks = 0;
     let nextIdleCheckAt = started;
     const wakeOnStop = () => this.wakeUp();
+    const abandonAll = () => {
+      for (const abandon of this.abandons) abandon.abort(ABANDONED);
+    };
     this.signals.stop.addEventListener('abort', wakeOnStop, { once: true });
+    this.signals.abort.addEventListener('abort', abandonAll, { once: true });
     try {
       await store.tidy();
       for (;;) {
         const ending = this.reasonToEnd();
         if (ending !== null) return await this.finish(ending, started);
-        // A worker at --max-iterations, or stopping for refused credentials, claims nothing more, and waits for what it has in flight.
-        if (this.summary.credentialsRefused || this.iterationsLeft() === 0) {
+        // A worker that is stopping (a signal, refused credentials, --max-iterations) claims nothing more, and waits for what it has in flight.
+        if (this.signals.stop.aborted || this.summary.credentialsRefused || this.iterationsLeft() === 0) {
           await this.nextCompletion();
           continue;
         }
@@ -147,7 +157,7 @@ export class Worker {
             continue;
           }
           // A slot is free but nothing could be claimed: wait for a change, a completion, a retry or the weather.
-          await store.changes.wait(this.msUntilSomethingMayChange(nextIdleCheckAt + this.config.pollIntervalMs), this.wake.signal);
+          await this.waitForChange(this.msUntilSomethingMayChange(nextIdleCheckAt + this.config.pollIntervalMs));
           continue;
         }
         if (this.config.drain && this.summary.lastError === undefined && this.isDrained()) {
@@ -176,10 +186,11 @@ export class Worker {
           if (counts && this.config.maxIdle > 0 && idleChecks >= this.config.maxIdle) return await this.finish('idle', started);
           nextIdleCheckAt = now() + this.config.pollIntervalMs;
         }
-        await store.changes.wait(this.msUntilSomethingMayChange(nextIdleCheckAt), this.wake.signal);
+        await this.waitForChange(this.msUntilSomethingMayChange(nextIdleCheckAt));
       }
     } finally {
       this.signals.stop.removeEventListener('abort', wakeOnStop);
+      this.signals.abort.removeEventListener('abort', abandonAll);
     }
   }
 
@@ -245,16 +256,36 @@ export class Worker {
     this.deps.heartbeat.current_tasks = ids;
   }
 
-  /** Resolves when an attempt in flight has ended (or at once when none is). */
-  private async nextCompletion(): Promise<void> {
-    if (this.inFlight.size === 0) return;
-    await Promise.race(this.inFlight);
+  /**
+   * Resolves when an attempt in flight has ended (or at once when none is). Not Promise.race over the
+   * attempts: each race leaves a reaction on every attempt still in flight, so N slots would cost N per
+   * completion, and pile up.
+   */
+  private nextCompletion(): Promise<void> {
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.waiting = { resolve, controller: undefined };
+    });
+  }
+
+  /** Waits up to `ms` for a change to the queue; an attempt that ends, or a signal, ends the wait too. */
+  private async waitForChange(ms: number): Promise<void> {
+    const controller = new AbortController();
+    this.waiting = { resolve: () => undefined, controller };
+    try {
+      await this.deps.store.changes.wait(ms, controller.signal);
+    } finally {
+      if (this.waiting?.controller === controller) this.waiting = null;
+    }
   }
 
   /** Ends the loop's current wait: an attempt ended, or a signal came. */
   private wakeUp(): void {
-    this.wake.abort();
-    this.wake = new AbortController();
+    const waiting = this.waiting;
+    if (waiting === null) return;
+    this.waiting = null;
+    waiting.controller?.abort(WOKEN);
+    waiting.resolve();
   }
 
   private async finish(reason: ExitReason, started: number): Promise<RunSummary> {
@@ -367,17 +398,13 @@ export class Worker {
       return;
     }
     this.summary.executed += 1;
-    // Abandoned for a second signal, or when the claim may no longer be this worker's. Listeners, not
-    // AbortSignal.any: its signals stay tracked by their long-lived source until collected, per task.
-    const abandon = new AbortController();
-    const abandonNow = () => abandon.abort();
-    this.signals.abort.addEventListener('abort', abandonNow, { once: true });
-    claim.lost.addEventListener('abort', abandonNow, { once: true });
-    if (this.signals.abort.aborted || claim.lost.aborted) abandon.abort();
+    // Abandoned for a second signal (abandonAll), or by the store when the claim may no longer be this worker's.
+    const { abandon } = claim;
+    if (this.signals.abort.aborted) abandon.abort(ABANDONED);
+    this.abandons.add(abandon);
     const attempt = { task: claim.definition, attempt: claim.attempt, idempotencyKey: claim.idempotencyKey, workerId: this.config.workerId };
     const result = await this.deps.executor.execute(attempt, abandon.signal);
-    this.signals.abort.removeEventListener('abort', abandonNow);
-    claim.lost.removeEventListener('abort', abandonNow);
+    this.abandons.delete(abandon);
     const endedAt = now();
     const took = formatDuration(durationMs(startedAt, endedAt));
     if (result.ok) {

@@ -96,7 +96,7 @@ export class MemoryStore implements WorkerStore {
       waits: task.waits,
       waitingSince: task.waitingSince,
       takeoverReason: null,
-      lost: new AbortController().signal,
+      abandon: new AbortController(),
     };
   }
 
