@@ -418,7 +418,9 @@ export class ExecutionLogWriter {
       }
       let written = 0;
       while (written < bytes.length) written += writeSync(this.fd, bytes, written, bytes.length - written);
-      if (this.own) events.forEach((event, i) => this.own!.remember(lines[i]!.slice(0, -1), event));
+      if (this.own) {
+        for (const [i, event] of events.entries()) this.own.remember(lines[i]!.slice(0, -1), event);
+      }
     } catch (error) {
       this.close();
       if (error instanceof DamagedFileError || error instanceof LogFileChanged) throw error;
