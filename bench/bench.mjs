@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { startBenchApi } from './api.mjs';
 import { seedQueue } from './seed.mjs';
 import { historyScenarios } from './history.mjs';
+import { concurrencyScenarios } from './concurrency.mjs';
 import { startTracked } from './processes.mjs';
 
 const BIN = resolve(import.meta.dirname, '../bin/worker.cjs');
@@ -249,10 +250,11 @@ async function main() {
     row('worker add --file (10,000 tasks)', 10_000, 0, times.bulkMs / 1000);
     row(`worker status --json (${bigQueue.toLocaleString('en')} tasks)`, bigQueue, 0, times.statusMs / 1000);
     await historyScenarios(row, notes, quick);
+    await concurrencyScenarios(row, notes, quick);
   } finally {
     await api.close();
   }
-  const header = ['scenario', 'tasks', 'workers', 'seconds', 'tasks/s', 'per-task ms', 'peak RSS MB', 'vs ceiling'];
+  const header = ['scenario', 'tasks', 'workers', 'seconds', 'tasks/s', 'per-task ms', 'peak RSS MB', 'vs ceiling', 'vs ideal'];
   const table = rows.map((r) => [
     r.scenario,
     String(r.tasks),
@@ -262,6 +264,7 @@ async function main() {
     fmt(r.perTaskMs ?? (r.seconds && r.workers ? (r.seconds * 1000) / r.tasks : undefined), 3),
     fmt(r.peakMb),
     r.ratio === undefined ? '' : `${(r.ratio * 100).toFixed(0)}%`,
+    r.vsIdeal === undefined ? '' : `${r.vsIdeal.toFixed(2)}x`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((cells) => cells[i].length)));
   const line = (cells) => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`;

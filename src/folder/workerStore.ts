@@ -152,7 +152,11 @@ export class FolderWorkerStore implements WorkerStore {
       const reason = this.takeoverReason(task);
       if (reason === null) continue;
       const claim = await this.takeOver(task, reason, claimant);
-      if (claim) return claim;
+      if (claim) {
+        // A dead worker may have left several (--concurrency): the next free slot looks again at once.
+        this.lastTakeoverScan = -Infinity;
+        return claim;
+      }
     }
     return null;
   }
