@@ -28,8 +28,10 @@ async function bundle() {
     .map(([name, module]) => `exports.${name} = require(${JSON.stringify(module)});`)
     .join('\n');
   await build({ ...common, stdin: { contents: undiciEntry, resolveDir: ROOT, loader: 'js' }, outfile: join(dist, 'undici.cjs') });
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   await build({
     ...common,
+    define: { WORKER_VERSION: JSON.stringify(version) },
     entryPoints: [join(ROOT, 'src/cli.ts')],
     outfile: join(dist, 'cli.cjs'),
     sourcemap: true,

@@ -5,7 +5,7 @@ import { palette } from './colors.js';
 import { plural } from './core/reasons.js';
 import { safeJson, visible, visibleLines } from './core/visible.js';
 import { repeatUntil } from './core/sleep.js';
-import { addTasks } from './commands/add.js';
+import { addTasks, oneTask } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, printStatusJson, readStatus } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
@@ -72,6 +72,10 @@ Each command's options: worker <command> --help.
 
 const print = (text: string) => process.stdout.write(text);
 
+/** package.json's version, put in by the build (scripts/build.mjs); `dev` when run from the sources. */
+declare const WORKER_VERSION: string | undefined;
+const VERSION = typeof WORKER_VERSION === 'string' ? WORKER_VERSION : 'dev';
+
 /** Aborts on the first SIGINT/SIGTERM: for commands that run until stopped (serve, --watch, --follow). */
 function untilStopped(): AbortSignal {
   const controller = new AbortController();
@@ -92,15 +96,17 @@ function buildProgram(bin: string): Command {
     // One prefix for every error, commander's own included.
     .configureOutput({ outputError: (message, write) => write(message.replace(/^error: /, 'worker: ')) })
     .addHelpText('after', ENVIRONMENT)
+    .version(VERSION, '-V, --version', 'print the version')
     .exitOverride();
 
   program
     .command('add')
     .description('add one task, or many from a JSON-lines file (all or none)')
     .argument('[task-id]', 'letters, digits, ".", "_", "-"; 1 to 100 characters, starting with a letter or digit')
-    .argument('[instruction]', 'what the API is asked to do')
+    .argument('[instruction]', 'what the API is asked to do; "-" reads it from standard input')
     .argument('[deps]', 'comma-separated ids of tasks that must complete first, e.g. "a,b" or "a, b"')
     .option('--file <path>', 'add every task of a JSON-lines file ("-" for standard input)')
+    .option('--instruction-file <path>', 'read the instruction of the one task added from this file')
     .option('--min-budget <n>', 'min_budget sent to the API (env WORKER_MIN_BUDGET; default 1000)')
     .option('--max-budget <n>', 'max_budget sent to the API (env WORKER_MAX_BUDGET; default 4000)')
     .option('--intensity <level>', 'low, medium or high (env WORKER_INTENSITY; default medium)')
@@ -110,14 +116,14 @@ function buildProgram(bin: string): Command {
         'worker add summarize-1 "Summarize chapter 1"',
         'worker add outline "Outline the book" summarize-1,summarize-2',
         'worker add --file tasks.jsonl      # {"id": "a", "instruction": "…", "deps": []} per line',
+        'worker add chapter-9 --instruction-file prompt.md summarize-8',
+        'pbpaste | worker add chapter-9 -',
       ),
     )
     .action(async (id: string | undefined, instruction: string | undefined, deps: string | undefined, flags, command: Command) => {
-      if (id !== undefined && instruction === undefined) {
-        throw new WorkerError('USAGE', `missing <instruction> for task "${id}"`, { hint: 'worker add <task-id> <instruction> [deps]' });
-      }
+      const task = id === undefined ? undefined : await oneTask(id, instruction, deps, flags.instructionFile);
       const options = {
-        task: id !== undefined && instruction !== undefined ? { id, instruction, deps } : undefined,
+        task,
         file: flags.file,
         defaults: resolveTaskDefaults(flags, env),
         stdin: process.stdin,

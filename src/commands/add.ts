@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { WorkerError, ioError } from '../errors.js';
 import { parseBulkTasks, parseDependencyList, type NewTask, type TaskDefaults } from '../core/newTasks.js';
@@ -48,4 +49,47 @@ async function collectTasks(options: AddOptions): Promise<{ tasks: NewTask[]; wh
   } finally {
     lines.close();
   }
+}
+
+/**
+ * The one task of `worker add <id> <instruction> [deps]`: its instruction given, read from standard input
+ * (`-`), or from `--instruction-file` (then the second argument, if any, is the dependencies).
+ */
+export async function oneTask(
+  id: string,
+  instruction: string | undefined,
+  deps: string | undefined,
+  instructionFile: string | undefined,
+): Promise<{ id: string; instruction: string; deps: string | undefined }> {
+  if (instructionFile !== undefined) {
+    if (deps !== undefined) {
+      throw new WorkerError('USAGE', 'an instruction was given both as an argument and by --instruction-file', {
+        hint: 'worker add <task-id> --instruction-file <path> [deps]',
+      });
+    }
+    return { id, instruction: await readInstruction(instructionFile), deps: instruction };
+  }
+  if (instruction === undefined) {
+    throw new WorkerError('USAGE', `missing <instruction> for task "${id}"`, {
+      hint: 'worker add <task-id> <instruction> [deps], with "-" to read it from standard input, or --instruction-file <path>',
+    });
+  }
+  return { id, instruction: instruction === '-' ? await readInstruction('-') : instruction, deps };
+}
+
+/** An instruction from a file or standard input (`-`), as written, but for one final line break. */
+async function readInstruction(source: string, stdin: NodeJS.ReadableStream = process.stdin): Promise<string> {
+  let text: string;
+  try {
+    if (source === '-') {
+      const chunks: Buffer[] = [];
+      for await (const chunk of stdin) chunks.push(chunk as Buffer);
+      text = Buffer.concat(chunks).toString('utf8');
+    } else {
+      text = await readFile(source, 'utf8');
+    }
+  } catch (error) {
+    throw ioError('read', source === '-' ? 'standard input' : source, error);
+  }
+  return text.replace(/\r?\n$/, '');
 }

@@ -48,7 +48,10 @@ export function defineNewTasks(
   for (const id of queue.ids) foldedIds.set(id.toLowerCase(), id);
   const exists = (id: string) => foldedIds.get(id.toLowerCase()) === id;
   const addedAt = now.toISOString();
-  return tasks.map((task, index) => {
+  // Dependencies first: a task may depend on one further down its file, and queue.json keeps add order a
+  // topological order. Each keeps its own index for messages.
+  return dependenciesFirst(tasks, exists, where).map((index) => {
+    const task = tasks[index]!;
     const reject = (message: string, hint: string) => {
       throw new WorkerError('REJECTED', `${where(index)}: ${message}`, { hint: `nothing was added; ${hint}` });
     };
@@ -71,7 +74,7 @@ export function defineNewTasks(
       if (queue.removed.has(dep))
         reject(`task "${task.id}" depends on "${dep}", which was removed by \`worker clean\``, 'depend on tasks that are still in the queue');
       if (!exists(dep)) {
-        reject(`task "${task.id}" depends on ${quote(dep)}, which does not exist`, 'add the dependency first (in a bulk file: on an earlier line)');
+        reject(`task "${task.id}" depends on ${quote(dep)}, which does not exist`, 'add the dependency first, or in the same file');
       }
     }
     const definition: TaskDefinition = {
@@ -89,6 +92,52 @@ export function defineNewTasks(
     foldedIds.set(task.id.toLowerCase(), task.id);
     return definition;
   });
+}
+
+/**
+ * The indices of `tasks` in an order where each comes after the new tasks it depends on, otherwise as
+ * given (the order of the file). A cycle among them is refused, naming it.
+ */
+function dependenciesFirst(tasks: readonly NewTask[], exists: (id: string) => boolean, where: (index: number) => string): number[] {
+  const indexOf = new Map<string, number>();
+  tasks.forEach((task, index) => {
+    if (!indexOf.has(task.id)) indexOf.set(task.id, index);
+  });
+  const order: number[] = [];
+  const state = new Map<number, 'visiting' | 'done'>();
+  const visit = (start: number) => {
+    // Iterative depth-first: a chain of 100,000 tasks in one file must not overflow the stack.
+    const stack: Array<{ index: number; next: number }> = [{ index: start, next: 0 }];
+    state.set(start, 'visiting');
+    while (stack.length > 0) {
+      const frame = stack.at(-1)!;
+      const deps = tasks[frame.index]!.deps;
+      if (frame.next < deps.length) {
+        const dep = deps[frame.next]!.trim();
+        frame.next += 1;
+        const depIndex = indexOf.get(dep);
+        // Existing tasks, unknown ids and the task itself are judged by defineNewTasks, with their own messages.
+        if (depIndex === undefined || depIndex === frame.index || exists(dep)) continue;
+        if (state.get(depIndex) === 'done') continue;
+        if (state.get(depIndex) === 'visiting') {
+          const cycle = [...stack.slice(stack.findIndex((entry) => entry.index === depIndex)).map((entry) => tasks[entry.index]!.id), dep];
+          throw new WorkerError('REJECTED', `${where(frame.index)}: the dependencies form a cycle: ${cycle.join(' → ')}`, {
+            hint: 'nothing was added; a task cannot wait, directly or through others, for itself',
+          });
+        }
+        state.set(depIndex, 'visiting');
+        stack.push({ index: depIndex, next: 0 });
+        continue;
+      }
+      state.set(frame.index, 'done');
+      order.push(frame.index);
+      stack.pop();
+    }
+  };
+  tasks.forEach((_, index) => {
+    if (!state.has(index)) visit(index);
+  });
+  return order;
 }
 
 /**
@@ -136,9 +185,6 @@ export async function parseBulkTasks(rawLines: AsyncIterable<string> | Iterable<
     }
     tasks.push(task);
     lines.push(lineNo);
-  }
-  if (tasks.length === 0) {
-    throw new WorkerError('REJECTED', `${source} holds no tasks`, { hint: 'give one JSON object per line' });
   }
   return { tasks, lines };
 }

@@ -96,6 +96,52 @@ describe('worker add', () => {
   });
 });
 
+describe('worker add: the instruction from standard input or a file', () => {
+  it('reads it from standard input with "-", and from --instruction-file, as written but for one final line break', async () => {
+    await withTempDir(async (dir) => {
+      const long = `${'A very long prompt, line after line.\n'.repeat(6000)}Last line`;
+      const fromStdin = await runCli(['--dir', dir, 'add', 'piped', '-'], { input: `${long}\n` });
+      expect(fromStdin.code, fromStdin.stderr).toBe(0);
+      const file = join(dir, 'prompt.md');
+      await writeFile(file, '# Title\n\n"quotes" and $HOME stay as they are\n');
+      const fromFile = await runCli(['--dir', dir, 'add', 'filed', '--instruction-file', file, 'piped']);
+      expect(fromFile.code, fromFile.stderr).toBe(0);
+      const tasks = await statusJson(dir);
+      expect(tasks[0]).toMatchObject({ id: 'piped', instruction: long, deps: [] });
+      expect(tasks[1]).toMatchObject({ id: 'filed', instruction: '# Title\n\n"quotes" and $HOME stay as they are', deps: ['piped'] });
+    });
+  });
+
+  it('refuses an instruction given twice, a missing file and an empty one, adding nothing', async () => {
+    await withTempDir(async (dir) => {
+      await runCli(['--dir', dir, 'add', 'existing', 'E']);
+      const file = join(dir, 'prompt.md');
+      await writeFile(file, 'text');
+      const twice = await runCli(['--dir', dir, 'add', 'x', 'inline', 'existing', '--instruction-file', file]);
+      expect(twice.code).toBe(2);
+      expect(twice.stderr).toMatch(/given both as an argument and by --instruction-file/);
+      const missing = await runCli(['--dir', dir, 'add', 'x', '--instruction-file', join(dir, 'nope.md')]);
+      expect(missing.code).toBe(5);
+      expect(missing.stderr).toMatch(/nope\.md/);
+      const empty = await runCli(['--dir', dir, 'add', 'x', '-'], { input: '' });
+      expect(empty.code).toBe(3);
+      expect(empty.stderr).toMatch(/empty instruction/);
+      expect((await statusJson(dir)).map((task) => task.id)).toEqual(['existing']);
+    });
+  });
+});
+
+describe('worker --version', () => {
+  it('prints the version of package.json', async () => {
+    const { version } = JSON.parse(await readFile(join(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const result = await runCli([flag]);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toBe(`${version}\n`);
+    }
+  });
+});
+
 describe('worker add --file', () => {
   it('adds every line, with dependencies on earlier lines, from a file or standard input', async () => {
     await withTempDir(async (dir) => {
@@ -111,10 +157,39 @@ describe('worker add --file', () => {
     });
   });
 
+  it('accepts dependencies on lines further down, and keeps dependencies before their dependents', async () => {
+    await withTempDir(async (dir) => {
+      const file = join(dir, 'tasks.jsonl');
+      const lines = [
+        '{"id":"publish","instruction":"P","deps":["review","index"]}',
+        '{"id":"review","instruction":"R","deps":["outline"]}',
+        '{"id":"outline","instruction":"O"}',
+        '{"id":"index","instruction":"I","deps":["outline"]}',
+      ];
+      await writeFile(file, lines.join('\n'));
+      const result = await runCli(['--dir', dir, 'add', '--file', file]);
+      expect(result.code, result.stderr).toBe(0);
+      expect((await statusJson(dir)).map((task) => task.id)).toEqual(['outline', 'review', 'index', 'publish']);
+      const run = await runCli(['--dir', dir, 'graph', '--format', 'dot']);
+      expect(run.stdout).toContain('"review" -> "publish"');
+    });
+  });
+
+  it('adds nothing from an empty file, and says so', async () => {
+    await withTempDir(async (dir) => {
+      await runCli(['--dir', dir, 'add', 'existing', 'E']);
+      const result = await runCli(['--dir', dir, 'add', '--file', '-'], { input: '\n\n' });
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stdout).toBe('added 0 tasks\n');
+      expect((await statusJson(dir)).map((task) => task.id)).toEqual(['existing']);
+    });
+  });
+
   it.each([
     ['not JSON', '{"id":"z","instruction":', /line 3: not valid JSON/],
     ['an unknown field', '{"id":"z","instruction":"Z","dependencies":["a"]}', /line 3: unknown field "dependencies"/],
-    ['a forward dependency', '{"id":"z","instruction":"Z","deps":["later"]}', /line 3: task "z" depends on "later", which does not exist/],
+    ['a dependency that is nowhere', '{"id":"z","instruction":"Z","deps":["nowhere"]}', /line 3: task "z" depends on "nowhere", which does not exist/],
+    ['a cycle through a later line', '{"id":"z","instruction":"Z","deps":["later"]}\n{"id":"later","instruction":"L","deps":["z"]}', /line 4: the dependencies form a cycle: z → later → z/],
     ['a duplicate of an earlier line', '{"id":"a","instruction":"again"}', /line 3: task "a" already exists/],
   ])('adds nothing when a line holds %s, naming the line', async (_name, badLine, message) => {
     await withTempDir(async (dir) => {
