@@ -1,3 +1,4 @@
+import { userInfo } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_BUG, EXIT_CODES, WorkerError } from './errors.js';
 import { colorsEnabled, durationSetting, HOST, lockStaleSetting, resolveDir, resolveRunConfig, resolveTaskDefaults, type Env } from './config.js';
@@ -9,7 +10,7 @@ import { addTasks, oneTask } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, printStatusJson, readStatus } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
-import { cancelTask, cleanTasks, compactQueue, describeCompaction, retryTasks, unlockTask } from './commands/repair.js';
+import { cancelTask, cleanTasks, compactQueue, describeCompaction, pauseQueue, resumeQueue, retryTasks, unlockTask } from './commands/repair.js';
 import { idList, renderWorkers, writeStatus } from './render.js';
 import { openStore } from './backends.js';
 import type { Store } from './store.js';
@@ -84,6 +85,15 @@ function untilStopped(): AbortSignal {
   process.once('SIGTERM', stop);
   process.once('SIGHUP', stop);
   return controller.signal;
+}
+
+/** Who runs this command, for the history: `ann@laptop`. */
+function whoAmI(): string {
+  try {
+    return `${userInfo().username}@${HOST}`;
+  } catch {
+    return `uid ${process.getuid?.() ?? '?'}@${HOST}`;
+  }
 }
 
 /** `bin`: the path of bin/worker.cjs, which `demo` starts its workers with. */
@@ -337,6 +347,22 @@ function buildProgram(bin: string): Command {
         `removed ${plural(removed.length, 'completed task')}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`,
       );
       if (compaction) print(`${describeCompaction(compaction)}\n`);
+    });
+
+  program
+    .command('pause')
+    .description('claim nothing more, from any worker, until `worker resume`; calls in flight finish and are recorded')
+    .addHelpText('after', examples('worker pause', 'worker resume'))
+    .action(async (_flags, command: Command) => {
+      print(`${await withStore(command, (store) => pauseQueue(store, whoAmI(), () => new Date()))}\n`);
+    });
+
+  program
+    .command('resume')
+    .description('workers claim again after `worker pause`')
+    .addHelpText('after', examples('worker resume'))
+    .action(async (_flags, command: Command) => {
+      print(`${await withStore(command, (store) => resumeQueue(store, whoAmI(), () => new Date()))}\n`);
     });
 
   program

@@ -2,7 +2,18 @@ import type { ApplyResult, QueueState, TaskRecord } from './core/queueState.js';
 import type { NewTask, TaskDefaults } from './core/newTasks.js';
 import type { ClaimLiveness } from './core/reasons.js';
 import type { AttemptDetail } from './executor.js';
-import type { AttemptError, CompactionReport, Heartbeat, Outcome, QueueEvent, RateLimit, ResultRef, TaskDefinition, TaskHead, WorkerStatus } from './types.js';
+import type {
+  AttemptError,
+  CompactionReport,
+  Heartbeat,
+  Outcome,
+  ChangeRecord,
+  RateLimit,
+  ResultRef,
+  TaskDefinition,
+  TaskHead,
+  WorkerStatus,
+} from './types.js';
 
 /**
  * The storage seam, as the commands see it: adding, a status view, the history, repair. Every method
@@ -30,9 +41,9 @@ export interface Store {
    * The history, every event in the order recorded, with whether it counted; of one task (and what it needs
    * to be judged) when `onlyTask` is given.
    */
-  history(onEvent: (event: QueueEvent, counted: ApplyResult) => void, onlyTask?: string): Promise<void>;
+  history(onEvent: (event: ChangeRecord, counted: ApplyResult) => void, onlyTask?: string): Promise<void>;
   /** The history as it grows, from its start, until `signal` aborts: what was recorded before then, all of it. */
-  followHistory(onEvent: (event: QueueEvent, counted: ApplyResult) => void, onlyTask: string | undefined, signal: AbortSignal): Promise<void>;
+  followHistory(onEvent: (event: ChangeRecord, counted: ApplyResult) => void, onlyTask: string | undefined, signal: AbortSignal): Promise<void>;
   /** A result kept apart from its outcome: as it came (`text`) and as a value (parsed when JSON). */
   readResult(ref: ResultRef): { text: string; value: unknown };
   /** The queue's identity (part of every idempotency key), or null while it has none (no task added yet). */
@@ -47,7 +58,7 @@ export interface QueueChange {
   /** As read at the start of the change, and after each `append`. */
   readonly state: QueueState<TaskDefinition>;
   /** Records events (a retry, a cancel); the state then shows whether they counted. */
-  append(events: QueueEvent[]): void;
+  append(events: ChangeRecord[]): void;
   /** Who holds a task's claim lock, and whether it may be taken from them; null when nobody does. */
   lockOf(taskId: string, now: number): LockView | null;
   /** Removes a task's claim lock (its holder is gone or stale: see lockOf). */

@@ -156,13 +156,33 @@ export interface CancelEvent {
 export interface WeatherRecord {
   type: 'weather';
   at: string;
-  state: { starts: number[]; pauses_in_a_row: number };
+  state: { starts: number[]; pauses_in_a_row: number; paused_by_hand?: HandPause | null | undefined };
+}
+
+/** `worker pause` / `worker resume`: no claim counts while the queue is paused by hand. `by`: who, for people. */
+export interface QueueControlEvent {
+  type: 'paused' | 'resumed';
+  at: string;
+  by: string;
+}
+
+/** The queue paused by hand: since when, and by whom. */
+export interface HandPause {
+  since: string;
+  by: string;
 }
 
 /** What happens to a task. */
 export type QueueEvent = ClaimEvent | OutcomeEvent | RetryEvent | CancelEvent;
-/** What the fold reads: the events of tasks, and the weather a compaction carried over. */
-export type FoldRecord = QueueEvent | WeatherRecord;
+/** What a change by hand records: events of tasks, or of the whole queue. */
+export type ChangeRecord = QueueEvent | QueueControlEvent;
+/** What the fold reads: the events of tasks and of the queue, and the weather a compaction carried over. */
+export type FoldRecord = ChangeRecord | WeatherRecord;
+
+/** Whether a record is of one task (it names it), not of the whole queue. */
+export function isTaskEvent(record: FoldRecord): record is QueueEvent {
+  return record.type !== 'weather' && record.type !== 'paused' && record.type !== 'resumed';
+}
 
 /** A worker's heartbeat: locks/workers/<worker-id>.json, rewritten every HEARTBEAT_MS while it runs. */
 export interface Heartbeat {

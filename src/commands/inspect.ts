@@ -5,7 +5,7 @@ import { WorkerError } from '../errors.js';
 import { idempotencyKey } from '../core/newTasks.js';
 import type { Store } from '../store.js';
 import { inspectQueue, taskStatus } from './status.js';
-import type { QueueEvent, TaskStatus } from '../types.js';
+import { isTaskEvent, type ChangeRecord, type TaskStatus } from '../types.js';
 
 /** One attempt as the log tells it: a claim that counted, and its outcome if one was recorded. */
 export interface AttemptRecord {
@@ -41,7 +41,7 @@ export async function showTask(store: Store, now: number, id: string): Promise<T
   const attempts: AttemptRecord[] = [];
   const history: string[] = [];
   await store.history((event, result) => {
-    if (event.task !== id) return;
+    if (!isTaskEvent(event) || event.task !== id) return;
     history.push(describeEvent(event, result));
     if (result !== 'accepted') return;
     if (event.type === 'claim') {
@@ -95,12 +95,12 @@ export async function taskResult(store: Store, now: number, id: string): Promise
 }
 
 /** One event as a readable line: what happened to which task, and whether the fold counted it. */
-export function describeEvent(event: QueueEvent, result: ApplyResult): string {
+export function describeEvent(event: ChangeRecord, result: ApplyResult): string {
   const ignored =
     result === 'accepted'
       ? ''
       : result === 'held-back'
-        ? ' (not counted: the API had paused the queue, or the rate limit was reached)'
+        ? ' (not counted: the queue was paused, by hand or by the API, or the rate limit was reached)'
         : ' (ignored: it came after another claim or outcome)';
   switch (event.type) {
     case 'claim':
@@ -118,6 +118,10 @@ export function describeEvent(event: QueueEvent, result: ApplyResult): string {
       return `${event.at}  ${event.task}  retried by hand: pending again with fresh attempts and a new idempotency key${ignored}`;
     case 'cancel':
       return `${event.at}  ${event.task}  cancelled by hand${ignored}`;
+    case 'paused':
+      return `${event.at}  (queue)  paused by ${event.by}: no claim counts until \`worker resume\`${result === 'accepted' ? '' : ' (it was paused already)'}`;
+    case 'resumed':
+      return `${event.at}  (queue)  resumed by ${event.by}${result === 'accepted' ? '' : ' (it was not paused)'}`;
   }
 }
 
@@ -156,7 +160,7 @@ export function renderDetail(detail: TaskDetail, now: number): string {
 export async function logLines(store: Store, id: string | undefined): Promise<string[]> {
   const lines: string[] = [];
   await store.history((event, result) => {
-    if (id === undefined || event.task === id) lines.push(visible(describeEvent(event, result)));
+    if (id === undefined || (isTaskEvent(event) && event.task === id)) lines.push(visible(describeEvent(event, result)));
   }, id);
   return lines;
 }

@@ -1,5 +1,5 @@
 import { WorkerError } from '../errors.js';
-import { formatSpan, plural } from '../core/reasons.js';
+import { describeHandPause, formatSpan, plural } from '../core/reasons.js';
 import { findTask, type TaskRecord } from '../core/queueState.js';
 import type { Store } from '../store.js';
 import type { CancelEvent, RetryEvent, CompactionReport } from '../types.js';
@@ -149,5 +149,29 @@ export async function cleanTasks(
     let compaction: CompactionReport | undefined;
     if (removed.size > 0) compaction = queue.removeTasks(removed, () => new Date(options.now()));
     return { removed: tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id), kept: kept.reverse(), compaction };
+  });
+}
+
+/**
+ * `worker pause`: no claim counts from now on, whichever worker makes it, until `worker resume`; calls in
+ * flight finish and are recorded. `by` names who paused it, for `status`.
+ */
+export async function pauseQueue(store: Store, by: string, now: () => Date): Promise<string> {
+  return store.change((queue) => {
+    const paused = queue.state.pausedByHand;
+    if (paused !== null) refuse(`the queue is already ${describeHandPause(paused)}`, 'see `worker status`');
+    queue.append([{ type: 'paused', at: now().toISOString(), by }]);
+    const running = queue.state.running;
+    return `paused: workers claim nothing until \`worker resume\`${running > 0 ? `; ${plural(running, 'task')} in flight will finish` : ''}`;
+  });
+}
+
+/** `worker resume`: workers claim again. */
+export async function resumeQueue(store: Store, by: string, now: () => Date): Promise<string> {
+  return store.change((queue) => {
+    const paused = queue.state.pausedByHand;
+    if (paused === null) refuse('the queue is not paused', 'see `worker status`');
+    queue.append([{ type: 'resumed', at: now().toISOString(), by }]);
+    return `resumed: the queue was ${describeHandPause(paused)}`.replace(/ \(`worker resume` to go on\)$/, '');
   });
 }

@@ -1,7 +1,18 @@
 import { MinHeap } from './heap.js';
 import { ApiWeather, type WeatherSnapshot } from './apiWeather.js';
 import { WorkerError } from '../errors.js';
-import type { AttemptError, TaskState, ClaimEvent, FoldRecord, OutcomeEvent, ResultRef, TaskHead, QueueContents } from '../types.js';
+import {
+  isTaskEvent,
+  type AttemptError,
+  type TaskState,
+  type ClaimEvent,
+  type FoldRecord,
+  type HandPause,
+  type OutcomeEvent,
+  type ResultRef,
+  type TaskHead,
+  type QueueContents,
+} from '../types.js';
 
 /** A task's current state: its definition (as much as the reader keeps of it) plus the fold of its events. */
 export interface TaskRecord<Def extends TaskHead = TaskHead> {
@@ -80,6 +91,8 @@ export class QueueState<Def extends TaskHead = TaskHead> {
   private removed: ReadonlySet<string> = new Set();
   /** The API's outages, pauses and recent call starts, as every reader of the log sees them. */
   readonly weather = new ApiWeather();
+  /** `worker pause` in force, or null: no claim counts meanwhile. */
+  pausedByHand: HandPause | null = null;
 
   constructor(private readonly options: FoldOptions = { keepDetails: true }) {}
 
@@ -159,12 +172,20 @@ export class QueueState<Def extends TaskHead = TaskHead> {
     if (event.type === 'weather') {
       // What `worker compact` kept of the weather: it stands for the events it dropped.
       this.weather.restore(event.state as unknown as WeatherSnapshot);
+      this.pausedByHand = event.state.paused_by_hand ?? null;
+      return 'accepted';
+    }
+    if (!isTaskEvent(event)) {
+      // `worker pause` and `worker resume`: a second pause, or a resume of a queue not paused, changes nothing.
+      if ((event.type === 'paused') === (this.pausedByHand !== null)) return 'ignored';
+      this.pausedByHand = event.type === 'paused' ? { since: event.at, by: event.by } : null;
       return 'accepted';
     }
     const task = this.byId.get(event.task);
     if (task === undefined && !this.removed.has(event.task) && !this.options.partial) return 'unknown-task';
     // The weather takes every claim and outcome, even of tasks removed since, so that all readers agree on it.
-    if (event.type === 'claim' && this.weather.admit(event) !== null) return 'held-back';
+    // While paused by hand no claim counts, nor is it a call start for the rate limit.
+    if (event.type === 'claim' && (this.pausedByHand !== null || this.weather.admit(event) !== null)) return 'held-back';
     if (event.type === 'outcome') this.weather.observe(event);
     if (task === undefined) return 'ignored';
     switch (event.type) {

@@ -1,5 +1,5 @@
 import type { QueueState, TaskRecord } from './queueState.js';
-import type { AttemptError, ClaimEvent, TaskHead } from '../types.js';
+import type { AttemptError, ClaimEvent, HandPause, TaskHead } from '../types.js';
 import { rateWindowMs, type Outage, type Pause, type RateLimit } from './apiWeather.js';
 import { formatDuration } from './duration.js';
 
@@ -89,6 +89,7 @@ export function describeRate(rate: RateLimit): string {
  * that is reached. From the log alone, so status sees what the workers see.
  */
 export function weatherOf(state: QueueState, now: number): string | null {
+  if (state.pausedByHand !== null) return describeHandPause(state.pausedByHand);
   const weather = state.weather;
   const pause = weather.pause(now);
   if (pause !== null) return describePause(pause);
@@ -156,4 +157,9 @@ function inFlightOf(claim: ClaimEvent, ctx: ReasonContext): string {
   if (claim.concurrency === undefined || claim.concurrency < 2) return '';
   const inFlight = ctx.state.runningTasks().filter((task) => task.claim?.worker === claim.worker).length;
   return `; ${inFlight} of ${claim.concurrency} in flight`;
+}
+
+/** `paused by ann@laptop since 12:03:05 (worker resume to go on)`. */
+export function describeHandPause(pause: HandPause): string {
+  return `paused by ${pause.by} since ${clock(Date.parse(pause.since))} (\`worker resume\` to go on)`;
 }

@@ -8,7 +8,7 @@ import { ensureQueueIdentity } from './queueIdentity.js';
 import { QueueFile } from './queueFile.js';
 import { resultsDir } from './results.js';
 import type { LogHeader, Seal } from './schema.js';
-import type { CompactionReport, FoldRecord, QueueEvent, WeatherRecord } from '../types.js';
+import { isTaskEvent, type CompactionReport, type FoldRecord, type QueueEvent, type WeatherRecord } from '../types.js';
 
 /**
  * `worker compact`: rewrites the execution log without what it no longer needs, while workers run.
@@ -38,7 +38,8 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
   let eventsBefore = 0;
   const take = (record: FoldRecord) => {
     const result = fold.apply(record);
-    if (record.type === 'weather') return;
+    // What the queue-level records made (the weather, a pause by hand) goes into the weather record.
+    if (!isTaskEvent(record)) return;
     eventsBefore += 1;
     if (result === 'unknown-task') {
       throw new DamagedFileError(paths.queueFile, 'whole file', `the execution log records events of task "${record.task}", which it does not define`);
@@ -66,7 +67,11 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
   }
 
   const at = now().toISOString();
-  const weather: WeatherRecord = { type: 'weather', at, state: fold.weather.snapshot() as unknown as WeatherRecord['state'] };
+  const weather: WeatherRecord = {
+    type: 'weather',
+    at,
+    state: { ...(fold.weather.snapshot() as unknown as WeatherRecord['state']), paused_by_hand: fold.pausedByHand },
+  };
   const body = `${kept.map(serializeEvent).join('')}${serializeEvent(weather)}`;
   const bodyBytes = Buffer.byteLength(body);
   // The header says where the compacted part ends, which depends on the header's own length.

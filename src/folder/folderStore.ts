@@ -3,7 +3,7 @@ import type { NewTask, TaskDefaults } from '../core/newTasks.js';
 import type { ClaimLiveness } from '../core/reasons.js';
 import { repeatUntil } from '../core/sleep.js';
 import type { LockView, QueueChange, Store } from '../store.js';
-import type { CompactionReport, QueueEvent, ResultRef, TaskDefinition, WorkerStatus } from '../types.js';
+import { isTaskEvent, type ChangeRecord, type CompactionReport, type ResultRef, type TaskDefinition, type WorkerStatus } from '../types.js';
 import { compactLog } from './compaction.js';
 import { ExecutionLogReader } from './executionLog.js';
 import { readWorkers } from './heartbeat.js';
@@ -87,7 +87,7 @@ export class FolderStore implements Store {
           get state() {
             return store.state;
           },
-          append(events: QueueEvent[]) {
+          append(events: ChangeRecord[]) {
             assertHeld();
             store.append(events);
             store.refresh();
@@ -121,7 +121,7 @@ export class FolderStore implements Store {
     return withQueueLock(this.paths.queueLock, async (assertHeld) => compactLog(this.paths, assertHeld, now));
   }
 
-  async history(onEvent: (event: QueueEvent, counted: ApplyResult) => void, onlyTask?: string): Promise<void> {
+  async history(onEvent: (event: ChangeRecord, counted: ApplyResult) => void, onlyTask?: string): Promise<void> {
     // Definitions as a worker keeps them, without instructions: the history of a large queue stays light.
     const store = QueueStore.openForReplay(this.paths.root);
     try {
@@ -132,7 +132,7 @@ export class FolderStore implements Store {
   }
 
   /** Incremental: one reader and one fold, so each new event costs the same however long the log is. */
-  async followHistory(onEvent: (event: QueueEvent, counted: ApplyResult) => void, onlyTask: string | undefined, signal: AbortSignal): Promise<void> {
+  async followHistory(onEvent: (event: ChangeRecord, counted: ApplyResult) => void, onlyTask: string | undefined, signal: AbortSignal): Promise<void> {
     const store: QueueStore<IndexedTask> = QueueStore.openForReplay(this.paths.root);
     // One task's ancestry is fixed once it is added; all tasks are read again as the queue grows.
     const fold = onlyTask === undefined ? store.foldFor() : store.foldForTask(onlyTask);
@@ -141,7 +141,8 @@ export class FolderStore implements Store {
       if (onlyTask === undefined) fold.addDefinitions(store.lightDefinitions());
       for (const event of reader.readNew()) {
         const counted = fold.apply(event);
-        if (event.type !== 'weather' && (onlyTask === undefined || event.task === onlyTask)) onEvent(event, counted);
+        if (event.type === 'weather') continue;
+        if (onlyTask === undefined || (isTaskEvent(event) && event.task === onlyTask)) onEvent(event, counted);
       }
     };
     try {

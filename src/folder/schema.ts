@@ -13,6 +13,7 @@ import {
   TASK_ID_RULE,
   type AttemptError,
   type CancelEvent,
+  type QueueControlEvent,
   type ClaimEvent,
   type FoldRecord,
   type OutcomeEvent,
@@ -172,8 +173,19 @@ export const sealSchema = z.looseObject({
 export const weatherRecordSchema = z.looseObject({
   type: z.literal('weather'),
   at: isoTime,
-  state: z.looseObject({ starts: z.array(z.number()), pauses_in_a_row: z.int() }),
+  state: z.looseObject({
+    starts: z.array(z.number()),
+    pauses_in_a_row: z.int(),
+    paused_by_hand: z.optional(z.nullable(z.object({ since: isoTime, by: z.string() }))),
+  }),
 }) satisfies z.ZodMiniType<WeatherRecord>;
+
+/** `worker pause` and `worker resume`. */
+export const queueControlSchema = z.looseObject({
+  type: z.enum(['paused', 'resumed']),
+  at: isoTime,
+  by: z.string(),
+}) satisfies z.ZodMiniType<QueueControlEvent>;
 
 export const eventSchema = z.discriminatedUnion('type', [
   claimEventSchema,
@@ -183,6 +195,7 @@ export const eventSchema = z.discriminatedUnion('type', [
   logHeaderSchema,
   sealSchema,
   weatherRecordSchema,
+  queueControlSchema,
 ]);
 
 export type LogHeader = z.infer<typeof logHeaderSchema>;

@@ -11,7 +11,16 @@ import { readCheckedRecord, writeCheckedRecord } from './checkedRecord.js';
 import { checkLogPresent, ensureQueueIdentity, LOG_RULE } from './queueIdentity.js';
 import { compactLog } from './compaction.js';
 import { withQueueLock } from './queueLock.js';
-import type { FoldRecord, OutcomeEvent, QueueEvent, TaskDefinition, TaskHead, QueueContents, CompactionReport } from '../types.js';
+import {
+  isTaskEvent,
+  type ChangeRecord,
+  type FoldRecord,
+  type OutcomeEvent,
+  type TaskDefinition,
+  type TaskHead,
+  type QueueContents,
+  type CompactionReport,
+} from '../types.js';
 import { QueueIndex, type IndexedTask } from './queueIndex.js';
 import { readAncestry, readRemovedIds } from './queueFormat.js';
 
@@ -224,7 +233,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
   }
 
   private applyEvent(event: FoldRecord): void {
-    if (event.type === 'weather') {
+    if (!isTaskEvent(event)) {
       this.state.apply(event);
       return;
     }
@@ -275,7 +284,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     const reader = new ExecutionLogReader(this.paths.logFile);
     try {
       reader.readNew((record) => {
-        if (record.type !== 'weather') ids.add(record.task);
+        if (isTaskEvent(record)) ids.add(record.task);
       });
     } finally {
       reader.close();
@@ -305,7 +314,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * Reads the whole log again from the start through a fold of its own, telling for each event whether
    * it counted: for `show` and `logs`, which need the history, not just the states.
    */
-  replay(onEvent: (event: QueueEvent, result: ApplyResult) => void, onlyTask?: string): void {
+  replay(onEvent: (event: ChangeRecord, result: ApplyResult) => void, onlyTask?: string): void {
     checkLogPresent(this.paths);
     // The tasks the log speaks of, and their ancestry, are all a replay needs: a short log of a large
     // queue reads little of queue.json.
@@ -315,6 +324,10 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       reader.readNew((record) => {
         const result = fold.apply(record);
         if (record.type === 'weather') return;
+        if (!isTaskEvent(record)) {
+          if (onlyTask === undefined) onEvent(record, result);
+          return;
+        }
         if (result === 'unknown-task') this.throwUndefinedTask(record.task, fold.size);
         onEvent(record, result);
       });
@@ -338,7 +351,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
    * LogBusyError. An outcome appended after a seal it had not read yet does not count in the next
    * generation: it is kept until read back, and appended again there (appendAgainWhatTheSealCut).
    */
-  append(events: QueueEvent[]): void {
+  append(events: ChangeRecord[]): void {
     if (this.logLost) throw this.logLost;
     // Between two generations: the next one may be in place by now.
     if (this.reader.waitingForSuccessor) this.refresh({ definitions: false });
@@ -455,7 +468,7 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
       if (events.length > 0) {
         const ids = new Set(queue.ids);
         for (const event of events) {
-          if (event.type !== 'weather' && !ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event.task, ids.size);
+          if (isTaskEvent(event) && !ids.has(event.task) && !queue.removed.has(event.task)) this.throwUndefinedTask(event.task, ids.size);
         }
       }
       return reader.position();

@@ -3,7 +3,7 @@ import { asWorkerError, WorkerError } from '../errors.js';
 import { formatDuration } from '../core/duration.js';
 import { decideFailure } from '../core/retryPolicy.js';
 import { MAX_PROBE_INTERVAL_MS, RATE_SEND_WITHIN_MS, type Outage } from '../core/apiWeather.js';
-import { clock, describeDetail, describeError, describeOutage, describePause, describeRate } from '../core/reasons.js';
+import { clock, describeDetail, describeError, describeHandPause, describeOutage, describePause, describeRate } from '../core/reasons.js';
 import type { Executor } from '../executor.js';
 import type { Claimant, HeldClaim, NewOutcome, WorkerStore } from '../store.js';
 import type { AttemptError, Heartbeat, Logger } from '../types.js';
@@ -85,6 +85,7 @@ export class Worker {
   /** The outage and the pause this worker has logged: each is logged once, when first seen, and its end once. */
   private reportedOutageSince: number | null = null;
   private reportedPauseSince: number | null = null;
+  private reportedHandPause: string | null = null;
   private readonly probeDelayMs: number;
   private readonly claimant: Claimant;
   /** The attempts in flight, each in its own slot (--concurrency), and their claims by task. */
@@ -320,6 +321,14 @@ export class Worker {
    */
   private reportWeather(): void {
     const { store, logger, now } = this.deps;
+    const paused = store.state.pausedByHand;
+    if (paused !== null && this.reportedHandPause !== paused.since) {
+      this.reportedHandPause = paused.since;
+      logger.warn(`the queue is ${describeHandPause(paused)}: claiming nothing more; calls in flight finish`);
+    } else if (paused === null && this.reportedHandPause !== null) {
+      this.reportedHandPause = null;
+      logger.info('the queue was resumed');
+    }
     const weather = store.state.weather;
     const outage = weather.outage();
     if (outage !== null && this.reportedOutageSince !== outage.since) {
@@ -342,6 +351,7 @@ export class Worker {
   /** Why this worker may not start a call now, or null: a pause, the interval between probes of an outage, the rate limit. */
   private holdBack(): Hold | null {
     const { store, now } = this.deps;
+    if (store.state.pausedByHand !== null) return { reason: describeHandPause(store.state.pausedByHand), until: null };
     const weather = store.state.weather;
     const pause = weather.pause(now());
     if (pause !== null) return { reason: describePause(pause), until: pause.until };

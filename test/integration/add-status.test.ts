@@ -189,7 +189,11 @@ describe('worker add --file', () => {
     ['not JSON', '{"id":"z","instruction":', /line 3: not valid JSON/],
     ['an unknown field', '{"id":"z","instruction":"Z","dependencies":["a"]}', /line 3: unknown field "dependencies"/],
     ['a dependency that is nowhere', '{"id":"z","instruction":"Z","deps":["nowhere"]}', /line 3: task "z" depends on "nowhere", which does not exist/],
-    ['a cycle through a later line', '{"id":"z","instruction":"Z","deps":["later"]}\n{"id":"later","instruction":"L","deps":["z"]}', /line 4: the dependencies form a cycle: z → later → z/],
+    [
+      'a cycle through a later line',
+      '{"id":"z","instruction":"Z","deps":["later"]}\n{"id":"later","instruction":"L","deps":["z"]}',
+      /line 4: the dependencies form a cycle: z → later → z/,
+    ],
     ['a duplicate of an earlier line', '{"id":"a","instruction":"again"}', /line 3: task "a" already exists/],
   ])('adds nothing when a line holds %s, naming the line', async (_name, badLine, message) => {
     await withTempDir(async (dir) => {

@@ -1,0 +1,94 @@
+import type { ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
+import { runCli, startCli, withTempDir } from '../helpers/cli.js';
+import { addAll, lockFiles, statusById } from '../helpers/queue.js';
+
+// The everyday operations while workers run: real processes, a real HTTP API on 127.0.0.1.
+
+let api: Api;
+beforeEach(async () => {
+  api = await startApi();
+});
+afterEach(async () => {
+  await api.close();
+});
+
+const tasks = (count: number) => Array.from({ length: count }, (_, i) => ({ id: `t${i}` }));
+
+/** Holds every call until the test answers it. */
+function holdEveryCall() {
+  const held: Array<{ call: ApiCall; res: ServerResponse }> = [];
+  api.setBehaviour((call, res) => {
+    held.push({ call, res });
+  });
+  return {
+    held,
+    arrived: async (count: number) => {
+      while (held.length < count) await sleep(10);
+    },
+    answerAll: () => {
+      for (const { call, res } of held) {
+        if (res.writableEnded) continue;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ status: 'completed', echo: call.task_id }));
+      }
+    },
+  };
+}
+
+describe('worker pause and worker resume', () => {
+  it('with calls in flight: they finish and are recorded, nothing more is claimed until resume, then the queue drains', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, tasks(6));
+      const hold = holdEveryCall();
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--concurrency', '2', '--poll-interval', '100ms', '--max-idle', '3', '--drain']);
+      await hold.arrived(2);
+      const paused = await runCli(['--dir', dir, 'pause']);
+      expect(paused.code, paused.stderr).toBe(0);
+      expect(paused.stdout).toMatch(/^paused: workers claim nothing until `worker resume`; 2 tasks in flight will finish$/m);
+      hold.answerAll();
+      await worker.waitForLog(/the queue is paused by \S+ since \d\d:\d\d:\d\d/);
+      // Idle checks while paused do not count toward --max-idle 3: the worker stays, and calls nothing.
+      await sleep(800);
+      expect(hold.held).toHaveLength(2);
+      expect(worker.process.exitCode).toBeNull();
+      const states = await statusById(dir);
+      expect([...states.values()].filter((task) => task.state === 'completed')).toHaveLength(2);
+      expect(states.get('t2')!.reason).toMatch(/^ready, held back: paused by \S+ since \d\d:\d\d:\d\d \(`worker resume` to go on\)$/);
+      expect((await runCli(['--dir', dir, 'status'])).stdout).toMatch(/^queue held back: paused by \S+ since/m);
+      const again = await runCli(['--dir', dir, 'pause']);
+      expect(again.code).toBe(3);
+      expect(again.stderr).toMatch(/the queue is already paused by/);
+      expect((await runCli(['--dir', dir, 'resume'])).code).toBe(0);
+      api.setBehaviour((_call, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{}');
+      });
+      hold.answerAll();
+      const result = await worker.exited;
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toMatch(/the queue was resumed/);
+      expect(result.stderr).toMatch(/drained: 6 completed$/m);
+      expect(api.calls).toHaveLength(6);
+      expect((await runCli(['--dir', dir, 'logs'])).stdout).toMatch(/\(queue\) {2}paused by \S+[\s\S]*\(queue\) {2}resumed by \S+/);
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+
+  it('stays paused across a compaction, and a worker started while paused claims nothing', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, tasks(2));
+      expect((await runCli(['--dir', dir, 'pause'])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'compact'])).code).toBe(0);
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--drain']);
+      await worker.waitForLog(/idle: paused by/);
+      expect(api.calls).toHaveLength(0);
+      expect((await runCli(['--dir', dir, 'resume'])).code).toBe(0);
+      expect((await worker.exited).code).toBe(0);
+      expect(api.calls).toHaveLength(2);
+      expect((await runCli(['--dir', dir, 'resume'])).stderr).toMatch(/the queue is not paused/);
+    });
+  });
+});
