@@ -10,7 +10,7 @@ import { addTasks, oneTask } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, printStatusJson, readStatus } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
-import { cancelTask, cleanTasks, compactQueue, describeCompaction, pauseQueue, resumeQueue, retryTasks, unlockTask } from './commands/repair.js';
+import { cancelTask, cleanTasks, compactQueue, describeCompaction, pauseQueue, rerunTasks, resumeQueue, retryTasks, unlockTask } from './commands/repair.js';
 import { idList, renderWorkers, writeStatus } from './render.js';
 import { openStore } from './backends.js';
 import type { Store } from './store.js';
@@ -306,6 +306,19 @@ function buildProgram(bin: string): Command {
     .action(async (ids: string[], flags: { failed?: boolean }, command: Command) => {
       const retried = await withStore(command, (store) => retryTasks(store, ids, flags.failed ?? false, () => new Date()));
       print(retried.length === 0 ? 'no failed tasks\n' : `pending again: ${idList(retried, 'see worker status --state pending')}\n`);
+    });
+
+  program
+    .command('rerun')
+    .description('run completed tasks again, with a new idempotency key; their dependents wait for them again')
+    .argument('[task-ids...]', 'completed tasks to run again')
+    .option('--completed', 'every completed task')
+    .option('--with-dependents', 'also the completed tasks built on them, directly or through others')
+    .addHelpText('after', examples('worker rerun outline', 'worker rerun summarize-3 --with-dependents'))
+    .action(async (ids: string[], flags: { completed?: boolean; withDependents?: boolean }, command: Command) => {
+      const options = { completed: flags.completed ?? false, withDependents: flags.withDependents ?? false, by: whoAmI(), now: () => new Date() };
+      const rerun = await withStore(command, (store) => rerunTasks(store, ids, options));
+      print(rerun.length === 0 ? 'no completed tasks\n' : `pending again: ${idList(rerun, 'see worker status --state pending')}\n`);
     });
 
   program

@@ -145,6 +145,14 @@ export interface RetryEvent {
   at: string;
 }
 
+/** `worker rerun`: a completed task runs again, with fresh attempts and a new idempotency key. `by`: who asked. */
+export interface RerunEvent {
+  type: 'rerun';
+  task: string;
+  at: string;
+  by?: string | undefined;
+}
+
 /** `worker cancel`: a pending task will not run; it counts as failed (kind cancelled), so its dependents are blocked. */
 export interface CancelEvent {
   type: 'cancel';
@@ -173,7 +181,7 @@ export interface HandPause {
 }
 
 /** What happens to a task. */
-export type QueueEvent = ClaimEvent | OutcomeEvent | RetryEvent | CancelEvent;
+export type QueueEvent = ClaimEvent | OutcomeEvent | RetryEvent | RerunEvent | CancelEvent;
 /** What a change by hand records: events of tasks, or of the whole queue. */
 export type ChangeRecord = QueueEvent | QueueControlEvent;
 /** What the fold reads: the events of tasks and of the queue, and the weather a compaction carried over. */

@@ -34,6 +34,52 @@ export async function retryTasks(store: Store, ids: readonly string[], allFailed
   });
 }
 
+/**
+ * `worker rerun`: completed tasks run again, with fresh attempts and a new idempotency key generation (the
+ * API does their work anew); with `withDependents`, the completed tasks built on them too. Their dependents
+ * wait for them again.
+ */
+export async function rerunTasks(
+  store: Store,
+  ids: readonly string[],
+  options: { completed: boolean; withDependents: boolean; by: string; now: () => Date },
+): Promise<string[]> {
+  if (options.completed === ids.length > 0) {
+    throw new WorkerError('USAGE', options.completed ? 'give either task ids or --completed, not both' : 'name the tasks to run again, or give --completed', {
+      hint: 'worker rerun outline --with-dependents   or   worker rerun --completed',
+    });
+  }
+  return store.change((queue) => {
+    const state = queue.state;
+    const blocked = state.blockedTasks();
+    const named = options.completed ? state.tasks().filter((task) => task.state === 'completed') : ids.map((id) => findTask(state, id));
+    for (const task of named) {
+      if (task.state !== 'completed') {
+        const hint = task.state === 'failed' ? `\`worker retry ${task.def.id}\` runs a failed task again` : `see \`worker show ${task.def.id}\``;
+        refuse(`task "${task.def.id}" is ${state.stateOf(task, blocked)}; only completed tasks can be rerun`, hint);
+      }
+    }
+    const chosen = new Set(named.map((task) => task.def.id));
+    if (options.withDependents) {
+      for (const task of state.tasks()) {
+        // Add order is topological: every dependency of a task is judged before it.
+        if (chosen.has(task.def.id) || !task.def.deps.some((dep) => chosen.has(dep))) continue;
+        if (task.state === 'running') {
+          refuse(
+            `task "${task.def.id}", built on what is rerun, is running on ${task.claim?.worker ?? 'a worker'}`,
+            'wait for its outcome, or rerun without --with-dependents',
+          );
+        }
+        if (task.state === 'completed') chosen.add(task.def.id);
+      }
+    }
+    const at = options.now().toISOString();
+    const rerun = state.tasks().filter((task) => chosen.has(task.def.id));
+    if (rerun.length > 0) queue.append(rerun.map((task) => ({ type: 'rerun', task: task.def.id, at, by: options.by })));
+    return rerun.map((task) => task.def.id);
+  });
+}
+
 /** `worker cancel`: a pending task will not run; it is failed with kind cancelled, and its dependents are blocked. */
 export async function cancelTask(store: Store, id: string, now: () => Date): Promise<{ blocked: string[] }> {
   return store.change((queue) => {

@@ -205,6 +205,22 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         task.updatedAt = event.at;
         this.enqueue(task);
         return 'accepted';
+      case 'rerun':
+        if (task.state !== 'completed') return 'ignored';
+        task.state = 'pending';
+        task.attempts = 0;
+        task.waits = 0;
+        task.waitingSince = null;
+        task.generation += 1;
+        task.retryAt = null;
+        task.lastError = null;
+        task.result = undefined;
+        task.resultRef = null;
+        task.updatedAt = event.at;
+        // Its dependents wait for it again.
+        for (const dependent of task.dependents ?? []) dependent.unmetDeps += 1;
+        this.enqueue(task);
+        return 'accepted';
       case 'cancel':
         if (task.state !== 'pending') return 'ignored';
         task.state = 'failed';

@@ -20,6 +20,7 @@ import {
   type RateLimit,
   type ResultRef,
   type RetryEvent,
+  type RerunEvent,
   type TaskDefinition,
   type WeatherRecord,
 } from '../types.js';
@@ -129,6 +130,14 @@ export const outcomeEventSchema = z.looseObject({
 }) satisfies z.ZodMiniType<OutcomeEvent>;
 
 /** `worker retry`: a failed task goes back to pending with fresh attempts and a new idempotency key. */
+/** `worker rerun`: a completed task goes back to pending with fresh attempts and a new idempotency key. */
+export const rerunEventSchema = z.looseObject({
+  type: z.literal('rerun'),
+  task: taskIdSchema,
+  at: isoTime,
+  by: z.optional(z.string()),
+}) satisfies z.ZodMiniType<RerunEvent>;
+
 export const retryEventSchema = z.looseObject({
   type: z.literal('retry'),
   task: taskIdSchema,
@@ -191,6 +200,7 @@ export const eventSchema = z.discriminatedUnion('type', [
   claimEventSchema,
   outcomeEventSchema,
   retryEventSchema,
+  rerunEventSchema,
   cancelEventSchema,
   logHeaderSchema,
   sealSchema,

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir } from '../helpers/cli.js';
-import { addAll, lockFiles, statusById } from '../helpers/queue.js';
+import { addAll, lockFiles, queueIdOf, statusById } from '../helpers/queue.js';
 
 // The everyday operations while workers run: real processes, a real HTTP API on 127.0.0.1.
 
@@ -89,6 +89,69 @@ describe('worker pause and worker resume', () => {
       expect((await worker.exited).code).toBe(0);
       expect(api.calls).toHaveLength(2);
       expect((await runCli(['--dir', dir, 'resume'])).stderr).toMatch(/the queue is not paused/);
+    });
+  });
+});
+
+describe('worker rerun', () => {
+  it('runs a completed task again with a new idempotency key generation, and with --with-dependents what was built on it, in order, while a worker runs', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'fetch' }, { id: 'summary', deps: ['fetch'] }, { id: 'other' }]);
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--max-idle', '0']);
+      while (api.calls.length < 3) await sleep(20);
+      await sleep(200);
+      const rerun = await runCli(['--dir', dir, 'rerun', 'fetch', '--with-dependents']);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(rerun.stdout).toBe('pending again: fetch, summary\n');
+      while (api.calls.length < 5) await sleep(20);
+      await sleep(300);
+      worker.process.kill('SIGTERM');
+      expect((await worker.exited).code).toBe(0);
+      const queueId = await queueIdOf(dir);
+      expect(api.calls.map((call) => `${call.task_id}:${call.idempotencyKey}`)).toEqual([
+        `fetch:${queueId}:fetch:1`,
+        `summary:${queueId}:summary:1`,
+        `other:${queueId}:other:1`,
+        `fetch:${queueId}:fetch:2`,
+        `summary:${queueId}:summary:2`,
+      ]);
+      // The dependent waited for its dependency's new run.
+      const [fetchAgain, summaryAgain] = [api.calls[3]!, api.calls[4]!];
+      expect(summaryAgain.receivedAt).toBeGreaterThanOrEqual(fetchAgain.answeredAt!);
+      for (const [, task] of await statusById(dir)) expect(task.state).toBe('completed');
+      expect((await runCli(['--dir', dir, 'logs', 'fetch'])).stdout).toMatch(
+        /fetch {2}rerun by \S+: pending again with fresh attempts and a new idempotency key/,
+      );
+    });
+  });
+
+  it('refuses a task that is not completed, and --with-dependents when a dependent is running, changing nothing', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }, { id: 'never' }]);
+      await runCli(['--dir', dir, 'cancel', 'never']);
+      const pending = await runCli(['--dir', dir, 'rerun', 'a']);
+      expect(pending.code).toBe(3);
+      expect(pending.stderr).toMatch(/task "a" is pending; only completed tasks can be rerun/);
+      const failed = await runCli(['--dir', dir, 'rerun', 'never']);
+      expect(failed.stderr).toMatch(/`worker retry never` runs a failed task again/);
+      let answer: (() => void) | undefined;
+      api.setBehaviour((call, res) => {
+        const ok = () => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{}');
+        };
+        if (call.task_id === 'b') answer = ok;
+        else ok();
+      });
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--drain']);
+      while (answer === undefined) await sleep(20);
+      const running = await runCli(['--dir', dir, 'rerun', 'a', '--with-dependents']);
+      expect(running.code).toBe(3);
+      expect(running.stderr).toMatch(/task "b", built on what is rerun, is running on \S+; nothing was changed; wait for its outcome/);
+      answer();
+      expect((await worker.exited).code).toBe(0);
+      expect((await statusById(dir)).get('a')!.state).toBe('completed');
+      expect((await runCli(['--dir', dir, 'rerun'])).code).toBe(2);
     });
   });
 });
