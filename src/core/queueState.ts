@@ -195,31 +195,15 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         return this.applyOutcome(task, event);
       case 'retry':
         if (task.state !== 'failed') return 'ignored';
-        task.state = 'pending';
-        task.attempts = 0;
-        task.waits = 0;
-        task.waitingSince = null;
-        task.generation += 1;
-        task.retryAt = null;
-        task.lastError = null;
-        task.updatedAt = event.at;
-        this.enqueue(task);
+        this.startAfresh(task, event.at);
         return 'accepted';
       case 'rerun':
         if (task.state !== 'completed') return 'ignored';
-        task.state = 'pending';
-        task.attempts = 0;
-        task.waits = 0;
-        task.waitingSince = null;
-        task.generation += 1;
-        task.retryAt = null;
-        task.lastError = null;
         task.result = undefined;
         task.resultRef = null;
-        task.updatedAt = event.at;
         // Its dependents wait for it again.
         for (const dependent of task.dependents ?? []) dependent.unmetDeps += 1;
-        this.enqueue(task);
+        this.startAfresh(task, event.at);
         return 'accepted';
       case 'cancel':
         if (task.state !== 'pending') return 'ignored';
@@ -229,6 +213,19 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         task.updatedAt = event.at;
         return 'accepted';
     }
+  }
+
+  /** `retry` and `rerun`: pending again, with fresh attempts and the next idempotency key generation. */
+  private startAfresh(task: TaskRecord<Def>, at: string): void {
+    task.state = 'pending';
+    task.attempts = 0;
+    task.waits = 0;
+    task.waitingSince = null;
+    task.generation += 1;
+    task.retryAt = null;
+    task.lastError = null;
+    task.updatedAt = at;
+    this.enqueue(task);
   }
 
   private applyClaim(task: TaskRecord<Def>, claim: ClaimEvent): ApplyResult {
