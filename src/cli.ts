@@ -10,7 +10,18 @@ import { addTasks, oneTask } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, printStatusJson, readStatus } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
-import { cancelTask, cleanTasks, compactQueue, describeCompaction, pauseQueue, rerunTasks, resumeQueue, retryTasks, unlockTask } from './commands/repair.js';
+import {
+  cancelTask,
+  cleanTasks,
+  compactQueue,
+  describeCompaction,
+  pauseQueue,
+  removeTasks,
+  rerunTasks,
+  resumeQueue,
+  retryTasks,
+  unlockTask,
+} from './commands/repair.js';
 import { idList, renderWorkers, writeStatus } from './render.js';
 import { openStore } from './backends.js';
 import type { Store } from './store.js';
@@ -323,12 +334,31 @@ function buildProgram(bin: string): Command {
 
   program
     .command('cancel')
-    .description('a pending task will not run: it is failed (kind cancelled) and its dependents are blocked; `retry` undoes it')
+    .description('a task will not run, or stops running: it fails (kind cancelled) and its dependents are blocked; `retry` undoes it')
     .argument('<task-id>')
-    .addHelpText('after', examples('worker cancel appendix'))
+    .addHelpText('after', examples('worker cancel appendix', 'worker cancel fetch-3     # running: its worker stops the call'))
     .action(async (id: string, _flags, command: Command) => {
-      const { blocked } = await withStore(command, (store) => cancelTask(store, id, () => new Date()));
-      print(`cancelled ${id}${blocked.length > 0 ? `; blocked now: ${idList(blocked, 'see worker status --state blocked')}` : ''}\n`);
+      const options = { by: whoAmI(), now: () => new Date(), waitMs: 10_000, sleep: (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)) };
+      const { blocked, stopped } = await withStore(command, (store) => cancelTask(store, id, options));
+      const how = {
+        cancelled: `cancelled ${id}: its worker stopped the call`,
+        requested: `cancel of ${id} requested: its worker stops the call at its next look (see \`worker show ${id}\`)`,
+        'finished first': `${id} finished before its worker saw the cancel: see \`worker show ${id}\``,
+      };
+      const said = stopped === undefined ? `cancelled ${id}` : how[stopped];
+      print(`${said}${blocked.length > 0 ? `; blocked now: ${idList(blocked, 'see worker status --state blocked')}` : ''}\n`);
+    });
+
+  program
+    .command('remove')
+    .description('take pending, blocked, failed or cancelled tasks out of the queue for good (completed ones: clean)')
+    .argument('<task-ids...>', 'tasks to remove')
+    .option('--with-dependents', 'also remove the tasks that depend on them, directly or through others')
+    .addHelpText('after', examples('worker remove fetch-7', 'worker remove fetch-7 --with-dependents'))
+    .action(async (ids: string[], flags: { withDependents?: boolean }, command: Command) => {
+      const options = { withDependents: flags.withDependents ?? false, now: () => new Date() };
+      const { removed, compaction } = await withStore(command, (store) => removeTasks(store, ids, options));
+      print(`removed ${idList(removed, 'see worker status')}\n${describeCompaction(compaction)}\n`);
     });
 
   program

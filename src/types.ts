@@ -158,6 +158,8 @@ export interface CancelEvent {
   type: 'cancel';
   task: string;
   at: string;
+  /** Who asked, for people. */
+  by?: string | undefined;
 }
 
 /** The API's weather as a compaction found it, which the events it dropped had made (see ApiWeather.restore). */

@@ -80,26 +80,49 @@ export async function rerunTasks(
   });
 }
 
-/** `worker cancel`: a pending task will not run; it is failed with kind cancelled, and its dependents are blocked. */
-export async function cancelTask(store: Store, id: string, now: () => Date): Promise<{ blocked: string[] }> {
-  return store.change((queue) => {
+/**
+ * `worker cancel`: a pending (or blocked) task will not run: it fails with kind `cancelled`, and its
+ * dependents are blocked. A running task's worker stops its call at its next look and records the same;
+ * the command waits for that, up to `waitMs`, and says what became of it.
+ */
+export async function cancelTask(
+  store: Store,
+  id: string,
+  options: { by: string; now: () => Date; waitMs: number; sleep: (ms: number) => Promise<void> },
+): Promise<{ blocked: string[]; stopped: 'cancelled' | 'requested' | 'finished first' | undefined }> {
+  const wasRunning = await store.change((queue) => {
     const task = findTask(queue.state, id);
-    if (task.state === 'running') {
-      refuse(
-        `task "${id}" is running on ${task.claim?.worker ?? 'a worker'}; a running task cannot be cancelled`,
-        'wait for its outcome, or stop its worker (Ctrl-C twice puts it back to pending)',
-      );
+    if (task.state === 'running' && task.cancelRequested !== undefined) refuse(`task "${id}" is being cancelled already`, `see \`worker show ${id}\``);
+    if (task.state !== 'pending' && task.state !== 'running') {
+      refuse(`task "${id}" is ${task.state}; only pending, blocked or running tasks can be cancelled`, `see \`worker show ${id}\``);
     }
-    if (task.state !== 'pending') refuse(`task "${id}" is ${task.state}; only pending or blocked tasks can be cancelled`, `see \`worker show ${id}\``);
-    const event: CancelEvent = { type: 'cancel', task: id, at: now().toISOString() };
+    const event: CancelEvent = { type: 'cancel', task: id, at: options.now().toISOString(), by: options.by };
     queue.append([event]);
+    const after = queue.state.get(id);
+    if (task.state === 'running') return after?.cancelRequested !== undefined;
     // A worker may have claimed it between our read and our append: the log decides.
-    if (queue.state.get(id)?.lastError?.kind !== 'cancelled') {
-      throw new WorkerError('REJECTED', `task "${id}" was claimed by a worker just before it could be cancelled`, { hint: `see \`worker show ${id}\`` });
+    if (after?.lastError?.kind !== 'cancelled') {
+      throw new WorkerError('REJECTED', `task "${id}" was claimed by a worker just before it could be cancelled`, {
+        hint: `run \`worker cancel ${id}\` again to stop its call`,
+      });
     }
-    const blocked = queue.state.blockedTasks();
-    return { blocked: [...blocked.entries()].filter(([, root]) => root.def.id === id).map(([blockedId]) => blockedId) };
+    return false;
   });
+  let stopped: 'cancelled' | 'requested' | 'finished first' | undefined;
+  if (wasRunning) {
+    // Its worker stops the call at its next look (each --poll-interval while busy).
+    stopped = 'requested';
+    for (let waited = 0; waited < options.waitMs; waited += 100) {
+      await options.sleep(100);
+      const task = (await store.read()).get(id);
+      if (task === undefined || task.state === 'running') continue;
+      stopped = task.lastError?.kind === 'cancelled' ? 'cancelled' : 'finished first';
+      break;
+    }
+  }
+  const state = await store.read();
+  const blocked = state.blockedTasks();
+  return { blocked: [...blocked.entries()].filter(([, root]) => root.def.id === id).map(([blockedId]) => blockedId), stopped };
 }
 
 /** `worker unlock`: removes a task's lock whose holder is gone or stale. A live holder's lock is refused. */
@@ -219,5 +242,56 @@ export async function resumeQueue(store: Store, by: string, now: () => Date): Pr
     if (paused === null) refuse('the queue is not paused', 'see `worker status`');
     queue.append([{ type: 'resumed', at: now().toISOString(), by }]);
     return `resumed: the queue was ${describeHandPause(paused)}`.replace(/ \(`worker resume` to go on\)$/, '');
+  });
+}
+
+export interface RemoveResult {
+  removed: string[];
+  compaction: CompactionReport;
+}
+
+/**
+ * `worker remove`: pending, blocked, failed or cancelled tasks leave the queue for good (their ids are
+ * never used again), with what they left in the log. A task another one depends on is refused, unless
+ * `withDependents` removes those too; a running task is refused, and a completed one is `clean`'s.
+ */
+export async function removeTasks(store: Store, ids: readonly string[], options: { withDependents: boolean; now: () => Date }): Promise<RemoveResult> {
+  if (ids.length === 0)
+    throw new WorkerError('USAGE', 'name the tasks to remove', { hint: 'worker remove fetch-7   or   worker remove fetch-7 --with-dependents' });
+  return store.change((queue) => {
+    const state = queue.state;
+    const blocked = state.blockedTasks();
+    const refuseUnlessRemovable = (task: TaskRecord, why: string) => {
+      if (task.state === 'running') {
+        refuse(
+          `task "${task.def.id}"${why} is running on ${task.claim?.worker ?? 'a worker'}`,
+          `wait for its outcome, or \`worker cancel ${task.def.id}\` first`,
+        );
+      }
+      if (task.state === 'completed' && why === '')
+        refuse(`task "${task.def.id}" is completed`, `completed tasks are removed by \`worker clean ${task.def.id}\``);
+    };
+    const chosen = new Set<string>();
+    for (const id of ids) {
+      const task = findTask(state, id);
+      refuseUnlessRemovable(task, '');
+      chosen.add(task.def.id);
+    }
+    // Add order is topological: every dependency of a task is judged before it.
+    for (const task of state.tasks()) {
+      if (chosen.has(task.def.id)) continue;
+      const dep = task.def.deps.find((id) => chosen.has(id));
+      if (dep === undefined) continue;
+      if (!options.withDependents) {
+        refuse(`task "${task.def.id}" (${state.stateOf(task, blocked)}) depends on "${dep}"`, `remove it too (--with-dependents), or leave "${dep}"`);
+      }
+      refuseUnlessRemovable(task, `, which depends on "${dep}",`);
+      chosen.add(task.def.id);
+    }
+    const removed = state
+      .tasks()
+      .filter((task) => chosen.has(task.def.id))
+      .map((task) => task.def.id);
+    return { removed, compaction: queue.removeTasks(chosen, options.now) };
   });
 }

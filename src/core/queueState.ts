@@ -48,6 +48,10 @@ export interface TaskRecord<Def extends TaskHead = TaskHead> {
   dependents: TaskRecord<Def>[] | undefined;
   /** Bumped each time the task is queued as ready: older heap entries are stale and skipped. */
   queueVersion: number;
+  /** Taken out of the queue (`worker remove`, `clean`) since this fold read it: never ready again. */
+  removed?: true;
+  /** `worker cancel` of the claim in force: its worker stops the call and records the task cancelled. */
+  cancelRequested?: { at: string; by: string | undefined } | undefined;
 }
 
 interface QueueEntry<Def extends TaskHead = TaskHead> {
@@ -82,7 +86,7 @@ const byRetryTime = (a: QueueEntry, b: QueueEntry) => (a.task.retryAt ?? 0) < (b
  *   can never record a second outcome).
  */
 export class QueueState<Def extends TaskHead = TaskHead> {
-  private readonly records: TaskRecord<Def>[] = [];
+  private records: TaskRecord<Def>[] = [];
   private readonly byId = new Map<string, TaskRecord<Def>>();
   // Typed by TaskHead, not Def: a comparator would make QueueState<Def> invariant. Entries hold records of this fold only.
   private readonly ready = new MinHeap<QueueEntry>(byAddOrder);
@@ -123,7 +127,9 @@ export class QueueState<Def extends TaskHead = TaskHead> {
    * `reread`: the file was read whole again, so known tasks take their definitions from `contents` too.
    */
   addDefinitions(contents: QueueContents<Def>, reread = false): void {
+    const newlyRemoved = contents.removed.size > this.removed.size;
     this.removed = contents.removed;
+    if (newlyRemoved) this.dropRemoved();
     const defs = contents.tasks;
     if (reread) {
       for (const def of defs) {
@@ -206,6 +212,12 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         this.startAfresh(task, event.at);
         return 'accepted';
       case 'cancel':
+        if (task.state === 'running') {
+          // The claim's worker stops the call when it next looks, and records the task cancelled.
+          if (task.cancelRequested !== undefined) return 'ignored';
+          task.cancelRequested = { at: event.at, by: event.by };
+          return 'accepted';
+        }
         if (task.state !== 'pending') return 'ignored';
         task.state = 'failed';
         task.retryAt = null;
@@ -250,6 +262,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
   private applyOutcome(task: TaskRecord<Def>, outcome: OutcomeEvent): ApplyResult {
     if (task.state !== 'running' || task.claim?.token !== outcome.token) return 'ignored';
     this.runningSet.delete(task);
+    task.cancelRequested = undefined;
     task.claim = null;
     if (this.options.keepDetails) task.lastOutcome = outcome;
     task.updatedAt = outcome.ended_at;
@@ -286,6 +299,21 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         break;
     }
     return 'accepted';
+  }
+
+  /**
+   * Tasks removed from queue.json since this fold read them (a long-running worker's fold outlives a
+   * `remove` or a `clean`): they leave the fold, and are never ready again even if a dependency completes.
+   */
+  private dropRemoved(): void {
+    const gone = this.records.filter((record) => this.removed.has(record.def.id));
+    if (gone.length === 0) return;
+    for (const record of gone) {
+      record.removed = true;
+      this.byId.delete(record.def.id);
+      this.runningSet.delete(record);
+    }
+    this.records = this.records.filter((record) => record.removed !== true);
   }
 
   private enqueue(task: TaskRecord<Def>): void {
@@ -367,7 +395,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
 }
 
 function isReady(task: TaskRecord): boolean {
-  return task.state === 'pending' && task.unmetDeps === 0;
+  return task.state === 'pending' && task.unmetDeps === 0 && task.removed !== true;
 }
 
 /** Whether a task may be claimed at `now`: ready, and out of any backoff. */

@@ -149,6 +149,7 @@ export const cancelEventSchema = z.looseObject({
   type: z.literal('cancel'),
   task: taskIdSchema,
   at: isoTime,
+  by: z.optional(z.string()),
 }) satisfies z.ZodMiniType<CancelEvent>;
 
 /**

@@ -3,7 +3,7 @@ import { formatDuration } from '../core/duration.js';
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import { stuckReason } from '../core/reasons.js';
 import type { ChangeNotifier, Claimant, HeldClaim, NewOutcome, Presence, Recorded, WorkerStore } from '../store.js';
-import type { ClaimEvent, Heartbeat, Logger, OutcomeEvent, ResultRef, TaskHead } from '../types.js';
+import type { ClaimEvent, Heartbeat, Logger, OutcomeEvent, ResultRef, TaskDefinition, TaskHead } from '../types.js';
 import { asWorkerError } from '../errors.js';
 import { ChangeWatcher } from './changeWatcher.js';
 import { GONE_WORKER_FILES_KEPT_MS, HeartbeatWriter } from './heartbeat.js';
@@ -292,7 +292,16 @@ export class FolderWorkerStore implements WorkerStore {
         return null;
       }
       // Before the claim: a definition that cannot be read (queue.json damaged since) leaves the task unclaimed.
-      const definition = store.definitionOf(fresh);
+      let definition: TaskDefinition;
+      try {
+        definition = store.definitionOf(fresh);
+      } catch (error) {
+        // `worker remove` took it out of queue.json since this worker looked: a lost race, not damage.
+        if (!store.state.isRemoved(id)) throw error;
+        logger.debug(`lost the race for ${id}: it was removed from the queue`);
+        await lock.release();
+        return null;
+      }
       // Stamped as late as possible: the time the call may start, which a pause or a rate limit judges.
       const claimedAt = now();
       const event: ClaimEvent = {

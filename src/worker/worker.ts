@@ -12,6 +12,7 @@ import { describeIdle } from './idleReport.js';
 /** The reason a wait is ended with: a constant, since an abort without one makes a DOMException, with its stack. */
 const WOKEN = Symbol('woken');
 const ABANDONED = Symbol('abandoned by a second signal');
+const CANCELLED = Symbol('cancelled by worker cancel');
 
 /** Workers spread their probes of an unreachable API over this long after the probe is due. */
 const MAX_PROBE_STAGGER_MS = 500;
@@ -125,7 +126,7 @@ export class Worker {
         if (ending !== null) return await this.finish(ending, started);
         // A worker that is stopping (a signal, refused credentials, --max-iterations) claims nothing more, and waits for what it has in flight.
         if (this.signals.stop.aborted || this.summary.credentialsRefused || this.iterationsLeft() === 0) {
-          await this.nextCompletion();
+          await this.waitWhileBusy();
           continue;
         }
         let claimed = false;
@@ -133,6 +134,7 @@ export class Worker {
           store.changes.markLooked();
           try {
             await store.look();
+            this.stopCancelled();
             this.reportWeather();
             while (this.mayClaimMore()) {
               const claim = await this.claimNext();
@@ -152,9 +154,10 @@ export class Worker {
           idleChecks = 0;
           nextIdleCheckAt = now();
           if (this.inFlight.size >= this.config.concurrency || claimed) {
-            // Busy: changes in the queue do not matter until a slot is free.
+            // Busy: changes in the queue do not matter until a slot is free, but for a cancel of what runs here,
+            // looked for once per poll interval.
             store.changes.pause();
-            if (this.inFlight.size >= this.config.concurrency) await this.nextCompletion();
+            if (this.inFlight.size >= this.config.concurrency) await this.waitWhileBusy();
             continue;
           }
           // A slot is free but nothing could be claimed: wait for a change, a completion, a retry or the weather.
@@ -258,15 +261,38 @@ export class Worker {
   }
 
   /**
-   * Resolves when an attempt in flight has ended (or at once when none is). Not Promise.race over the
-   * attempts: each race leaves a reaction on every attempt still in flight, so N slots would cost N per
-   * completion, and pile up.
+   * Resolves true when an attempt in flight has ended (at once when none is), false when `withinMs` passed
+   * without one. Not Promise.race over the attempts: each race leaves a reaction on every attempt still in
+   * flight, so N slots would cost N per completion, and pile up.
    */
-  private nextCompletion(): Promise<void> {
-    if (this.inFlight.size === 0) return Promise.resolve();
+  private nextCompletion(withinMs: number): Promise<boolean> {
+    if (this.inFlight.size === 0) return Promise.resolve(true);
     return new Promise((resolve) => {
-      this.waiting = { resolve, controller: undefined };
+      const timer = setTimeout(() => {
+        if (this.waiting?.resolve === done) this.waiting = null;
+        resolve(false);
+      }, withinMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.waiting = { resolve: done, controller: undefined };
     });
+  }
+
+  /** Waits for an attempt to end; each poll interval meanwhile, looks for a cancel of what runs here. */
+  private async waitWhileBusy(): Promise<void> {
+    if (await this.nextCompletion(this.config.pollIntervalMs)) return;
+    await this.lookQuietly();
+    this.stopCancelled();
+  }
+
+  /** Stops the calls of tasks `worker cancel` was asked to stop: their attempts record them cancelled. */
+  private stopCancelled(): void {
+    for (const claim of this.running.values()) {
+      const task = this.deps.store.state.get(claim.taskId);
+      if (task?.cancelRequested !== undefined && task.claim?.token === claim.token && !claim.abandon.signal.aborted) claim.abandon.abort(CANCELLED);
+    }
   }
 
   /** Waits up to `ms` for a change to the queue; an attempt that ends, or a signal, ends the wait too. */
@@ -401,6 +427,12 @@ export class Worker {
     const { logger, now, store } = this.deps;
     const id = claim.taskId;
     const startedAt = now();
+    const cancelled = store.state.get(id)?.cancelRequested;
+    if (cancelled !== undefined) {
+      // Cancelled before its call started (a takeover of a task cancelled while its worker was gone).
+      await this.recordCancelled(claim, cancelled.by, false, startedAt);
+      return;
+    }
     const giveBack = this.reasonToGiveBack(claim, startedAt);
     if (giveBack !== null) {
       await this.record(claim, { outcome: 'released', called: false, startedAt, endedAt: now() });
@@ -432,6 +464,10 @@ export class Worker {
       return;
     }
     const error = result.error;
+    if (error.kind === 'aborted' && claim.abandon.signal.reason === CANCELLED) {
+      await this.recordCancelled(claim, store.state.get(id)?.cancelRequested?.by, true, startedAt);
+      return;
+    }
     if (error.kind === 'aborted') {
       // Abandoned for a second signal, the task goes back to pending; for a lost lock, it may be another worker's now.
       const after = this.signals.abort.aborted
@@ -504,6 +540,14 @@ export class Worker {
         return;
       }
     }
+  }
+
+  /** `worker cancel` of a task this worker holds: it fails as cancelled, and its dependents are blocked. */
+  private async recordCancelled(claim: HeldClaim, by: string | undefined, called: boolean, startedAt: number): Promise<void> {
+    const endedAt = this.deps.now();
+    const message = `cancelled by ${by ?? 'hand'} (worker cancel)${called ? ' while its call ran' : ''}`;
+    this.deps.logger.warn(`${claim.taskId}: ${message}${called ? `; stopped the call after ${formatDuration(durationMs(startedAt, endedAt))}` : ''}`);
+    await this.record(claim, { outcome: 'failed', called, startedAt, endedAt, error: { kind: 'cancelled', message } });
   }
 
   /** Why a claimed task must be given back before its call, or null: the worker is stopping, or the weather changed. */

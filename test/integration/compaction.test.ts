@@ -147,7 +147,7 @@ describe('a compaction that died after sealing the log', () => {
       const { cancelTask } = await import('../../src/commands/repair.js');
       const { openStore } = await import('../../src/backends.js');
       const folder = openStore({ dir, create: false, lockStaleMs: 30_000, host: 'test' });
-      await cancelTask(folder, 'b', () => new Date());
+      await cancelTask(folder, 'b', { by: 'test', now: () => new Date(), waitMs: 0, sleep: async () => undefined });
       folder.close();
       const after = await QueueStore.open(dir);
       expect(after.state.get('a')!.state).toBe('completed');

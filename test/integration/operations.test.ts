@@ -155,3 +155,73 @@ describe('worker rerun', () => {
     });
   });
 });
+
+describe('worker remove', () => {
+  it('takes pending tasks out while a worker runs, refusing to strand a dependent unless --with-dependents; the ids are never used again', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'busy' }, { id: 'doomed' }, { id: 'built-on-it', deps: ['doomed'] }, { id: 'kept' }]);
+      let answer: (() => void) | undefined;
+      api.setBehaviour((call, res) => {
+        const ok = () => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{}');
+        };
+        if (call.task_id === 'busy') answer = ok;
+        else ok();
+      });
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--drain']);
+      while (answer === undefined) await sleep(20);
+      const stranded = await runCli(['--dir', dir, 'remove', 'doomed']);
+      expect(stranded.code).toBe(3);
+      expect(stranded.stderr).toMatch(/task "built-on-it" \(pending\) depends on "doomed"; nothing was changed; remove it too \(--with-dependents\)/);
+      const running = await runCli(['--dir', dir, 'remove', 'busy']);
+      expect(running.code).toBe(3);
+      expect(running.stderr).toMatch(/task "busy" is running on \S+; nothing was changed; wait for its outcome, or `worker cancel busy` first/);
+      const removed = await runCli(['--dir', dir, 'remove', 'doomed', '--with-dependents']);
+      expect(removed.code, removed.stderr).toBe(0);
+      expect(removed.stdout).toMatch(/^removed doomed, built-on-it\ncompacted the execution log/);
+      answer();
+      const result = await worker.exited;
+      expect(result.code, result.stderr).toBe(0);
+      expect(api.calls.map((call) => call.task_id).sort()).toEqual(['busy', 'kept']);
+      expect([...(await statusById(dir)).keys()]).toEqual(['busy', 'kept']);
+      const reused = await runCli(['--dir', dir, 'add', 'doomed', 'again']);
+      expect(reused.code).toBe(3);
+      expect(reused.stderr).toMatch(/task id "doomed" belonged to a task removed/);
+      const completed = await runCli(['--dir', dir, 'remove', 'kept']);
+      expect(completed.stderr).toMatch(/task "kept" is completed; nothing was changed; completed tasks are removed by `worker clean kept`/);
+    });
+  });
+});
+
+describe('worker cancel of a running task', () => {
+  it('its worker stops the call (the API sees the connection closed), records it cancelled, blocks its dependents, and goes on with the others', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [{ id: 'slow' }, { id: 'after-slow', deps: ['slow'] }, { id: 'x' }, { id: 'y' }]);
+      let slowResponse: ServerResponse | undefined;
+      api.setBehaviour((call, res) => {
+        if (call.task_id === 'slow') {
+          slowResponse = res;
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{}');
+      });
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--concurrency', '2', '--poll-interval', '100ms', '--drain']);
+      while (slowResponse === undefined) await sleep(20);
+      const cancelled = await runCli(['--dir', dir, 'cancel', 'slow']);
+      expect(cancelled.code, cancelled.stderr).toBe(0);
+      expect(cancelled.stdout).toBe('cancelled slow: its worker stopped the call; blocked now: after-slow\n');
+      expect(slowResponse.destroyed || slowResponse.socket === null || slowResponse.socket.destroyed).toBe(true);
+      const result = await worker.exited;
+      expect(result.code, result.stderr).toBe(0);
+      const states = await statusById(dir);
+      expect(states.get('slow')).toMatchObject({ state: 'failed', last_error: { kind: 'cancelled' } });
+      expect(states.get('after-slow')).toMatchObject({ state: 'blocked' });
+      expect(states.get('x')!.state).toBe('completed');
+      expect(states.get('y')!.state).toBe('completed');
+      expect(api.callsFor('slow')).toHaveLength(1);
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+});

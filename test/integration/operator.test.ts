@@ -260,31 +260,36 @@ describe('inspection: show, logs, graph, workers', () => {
 });
 
 describe('repair: retry, cancel, unlock, clean', () => {
-  it('cancel blocks the dependents of a pending task; refuses running and completed ones; retry undoes it', async () => {
+  it('cancel blocks the dependents of a pending task; stops a running one; refuses a completed one; retry undoes it', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'done' }, { id: 'busy' }, { id: 'skip-me' }, { id: 'child', deps: ['skip-me'] }]);
       expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '1'])).code).toBe(0);
       const hold = holdCallsFor(api, 'busy');
       const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--worker-id', 'w-busy', '--max-idle', '0', '1']);
       await hold.arrived();
-      const running = await runCli(['--dir', dir, 'cancel', 'busy']);
-      expect(running.code).toBe(3);
-      expect(running.stderr).toMatch(/task "busy" is running on w-busy; a running task cannot be cancelled/);
       const completed = await runCli(['--dir', dir, 'cancel', 'done']);
       expect(completed.code).toBe(3);
-      expect(completed.stderr).toMatch(/task "done" is completed; only pending or blocked tasks can be cancelled/);
+      expect(completed.stderr).toMatch(/task "done" is completed; only pending, blocked or running tasks can be cancelled/);
       expect((await runCli(['--dir', dir, 'cancel', 'nope'])).code).toBe(3);
       const cancelled = await runCli(['--dir', dir, 'cancel', 'skip-me']);
       expect(cancelled.stdout).toBe('cancelled skip-me; blocked now: child\n');
-      hold.held[0]!.res.end('ok');
-      expect((await worker.exited).code).toBe(0);
+      // A running task: its worker stops the call (the API sees the connection closed) and goes on.
+      const running = await runCli(['--dir', dir, 'cancel', 'busy']);
+      expect(running.code, running.stderr).toBe(0);
+      expect(running.stdout).toBe('cancelled busy: its worker stopped the call\n');
+      expect(hold.held[0]!.res.destroyed || hold.held[0]!.res.socket === null || hold.held[0]!.res.socket.destroyed).toBe(true);
+      const stoppedWorker = await worker.exited;
+      expect(stoppedWorker.code, stoppedWorker.stderr).toBe(0);
+      expect(stoppedWorker.stderr).toMatch(/busy: cancelled by \S+ \(worker cancel\) while its call ran; stopped the call after/);
       let states = await statusById(dir);
+      expect(states.get('busy')).toMatchObject({ state: 'failed', last_error: { kind: 'cancelled' } });
       expect(states.get('skip-me')).toMatchObject({ state: 'failed', attempts: 0, last_error: { kind: 'cancelled' }, reason: 'cancelled by hand' });
       expect(states.get('child')).toMatchObject({ state: 'blocked', reason: 'blocked: dependency skip-me was cancelled' });
       const drained = await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain']);
       expect(drained.code).toBe(0);
       expect(api.callsFor('skip-me')).toHaveLength(0);
-      expect((await runCli(['--dir', dir, 'retry', '--failed'])).stdout).toBe('pending again: skip-me\n');
+      api.setBehaviour(answerOk);
+      expect((await runCli(['--dir', dir, 'retry', '--failed'])).stdout).toBe('pending again: busy, skip-me\n');
       expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, ...FAST, '--drain'])).code).toBe(0);
       states = await statusById(dir);
       expect([...states.values()].every((task) => task.state === 'completed')).toBe(true);
