@@ -6,7 +6,7 @@ import { palette } from './colors.js';
 import { plural } from './core/reasons.js';
 import { safeJson, visible, visibleLines } from './core/visible.js';
 import { repeatUntil } from './core/sleep.js';
-import { addTasks, oneTask } from './commands/add.js';
+import { addTasks, oneTask, readInstruction } from './commands/add.js';
 import type { ServeFlags } from './commands/serve.js';
 import { inspectQueue, printStatusJson, readStatus } from './commands/status.js';
 import { followLog, logLines, renderDetail, renderGraph, showTask, taskResult, type GraphFormat } from './commands/inspect.js';
@@ -15,6 +15,7 @@ import {
   cleanTasks,
   compactQueue,
   describeCompaction,
+  editTask,
   pauseQueue,
   removeTasks,
   rerunTasks,
@@ -347,6 +348,23 @@ function buildProgram(bin: string): Command {
       };
       const said = stopped === undefined ? `cancelled ${id}` : how[stopped];
       print(`${said}${blocked.length > 0 ? `; blocked now: ${idList(blocked, 'see worker status --state blocked')}` : ''}\n`);
+    });
+
+  program
+    .command('edit')
+    .description('change the instruction of a task that is still to run (pending, blocked, failed): its next attempt sends it')
+    .argument('<task-id>')
+    .option('--instruction <text>', 'the new instruction')
+    .option('--instruction-file <path>', 'read the new instruction from a file ("-" for standard input)')
+    .addHelpText('after', examples('worker edit fetch-7 --instruction "Fetch chapter 7 from the archive"', 'worker edit outline --instruction-file prompt.md'))
+    .action(async (id: string, flags: { instruction?: string; instructionFile?: string }, command: Command) => {
+      if ((flags.instruction === undefined) === (flags.instructionFile === undefined)) {
+        throw new WorkerError('USAGE', 'give the new instruction with --instruction or --instruction-file, one of them', {
+          hint: 'worker edit <task-id> --instruction "…"   or   worker edit <task-id> --instruction-file prompt.md',
+        });
+      }
+      const instruction = flags.instruction ?? (await readInstruction(flags.instructionFile!));
+      print(`${await withStore(command, (store) => editTask(store, id, instruction, { by: whoAmI(), now: () => new Date() }))}\n`);
     });
 
   program

@@ -63,6 +63,8 @@ export interface QueueChange {
   lockOf(taskId: string, now: number): LockView | null;
   /** Removes a task's claim lock (its holder is gone or stale: see lockOf). */
   removeLock(taskId: string): void;
+  /** Changes a task's instruction: what its next attempt sends. */
+  editInstruction(taskId: string, instruction: string): void;
   /** Removes tasks from the queue for good (their ids are never reused), and compacts what they leave behind. */
   removeTasks(ids: ReadonlySet<string>, now: () => Date): CompactionReport;
 }

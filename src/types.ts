@@ -153,6 +153,14 @@ export interface RerunEvent {
   by?: string | undefined;
 }
 
+/** `worker edit`: the task's definition in queue.json was changed (who, when); the fold takes it as it is. */
+export interface EditEvent {
+  type: 'edit';
+  task: string;
+  at: string;
+  by?: string | undefined;
+}
+
 /** `worker cancel`: a pending task will not run; it counts as failed (kind cancelled), so its dependents are blocked. */
 export interface CancelEvent {
   type: 'cancel';
@@ -183,7 +191,7 @@ export interface HandPause {
 }
 
 /** What happens to a task. */
-export type QueueEvent = ClaimEvent | OutcomeEvent | RetryEvent | RerunEvent | CancelEvent;
+export type QueueEvent = ClaimEvent | OutcomeEvent | RetryEvent | RerunEvent | CancelEvent | EditEvent;
 /** What a change by hand records: events of tasks, or of the whole queue. */
 export type ChangeRecord = QueueEvent | QueueControlEvent;
 /** What the fold reads: the events of tasks and of the queue, and the weather a compaction carried over. */

@@ -78,7 +78,7 @@ export async function oneTask(
 }
 
 /** An instruction from a file or standard input (`-`), as written, but for one final line break. */
-async function readInstruction(source: string, stdin: NodeJS.ReadableStream = process.stdin): Promise<string> {
+export async function readInstruction(source: string, stdin: NodeJS.ReadableStream = process.stdin): Promise<string> {
   let text: string;
   try {
     if (source === '-') {

@@ -118,6 +118,8 @@ export function describeEvent(event: ChangeRecord, result: ApplyResult): string 
       return `${event.at}  ${event.task}  retried by hand: pending again with fresh attempts and a new idempotency key${ignored}`;
     case 'cancel':
       return `${event.at}  ${event.task}  cancelled by hand${ignored}`;
+    case 'edit':
+      return `${event.at}  ${event.task}  instruction edited by ${event.by ?? 'hand'}`;
     case 'rerun':
       return `${event.at}  ${event.task}  rerun by ${event.by ?? 'hand'}: pending again with fresh attempts and a new idempotency key${ignored}`;
     case 'paused':

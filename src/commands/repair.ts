@@ -2,7 +2,7 @@ import { WorkerError } from '../errors.js';
 import { describeHandPause, formatSpan, plural } from '../core/reasons.js';
 import { findTask, type TaskRecord } from '../core/queueState.js';
 import type { Store } from '../store.js';
-import type { CancelEvent, RetryEvent, CompactionReport } from '../types.js';
+import { MAX_INSTRUCTION_LENGTH, type CancelEvent, type RetryEvent, type CompactionReport } from '../types.js';
 
 /*
  * The commands people reach for when something went wrong: retry, cancel, unlock, clean. Each is a change
@@ -293,5 +293,37 @@ export async function removeTasks(store: Store, ids: readonly string[], options:
       .filter((task) => chosen.has(task.def.id))
       .map((task) => task.def.id);
     return { removed, compaction: queue.removeTasks(chosen, options.now) };
+  });
+}
+
+/**
+ * `worker edit`: a task's instruction, changed for its next attempt. A running task is refused (its call
+ * was sent with what it had), and so is a completed one (it will not run again unless rerun).
+ */
+export async function editTask(store: Store, id: string, instruction: string, options: { by: string; now: () => Date }): Promise<string> {
+  if (instruction.length === 0)
+    throw new WorkerError('REJECTED', `the new instruction of task "${id}" is empty`, { hint: 'nothing was changed; give the instruction to send to the API' });
+  if (instruction.length > MAX_INSTRUCTION_LENGTH) {
+    throw new WorkerError('REJECTED', `the new instruction of task "${id}" has ${instruction.length} characters`, {
+      hint: `nothing was changed; the limit is ${MAX_INSTRUCTION_LENGTH}`,
+    });
+  }
+  return store.change((queue) => {
+    const task = findTask(queue.state, id);
+    if (task.state === 'running') {
+      refuse(
+        `task "${id}" is running on ${task.claim?.worker ?? 'a worker'}: its call was sent with its instruction as it was`,
+        `wait for its outcome, or \`worker cancel ${id}\` first`,
+      );
+    }
+    if (task.state === 'completed') refuse(`task "${id}" is completed`, `edit a task that is still to run; \`worker rerun ${id}\` runs it again`);
+    if (task.def.instruction === instruction) return `task ${id} already has that instruction: nothing changed`;
+    queue.editInstruction(id, instruction);
+    queue.append([{ type: 'edit', task: id, at: options.now().toISOString(), by: options.by }]);
+    // Claims take no queue-wide lock: one may have come between the look and the rewrite.
+    const claimed = queue.state.get(id);
+    if (claimed?.state === 'running')
+      return `edited ${id}; ${claimed.claim?.worker ?? 'a worker'} claimed it just before, and that attempt may send the earlier instruction`;
+    return `edited ${id}: its next attempt sends the new instruction`;
   });
 }

@@ -203,6 +203,9 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         if (task.state !== 'failed') return 'ignored';
         this.startAfresh(task, event.at);
         return 'accepted';
+      case 'edit':
+        task.updatedAt = event.at;
+        return 'accepted';
       case 'rerun':
         if (task.state !== 'completed') return 'ignored';
         task.result = undefined;

@@ -103,6 +103,10 @@ export class FolderStore implements Store {
             assertHeld();
             locks.forceRemove(taskId);
           },
+          editInstruction(taskId: string, instruction: string) {
+            assertHeld();
+            store.editInstruction(taskId, instruction);
+          },
           removeTasks(ids: ReadonlySet<string>, now: () => Date): CompactionReport {
             assertHeld();
             store.removeTasks(ids);

@@ -21,6 +21,7 @@ import {
   type ResultRef,
   type RetryEvent,
   type RerunEvent,
+  type EditEvent,
   type TaskDefinition,
   type WeatherRecord,
 } from '../types.js';
@@ -138,6 +139,14 @@ export const rerunEventSchema = z.looseObject({
   by: z.optional(z.string()),
 }) satisfies z.ZodMiniType<RerunEvent>;
 
+/** `worker edit`: the task's definition was changed in queue.json. */
+export const editEventSchema = z.looseObject({
+  type: z.literal('edit'),
+  task: taskIdSchema,
+  at: isoTime,
+  by: z.optional(z.string()),
+}) satisfies z.ZodMiniType<EditEvent>;
+
 export const retryEventSchema = z.looseObject({
   type: z.literal('retry'),
   task: taskIdSchema,
@@ -202,6 +211,7 @@ export const eventSchema = z.discriminatedUnion('type', [
   outcomeEventSchema,
   retryEventSchema,
   rerunEventSchema,
+  editEventSchema,
   cancelEventSchema,
   logHeaderSchema,
   sealSchema,

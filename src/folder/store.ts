@@ -336,6 +336,13 @@ export class QueueStore<Def extends TaskHead = TaskHead> {
     }
   }
 
+  /** Rewrites queue.json with a task's instruction changed. Callers hold the queue-wide lock. */
+  editInstruction(id: string, instruction: string): void {
+    const contents = this.queueFile.read();
+    this.queueFile.write({ tasks: contents.tasks.map((task) => (task.id === id ? { ...task, instruction } : task)), removed: contents.removed });
+    this.refresh();
+  }
+
   /** Rewrites queue.json without `removed` tasks, recording their ids. Callers hold the queue-wide lock. */
   removeTasks(removed: ReadonlySet<string>): void {
     const contents = this.queueFile.read();

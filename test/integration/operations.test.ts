@@ -1,4 +1,6 @@
+import { writeFile } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
@@ -222,6 +224,44 @@ describe('worker cancel of a running task', () => {
       expect(states.get('y')!.state).toBe('completed');
       expect(api.callsFor('slow')).toHaveLength(1);
       expect(await lockFiles(dir)).toEqual([]);
+    });
+  });
+});
+
+describe('worker edit', () => {
+  it('changes the instruction a pending task is sent with, records who did it, and refuses running and completed tasks', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, [
+        { id: 'first', instruction: 'old' },
+        { id: 'second', instruction: 'old', deps: ['first'] },
+      ]);
+      const file = join(dir, 'prompt.md');
+      await writeFile(file, 'new from a file\n');
+      const edited = await runCli(['--dir', dir, 'edit', 'second', '--instruction-file', file]);
+      expect(edited.code, edited.stderr).toBe(0);
+      expect(edited.stdout).toBe('edited second: its next attempt sends the new instruction\n');
+      let answer: (() => void) | undefined;
+      api.setBehaviour((call, res) => {
+        const ok = () => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{}');
+        };
+        if (call.task_id === 'first') answer = ok;
+        else ok();
+      });
+      const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--drain']);
+      while (answer === undefined) await sleep(20);
+      const running = await runCli(['--dir', dir, 'edit', 'first', '--instruction', 'too late']);
+      expect(running.code).toBe(3);
+      expect(running.stderr).toMatch(/task "first" is running on \S+: its call was sent with its instruction as it was/);
+      answer();
+      expect((await worker.exited).code).toBe(0);
+      expect(api.callsFor('second')[0]!.body.instruction).toBe('new from a file');
+      expect(api.callsFor('first')[0]!.body.instruction).toBe('old');
+      const completed = await runCli(['--dir', dir, 'edit', 'first', '--instruction', 'x']);
+      expect(completed.stderr).toMatch(/task "first" is completed; nothing was changed; edit a task that is still to run; `worker rerun first` runs it again/);
+      expect((await runCli(['--dir', dir, 'edit', 'first'])).code).toBe(2);
+      expect((await runCli(['--dir', dir, 'logs', 'second'])).stdout).toMatch(/second {2}instruction edited by \S+/);
     });
   });
 });
