@@ -40,6 +40,25 @@ function holdEveryCall() {
   };
 }
 
+/** Holds the call of one task until the test answers it; every other call is answered at once. */
+function holdOne(taskId: string) {
+  let answer: (() => void) | undefined;
+  api.setBehaviour((call, res) => {
+    const ok = () => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    };
+    if (call.task_id === taskId) answer = ok;
+    else ok();
+  });
+  return {
+    arrived: async () => {
+      while (answer === undefined) await sleep(20);
+    },
+    answer: () => answer!(),
+  };
+}
+
 describe('worker pause and worker resume', () => {
   it('with calls in flight: they finish and are recorded, nothing more is claimed until resume, then the queue drains', async () => {
     await withTempDir(async (dir) => {
@@ -136,21 +155,13 @@ describe('worker rerun', () => {
       expect(pending.stderr).toMatch(/task "a" is pending; only completed tasks can be rerun/);
       const failed = await runCli(['--dir', dir, 'rerun', 'never']);
       expect(failed.stderr).toMatch(/`worker retry never` runs a failed task again/);
-      let answer: (() => void) | undefined;
-      api.setBehaviour((call, res) => {
-        const ok = () => {
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end('{}');
-        };
-        if (call.task_id === 'b') answer = ok;
-        else ok();
-      });
+      const held = holdOne('b');
       const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--drain']);
-      while (answer === undefined) await sleep(20);
+      await held.arrived();
       const running = await runCli(['--dir', dir, 'rerun', 'a', '--with-dependents']);
       expect(running.code).toBe(3);
       expect(running.stderr).toMatch(/task "b", built on what is rerun, is running on \S+; nothing was changed; wait for its outcome/);
-      answer();
+      held.answer();
       expect((await worker.exited).code).toBe(0);
       expect((await statusById(dir)).get('a')!.state).toBe('completed');
       expect((await runCli(['--dir', dir, 'rerun'])).code).toBe(2);
@@ -162,17 +173,9 @@ describe('worker remove', () => {
   it('takes pending tasks out while a worker runs, refusing to strand a dependent unless --with-dependents; the ids are never used again', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'busy' }, { id: 'doomed' }, { id: 'built-on-it', deps: ['doomed'] }, { id: 'kept' }]);
-      let answer: (() => void) | undefined;
-      api.setBehaviour((call, res) => {
-        const ok = () => {
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end('{}');
-        };
-        if (call.task_id === 'busy') answer = ok;
-        else ok();
-      });
+      const held = holdOne('busy');
       const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--drain']);
-      while (answer === undefined) await sleep(20);
+      await held.arrived();
       const stranded = await runCli(['--dir', dir, 'remove', 'doomed']);
       expect(stranded.code).toBe(3);
       expect(stranded.stderr).toMatch(/task "built-on-it" \(pending\) depends on "doomed"; nothing was changed; remove it too \(--with-dependents\)/);
@@ -182,7 +185,7 @@ describe('worker remove', () => {
       const removed = await runCli(['--dir', dir, 'remove', 'doomed', '--with-dependents']);
       expect(removed.code, removed.stderr).toBe(0);
       expect(removed.stdout).toMatch(/^removed doomed, built-on-it\ncompacted the execution log/);
-      answer();
+      held.answer();
       const result = await worker.exited;
       expect(result.code, result.stderr).toBe(0);
       expect(api.calls.map((call) => call.task_id).sort()).toEqual(['busy', 'kept']);
@@ -240,21 +243,13 @@ describe('worker edit', () => {
       const edited = await runCli(['--dir', dir, 'edit', 'second', '--instruction-file', file]);
       expect(edited.code, edited.stderr).toBe(0);
       expect(edited.stdout).toBe('edited second: its next attempt sends the new instruction\n');
-      let answer: (() => void) | undefined;
-      api.setBehaviour((call, res) => {
-        const ok = () => {
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end('{}');
-        };
-        if (call.task_id === 'first') answer = ok;
-        else ok();
-      });
+      const held = holdOne('first');
       const worker = startCli(['--dir', dir, 'run', '--api-url', api.url, '--poll-interval', '100ms', '--drain']);
-      while (answer === undefined) await sleep(20);
+      await held.arrived();
       const running = await runCli(['--dir', dir, 'edit', 'first', '--instruction', 'too late']);
       expect(running.code).toBe(3);
       expect(running.stderr).toMatch(/task "first" is running on \S+: its call was sent with its instruction as it was/);
-      answer();
+      held.answer();
       expect((await worker.exited).code).toBe(0);
       expect(api.callsFor('second')[0]!.body.instruction).toBe('new from a file');
       expect(api.callsFor('first')[0]!.body.instruction).toBe('old');
