@@ -54,7 +54,8 @@ export function renderTable(header: string[], rows: string[][], decorate?: Decor
 
 export function summaryLine(report: StatusReport, colors: Palette = palette(false)): string {
   const total = TASK_STATES.reduce((sum, state) => sum + report.counts[state], 0);
-  return `${plural(total, 'task')}: ${TASK_STATES.map((state) => colors.state(state, `${report.counts[state]} ${state}`)).join(', ')}`;
+  const counts = TASK_STATES.map((state) => colors.state(state, `${report.counts[state]} ${state}`)).join(', ');
+  return `${plural(total, 'task')}: ${counts}${report.eta === null ? '' : `; ${report.eta}`}`;
 }
 
 export function renderStatus(report: StatusReport, now: number, colors: Palette = palette(false)): string {

@@ -265,6 +265,8 @@ export interface StatusReport {
   counts: Record<TaskState, number>;
   /** What holds the whole queue back (an outage, a pause the API asked for, the rate limit), or null. */
   weather: string | null;
+  /** When what is left may be done, at the rate of recent completions (`about 3m left at 12/min`), or null. */
+  eta: string | null;
   /** Problems a person should know of that do not stop the queue. */
   warnings: string[];
 }

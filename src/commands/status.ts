@@ -3,6 +3,7 @@ import type { Store } from '../store.js';
 import { reasonFor, stuckReason, weatherOf, type ReasonContext } from '../core/reasons.js';
 import type { TaskRecord } from '../core/queueState.js';
 import { safeJson } from '../core/visible.js';
+import { describeEta, estimate } from '../core/eta.js';
 
 /** The queue as status, show and graph see it: states, and the claims in force looked at from outside. */
 export async function inspectQueue(store: Store, now: number): Promise<ReasonContext<TaskDefinition>> {
@@ -22,14 +23,17 @@ export function statusOf(context: ReasonContext<TaskDefinition>, filter: TaskSta
   const counts = Object.fromEntries(TASK_STATES.map((name) => [name, 0])) as Record<TaskState, number>;
   const tasks: TaskStatus[] = [];
   const resultRefs = new Map<string, ResultRef>();
+  const completedAt: number[] = [];
   for (const task of state.tasks()) {
     const taskState = state.stateOf(task, blocked);
     counts[taskState] += 1;
+    if (taskState === 'completed') completedAt.push(Date.parse(task.updatedAt));
     if (filter !== undefined && taskState !== filter) continue;
     tasks.push(taskStatus(task, context));
     if (task.resultRef !== null) resultRefs.set(task.def.id, task.resultRef);
   }
-  return { tasks, resultRefs, counts, weather: context.weather, warnings: [] };
+  const eta = estimate(completedAt, counts.pending + counts.running, context.now);
+  return { tasks, resultRefs, counts, weather: context.weather, eta: eta === null ? null : describeEta(eta), warnings: [] };
 }
 
 /** One task as status and show give it. */

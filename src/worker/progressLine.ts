@@ -53,6 +53,8 @@ export class ProgressLine {
     this.completedAtStart ??= completed;
     const elapsed = this.now() - this.started;
     const rate = elapsed > 0 ? ((completed - this.completedAtStart) * 1000) / elapsed : 0;
+    // Pending and running, not blocked: what may still complete, at this run's rate.
+    const left = state.size - completed - failed - blocked;
     const c = this.colors;
     this.line = [
       c.state('completed', `${completed}/${state.size} completed`),
@@ -61,6 +63,7 @@ export class ProgressLine {
       c.state('blocked', `${blocked} blocked`),
       `${rate.toFixed(1)}/s`,
       formatDuration(Math.round(elapsed / 100) * 100),
+      ...(rate > 0 && left > 0 ? [`ETA ${formatDuration(Math.max(1000, Math.round(left / rate) * 1000))}`] : []),
     ].join(c.dim(' · '));
     this.write(`${CLEAR_LINE}${this.line}`);
   }

@@ -260,3 +260,22 @@ describe('worker edit', () => {
     });
   });
 });
+
+describe('the estimate of what is left', () => {
+  it('status says how long the rest may take once tasks have completed', async () => {
+    await withTempDir(async (dir) => {
+      await addAll(dir, tasks(6));
+      expect((await runCli(['--dir', dir, 'status'])).stdout).toMatch(/^6 tasks: 6 pending, 0 running, 0 completed, 0 failed, 0 blocked$/m);
+      api.setBehaviour((_call, res) => {
+        setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{}');
+        }, 50);
+      });
+      expect((await runCli(['--dir', dir, 'run', '3', '--api-url', api.url])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'status'])).stdout).toMatch(
+        /^6 tasks: 3 pending, 0 running, 3 completed, 0 failed, 0 blocked; about \d+(ms|s|m) left at [\d.]+\/min$/m,
+      );
+    });
+  });
+});
