@@ -23,7 +23,7 @@ import {
   retryTasks,
   unlockTask,
 } from './commands/repair.js';
-import { idList, renderWorkers, writeStatus } from './render.js';
+import { idList, renderWatch, renderWorkers, writeStatus } from './render.js';
 import { openStore } from './backends.js';
 import type { Store } from './store.js';
 import { TASK_STATES, type TaskState } from './types.js';
@@ -178,10 +178,24 @@ function buildProgram(bin: string): Command {
       };
       if (flags.watch === undefined) return show();
       const everyMs = durationSetting({ flag: '--watch', value: typeof flags.watch === 'string' ? flags.watch : undefined, fallback: '1s', minimumMs: 100 });
-      const clear = process.stdout.isTTY ? () => print('\u001b[H\u001b[2J') : () => print('\n');
+      if (!process.stdout.isTTY || flags.json) {
+        // Into a pipe or a file: every task, each time.
+        return repeatUntil(untilStopped(), everyMs, async () => {
+          print('\n');
+          await show();
+        });
+      }
+      // On a terminal, like top: what fits, redrawn in place.
       return repeatUntil(untilStopped(), everyMs, async () => {
-        clear();
-        await show();
+        const screen = await withStore(command, async (store) =>
+          renderWatch(
+            await readStatus(store, Date.now(), flags.state),
+            Date.now(),
+            { height: process.stdout.rows ?? 24, width: process.stdout.columns ?? 80 },
+            colors,
+          ),
+        );
+        print(`\u001b[H\u001b[2J${screen}`);
       });
     });
 

@@ -1,4 +1,4 @@
-import { TASK_STATES, type WorkerStatus, type StatusReport } from './types.js';
+import { TASK_STATES, type StatusReport, type TaskStatus, type WorkerStatus } from './types.js';
 import { describeError, formatSpan, plural } from './core/reasons.js';
 import { palette, type Palette } from './colors.js';
 import { visible } from './core/visible.js';
@@ -62,6 +62,56 @@ export function renderStatus(report: StatusReport, now: number, colors: Palette 
   const pieces: string[] = [];
   writeStatus(report, now, (text) => pieces.push(text), colors);
   return pieces.join('');
+}
+
+/**
+ * `status --watch` on a terminal of `height` lines, like top: the summary and what holds the queue back,
+ * then the tasks that matter most now (running ones, then the latest outcomes, then what runs next), and
+ * how many rows were left out. Never taller than the terminal, so nothing scrolls away.
+ */
+export function renderWatch(report: StatusReport, now: number, screen: { height: number; width: number }, colors: Palette = palette(false)): string {
+  const { height, width } = screen;
+  const head = [summaryLine(report, colors)];
+  if (report.weather !== null) head.push(`queue held back: ${visible(report.weather)}`);
+  head.push(...report.warnings.map((warning) => `warning: ${visible(warning)}`));
+  // One line for the table's header, one for what was left out, one for the cursor.
+  const room = Math.max(0, height - head.length - 3);
+  const byRecent = (a: TaskStatus, b: TaskStatus) => b.updated_at.localeCompare(a.updated_at);
+  const running = report.tasks.filter((task) => task.state === 'running');
+  const finished = report.tasks.filter((task) => task.state === 'completed' || task.state === 'failed').sort(byRecent);
+  const next = report.tasks.filter((task) => task.state === 'pending');
+  const shown = [...running, ...finished, ...next].slice(0, room);
+  const left = report.tasks.length - shown.length;
+  const table =
+    shown.length === 0
+      ? ''
+      : `${renderStatus({ ...report, tasks: shown, weather: null, warnings: [] }, now, colors)
+          .split('\n')
+          .slice(0, -2)
+          .join('\n')}\n`;
+  const more = left > 0 ? `… ${plural(left, 'more task')} (\`worker status\` shows them all)\n` : '';
+  // Lines wider than the terminal would wrap, and push the first ones off the top.
+  return `${`${head.join('\n')}\n${table}${more}`
+    .split('\n')
+    .map((line) => clipToWidth(line, width))
+    .join('\n')}`;
+}
+
+/** A line cut to `width` visible characters; colour codes are kept whole and do not count. */
+function clipToWidth(line: string, width: number): string {
+  let shown = 0;
+  let out = '';
+  for (let i = 0; i < line.length; i += 1) {
+    const code = /^\u001b\[[0-9;]*m/.exec(line.slice(i, i + 12));
+    if (code) {
+      out += code[0];
+      i += code[0].length - 1;
+    } else if (shown < width) {
+      out += line[i];
+      shown += 1;
+    }
+  }
+  return out;
 }
 
 /** The status table, its summary and what holds the queue back, written a few thousand lines at a time. */

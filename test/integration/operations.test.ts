@@ -1,10 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
-import { runCli, startCli, withTempDir } from '../helpers/cli.js';
+import { BIN, runCli, startCli, withTempDir } from '../helpers/cli.js';
 import { addAll, lockFiles, queueIdOf, statusById } from '../helpers/queue.js';
 
 // The everyday operations while workers run: real processes, a real HTTP API on 127.0.0.1.
@@ -276,6 +277,47 @@ describe('the estimate of what is left', () => {
       expect((await runCli(['--dir', dir, 'status'])).stdout).toMatch(
         /^6 tasks: 3 pending, 0 running, 3 completed, 0 failed, 0 blocked; about \d+(ms|s|m) left at [\d.]+\/min$/m,
       );
+    });
+  });
+});
+
+describe('worker status --watch on a terminal', () => {
+  it('fits a 15-row terminal, like top: the summary, the running task, the latest outcomes, and how many rows were left out', async (context) => {
+    try {
+      execFileSync('tmux', ['-V']);
+    } catch {
+      context.skip('tmux is not installed (apt-get install tmux): --watch cannot be read from a terminal');
+    }
+    await withTempDir(async (dir) => {
+      await addAll(dir, tasks(40));
+      api.setBehaviour((call, res) => {
+        if (call.task_id === 't3') return; // held: t3 stays running
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{}');
+      });
+      const worker = startCli(['--dir', dir, 'run', '4', '--api-url', api.url]);
+      while (api.calls.length < 4) await sleep(20);
+      const session = `worker-watch-${process.pid}`;
+      const command = `${process.execPath} ${BIN} --dir ${dir} status --watch 200ms`;
+      execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '100', '-y', '15', command], { env: { ...process.env, NO_COLOR: '1' } });
+      try {
+        let screen = '';
+        for (let i = 0; i < 100 && !/more tasks/.test(screen); i += 1) {
+          await sleep(100);
+          screen = execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+        }
+        const lines = screen.split('\n').filter((line) => line.trim() !== '');
+        expect(lines.length).toBeLessThanOrEqual(15);
+        expect(lines[0]).toMatch(/^40 tasks: 36 pending, 1 running, 3 completed, 0 failed, 0 blocked/);
+        expect(lines[1]).toMatch(/^ID\s+STATE\s+ATTEMPTS/);
+        expect(lines[2]).toMatch(/^t3\s+running/);
+        expect(lines.slice(3, 6).every((line) => /completed/.test(line))).toBe(true);
+        expect(lines.at(-1)).toMatch(/^… \d+ more tasks \(`worker status` shows them all\)$/);
+        for (const line of lines) expect(line.length).toBeLessThanOrEqual(100);
+      } finally {
+        execFileSync('tmux', ['kill-session', '-t', session]);
+        worker.process.kill('SIGKILL');
+      }
     });
   });
 });
