@@ -330,7 +330,7 @@ function buildProgram(bin: string): Command {
     .option('--failed', 'retry every failed task')
     .addHelpText('after', examples('worker retry fetch-7', 'worker retry --failed'))
     .action(async (ids: string[], flags: { failed?: boolean }, command: Command) => {
-      const retried = await withStore(command, (store) => retryTasks(store, ids, flags.failed ?? false, () => new Date()));
+      const retried = await withStore(command, (store) => retryTasks(store, ids, flags.failed ?? false, { by: whoAmI(), now: () => new Date() }));
       print(retried.length === 0 ? 'no failed tasks\n' : `pending again: ${idList(retried, 'see worker status --state pending')}\n`);
     });
 

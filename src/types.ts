@@ -143,6 +143,7 @@ export interface RetryEvent {
   type: 'retry';
   task: string;
   at: string;
+  by?: string | undefined;
 }
 
 /** `worker rerun`: a completed task runs again, with fresh attempts and a new idempotency key. `by`: who asked. */

@@ -115,7 +115,7 @@ export function describeEvent(event: ChangeRecord, result: ApplyResult): string 
       return `${event.ended_at}  ${event.task}  attempt ${event.attempt} ${what}${notAttempt} by ${event.worker} in ${event.duration_ms} ms${status}${error}${retry}${pause}${ignored}`;
     }
     case 'retry':
-      return `${event.at}  ${event.task}  retried by hand: pending again with fresh attempts and a new idempotency key${ignored}`;
+      return `${event.at}  ${event.task}  retried by ${event.by ?? 'hand'}: pending again with fresh attempts and a new idempotency key${ignored}`;
     case 'cancel':
       return `${event.at}  ${event.task}  cancelled by hand${ignored}`;
     case 'edit':

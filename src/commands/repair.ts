@@ -14,7 +14,7 @@ function refuse(message: string, hint: string): never {
 }
 
 /** `worker retry`: failed tasks go back to pending with fresh attempts, which unblocks their dependents. */
-export async function retryTasks(store: Store, ids: readonly string[], allFailed: boolean, now: () => Date): Promise<string[]> {
+export async function retryTasks(store: Store, ids: readonly string[], allFailed: boolean, options: { by: string; now: () => Date }): Promise<string[]> {
   if (allFailed === ids.length > 0) {
     throw new WorkerError('USAGE', allFailed ? 'give either task ids or --failed, not both' : 'name the task to retry, or give --failed', {
       hint: 'worker retry fetch-7   or   worker retry --failed',
@@ -27,8 +27,8 @@ export async function retryTasks(store: Store, ids: readonly string[], allFailed
       if (task.state !== 'failed')
         refuse(`task "${task.def.id}" is ${state.stateOf(task, state.blockedTasks())}; only failed tasks can be retried`, 'see `worker status --state failed`');
     }
-    const at = now().toISOString();
-    const events: RetryEvent[] = targets.map((task) => ({ type: 'retry', task: task.def.id, at }));
+    const at = options.now().toISOString();
+    const events: RetryEvent[] = targets.map((task) => ({ type: 'retry', task: task.def.id, at, by: options.by }));
     if (events.length > 0) queue.append(events);
     return targets.map((task) => task.def.id);
   });

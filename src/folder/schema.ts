@@ -151,6 +151,7 @@ export const retryEventSchema = z.looseObject({
   type: z.literal('retry'),
   task: taskIdSchema,
   at: isoTime,
+  by: z.optional(z.string()),
 }) satisfies z.ZodMiniType<RetryEvent>;
 
 /** `worker cancel`: a pending task will not run; it counts as failed (kind cancelled), so its dependents are blocked. */
