@@ -36,8 +36,10 @@ export class ChangeWatcher {
       this.start();
       if (this.watcher !== undefined) return Promise.resolve();
     }
-    if (this.changed || signal.aborted || ms <= 0) return Promise.resolve();
-    const waiting = sleep(ms, signal);
+    if (this.changed || signal.aborted) return Promise.resolve();
+    // Even a wait of 0 goes through a timer: a loop of waits that end at once must still let timers and
+    // I/O run (a lock's refresh, a call's deadline), or the process freezes.
+    const waiting = sleep(Math.max(1, ms), signal);
     // Waking an ended wait does nothing, so the last one may stay here until the next.
     this.wake = waiting.wake;
     return waiting.done;

@@ -228,9 +228,11 @@ export class Worker {
 
   /** How long an idle wait may last: until the next idle check, a retry that comes due, or the end of what holds the worker back. */
   private msUntilSomethingMayChange(nextCheckAt: number): number {
-    const nextRetry = this.deps.store.state.nextRetryAt() ?? Infinity;
+    // While held back (a pause, an outage's probe), a retry that comes due cannot be claimed anyway: what
+    // holds the worker back decides; otherwise a retry due already would end every wait at once.
+    const nextRetry = this.hold !== null ? Infinity : (this.deps.store.state.nextRetryAt() ?? Infinity);
     const holdEnds = this.hold?.until ?? Infinity;
-    return Math.max(0, Math.min(nextCheckAt, nextRetry, holdEnds) - this.deps.now());
+    return Math.max(1, Math.min(nextCheckAt, nextRetry, holdEnds) - this.deps.now());
   }
 
   /** Starts an attempt in its own slot; the loop goes on while it runs. */

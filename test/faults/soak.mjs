@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// `npm run soak -- --minutes N`: keeps adding tasks and draining them for N minutes while workers are
+// `npm run soak -- --minutes N [--concurrency C]`: keeps adding tasks and draining them for N minutes while workers are
 // SIGKILLed and restarted and the API fails, resets and hangs at random; then checks the guarantees and
 // prints the counts. Exits 1 if any guarantee was broken.
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkGuarantees } from './checker.mjs';
@@ -13,11 +13,16 @@ const BIN = resolve(import.meta.dirname, '../../bin/worker.cjs');
 const minutesArg = process.argv.indexOf('--minutes');
 const minutes = minutesArg === -1 ? 1 : Number(process.argv[minutesArg + 1]);
 if (!(minutes > 0)) {
-  console.error('usage: npm run soak -- --minutes N   (N > 0)');
+  console.error('usage: npm run soak -- --minutes N [--concurrency C]   (N > 0)');
   process.exit(2);
 }
+const concurrencyArg = process.argv.indexOf('--concurrency');
+// Calls in flight per worker process (`worker run --concurrency`).
+const CONCURRENCY = concurrencyArg === -1 ? 1 : Number(process.argv[concurrencyArg + 1]);
 const WORKERS = 6;
 const dir = mkdtempSync(join(tmpdir(), 'worker-soak-'));
+const logDir = join(dir, 'worker-logs');
+mkdirSync(logDir);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const calls = [];
@@ -26,7 +31,13 @@ const server = createServer((req, res) => {
   req.on('data', (chunk) => chunks.push(chunk));
   req.on('end', () => {
     const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    const call = { task_id: body.task_id, worker: req.headers['x-worker-id'], idempotencyKey: req.headers['idempotency-key'], receivedAt: Date.now() };
+    const call = {
+      task_id: body.task_id,
+      attempt: body.attempt,
+      worker: req.headers['x-worker-id'],
+      idempotencyKey: req.headers['idempotency-key'],
+      receivedAt: Date.now(),
+    };
     calls.push(call);
     const roll = Math.random();
     if (roll < 0.08) {
@@ -64,7 +75,6 @@ function startWorker(slot) {
       'run',
       '--api-url',
       url,
-      '--quiet',
       '--max-idle',
       '0',
       '--poll-interval',
@@ -79,8 +89,11 @@ function startWorker(slot) {
       '5s',
       '--worker-id',
       id,
+      '--concurrency',
+      String(CONCURRENCY),
     ],
-    { stdio: 'ignore' },
+    // Each worker's log, kept with the queue when a guarantee is broken.
+    { stdio: ['ignore', 'ignore', openSync(join(logDir, `${id}.log`), 'w')] },
   );
   workers.set(slot, { id, child, exited: new Promise((r) => child.on('exit', r)) });
 }
