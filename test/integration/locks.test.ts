@@ -7,7 +7,8 @@ import lockfile from 'proper-lockfile';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { pruneSlots, slotsDir } from '../../src/folder/lock/lockSlots.js';
-import { lockFileSystem, TaskLocks, type LockOwner } from '../../src/folder/lock/taskLock.js';
+import { TaskLocks, type LockOwner } from '../../src/folder/lock/taskLock.js';
+import { lockFileSystem } from '../../src/folder/lock/lockFileSystem.js';
 import { queuePaths, taskLockPaths, type QueuePaths } from '../../src/folder/paths.js';
 import { withTempDir } from '../helpers/cli.js';
 
@@ -187,10 +188,7 @@ describe('proper-lockfile on the link-based file system', () => {
     const calls: string[] = [];
     const slot = join(paths.locksDir, 'slot');
     writeFileSync(slot, '');
-    const lockFs = lockFileSystem(
-      (lockPath) => linkSync(slot, lockPath),
-      () => undefined,
-    );
+    const lockFs = lockFileSystem({ make: (lockPath) => linkSync(slot, lockPath), remove: (lockPath) => unlinkSync(lockPath) });
     const recording = new Proxy(lockFs, {
       get(target, name) {
         const value = Reflect.get(target, name);

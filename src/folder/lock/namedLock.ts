@@ -1,10 +1,11 @@
-import { readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
 import { ioError } from '../../errors.js';
 import { goneFromThisHost } from './processes.js';
+import { lockFileSystem } from './lockFileSystem.js';
 
 /**
  * A lock that names its holder: a folder made by proper-lockfile (refreshed while held) and, beside it,
@@ -41,6 +42,9 @@ export interface NamedLock {
 export type LockAttempt = { lock: NamedLock } | { heldBy: string; named: boolean };
 
 const ownerFile = (lockPath: string) => `${lockPath}.owner`;
+
+/** Folders, made and refreshed synchronously (see lockFileSystem). */
+const NAMED_LOCK_FS = lockFileSystem({ make: (lockPath) => mkdirSync(lockPath), remove: (lockPath) => rmdirSync(lockPath) });
 
 function identityOf(lockPath: string): LockIdentity | undefined {
   try {
@@ -110,6 +114,7 @@ export async function tryNamedLock(lockPath: string, staleMs: number, onCompromi
         stale: NEVER_STALE_MS,
         update: Math.max(1000, Math.min(5000, Math.floor(staleMs / 5))),
         retries: 0,
+        fs: NAMED_LOCK_FS,
         onCompromised: (error) => {
           compromised = true;
           onCompromised(error);

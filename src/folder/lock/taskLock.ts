@@ -4,6 +4,7 @@ import { ioError } from '../../errors.js';
 import { taskLockPaths, type QueuePaths } from '../paths.js';
 import { makeFolder } from './makeFolder.js';
 import { LockSlots, pruneSlots, readLockOwner, removeLockSync, type LockOwner } from './lockSlots.js';
+import { lockFileSystem } from './lockFileSystem.js';
 
 export type { LockOwner } from './lockSlots.js';
 
@@ -114,7 +115,7 @@ export class TaskLocks {
       if (slot === undefined) throw new Error(`no slot was taken for ${lockPath}`);
       this.slots.lock(slot, lockPath);
     };
-    this.lockFs = lockFileSystem(makeLock, holder.onRefresh ?? (() => undefined));
+    this.lockFs = lockFileSystem({ make: makeLock, remove: removeLockSync, onRefresh: holder.onRefresh });
   }
 
   /**
@@ -176,41 +177,4 @@ export class TaskLocks {
   close(): void {
     this.slots.close();
   }
-}
-
-/**
- * The file-system calls proper-lockfile is given, and the only ones it may make: a call it makes beyond
- * these (a new version of the library) throws, and the lock is not taken, rather than going to the real
- * file system behind the lock's back. Its `mkdir` makes the lock from a slot (a hard link), `rmdir` and the
- * exit hook's `rmdirSync` remove it, `stat` and `utimes` judge and refresh it. Taking a lock is made
- * synchronous: it is a handful of tiny metadata operations, and a thread-pool round trip for each costs
- * more than the call itself. Refreshes (utimes) are reported, for --verbose.
- */
-export function lockFileSystem(makeLock: (lockPath: string) => void, onRefresh: (lockPath: string) => void): typeof fs {
-  const callbackStyle =
-    <A extends unknown[], R>(call: (...args: A) => R) =>
-    (...args: [...A, (error: Error | null, result?: R) => void]) => {
-      const callback = args.pop() as (error: Error | null, result?: R) => void;
-      let result: R;
-      try {
-        result = call(...(args as unknown as A));
-      } catch (error) {
-        callback(error as Error);
-        return;
-      }
-      callback(null, result);
-    };
-  return {
-    mkdir: callbackStyle((path: fs.PathLike) => makeLock(String(path))),
-    stat: callbackStyle((path: fs.PathLike) => fs.statSync(path)),
-    // Removal too: unlinking a link is a directory entry; done by the thread pool, it cost the worker's
-    // thread more in the hand-over than the call.
-    rmdir: callbackStyle((path: fs.PathLike) => removeLockSync(String(path))),
-    // proper-lockfile's exit hook: the locks of a process that exits while holding them go with it.
-    rmdirSync: (path: fs.PathLike) => removeLockSync(String(path)),
-    utimes: callbackStyle((path: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike) => {
-      onRefresh(String(path));
-      fs.utimesSync(path, atime, mtime);
-    }),
-  } as unknown as typeof fs;
 }
