@@ -388,7 +388,7 @@ function buildProgram(bin: string): Command {
     .option('--with-dependents', 'also remove the tasks that depend on them, directly or through others')
     .addHelpText('after', examples('worker remove fetch-7', 'worker remove fetch-7 --with-dependents'))
     .action(async (ids: string[], flags: { withDependents?: boolean }, command: Command) => {
-      const options = { withDependents: flags.withDependents ?? false, now: () => new Date() };
+      const options = { withDependents: flags.withDependents ?? false, now: () => new Date(), by: whoAmI() };
       const { removed, compaction } = await withStore(command, (store) => removeTasks(store, ids, options));
       print(`removed ${idList(removed, 'see worker status')}\n${describeCompaction(compaction)}\n`);
     });
@@ -416,7 +416,7 @@ function buildProgram(bin: string): Command {
           ? undefined
           : durationSetting({ flag: '--older-than', value: flags.olderThan, fallback: '0s', minimumMs: 0, maximumMs: Number.MAX_SAFE_INTEGER });
       const { removed, kept, compaction } = await withStore(command, (store) =>
-        cleanTasks(store, ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now }),
+        cleanTasks(store, ids, { completed: flags.completed ?? false, olderThanMs, now: Date.now, by: whoAmI() }),
       );
       print(
         `removed ${plural(removed.length, 'completed task')}${kept.length > 0 ? `; kept ${kept.length} that remaining tasks depend on: ${idList(kept, 'see worker status --state completed')}` : ''}\n`,

@@ -185,6 +185,22 @@ export interface QueueControlEvent {
   by: string;
 }
 
+/**
+ * `worker remove` or `worker clean` took tasks out of the queue: who, when, and which (the first
+ * REMOVAL_IDS_RECORDED of them, and how many). Kept by every compaction, as the history of the queue.
+ */
+export interface RemovalRecord {
+  type: 'removed';
+  at: string;
+  by: string;
+  command: 'remove' | 'clean';
+  tasks: string[];
+  count: number;
+}
+
+/** How many ids a removal record lists: `clean` of millions of tasks names the first ones and counts the rest. */
+export const REMOVAL_IDS_RECORDED = 1000;
+
 /** The queue paused by hand: since when, and by whom. */
 export interface HandPause {
   since: string;
@@ -194,13 +210,13 @@ export interface HandPause {
 /** What happens to a task. */
 export type QueueEvent = ClaimEvent | OutcomeEvent | RetryEvent | RerunEvent | CancelEvent | EditEvent;
 /** What a change by hand records: events of tasks, or of the whole queue. */
-export type ChangeRecord = QueueEvent | QueueControlEvent;
+export type ChangeRecord = QueueEvent | QueueControlEvent | RemovalRecord;
 /** What the fold reads: the events of tasks and of the queue, and the weather a compaction carried over. */
 export type FoldRecord = ChangeRecord | WeatherRecord;
 
 /** Whether a record is of one task (it names it), not of the whole queue. */
 export function isTaskEvent(record: FoldRecord): record is QueueEvent {
-  return record.type !== 'weather' && record.type !== 'paused' && record.type !== 'resumed';
+  return record.type !== 'weather' && record.type !== 'paused' && record.type !== 'resumed' && record.type !== 'removed';
 }
 
 /** A worker's heartbeat: locks/workers/<worker-id>.json, rewritten every HEARTBEAT_MS while it runs. */

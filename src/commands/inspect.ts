@@ -124,6 +124,10 @@ export function describeEvent(event: ChangeRecord, result: ApplyResult): string 
       return `${event.at}  ${event.task}  rerun by ${event.by ?? 'hand'}: pending again with fresh attempts and a new idempotency key${ignored}`;
     case 'paused':
       return `${event.at}  (queue)  paused by ${event.by}: no claim counts until \`worker resume\`${result === 'accepted' ? '' : ' (it was paused already)'}`;
+    case 'removed': {
+      const more = event.count > event.tasks.length ? ` and ${(event.count - event.tasks.length).toLocaleString('en')} more` : '';
+      return `${event.at}  (queue)  ${event.command === 'clean' ? 'cleaned' : 'removed'} by ${event.by}: ${event.tasks.join(', ')}${more}`;
+    }
     case 'resumed':
       return `${event.at}  (queue)  resumed by ${event.by}${result === 'accepted' ? '' : ' (it was not paused)'}`;
   }

@@ -2,7 +2,7 @@ import { WorkerError } from '../errors.js';
 import { describeHandPause, formatSpan, plural } from '../core/reasons.js';
 import { findTask, type TaskRecord } from '../core/queueState.js';
 import type { Store } from '../store.js';
-import { MAX_INSTRUCTION_LENGTH, type CancelEvent, type RetryEvent, type CompactionReport } from '../types.js';
+import { MAX_INSTRUCTION_LENGTH, REMOVAL_IDS_RECORDED, type CancelEvent, type CompactionReport, type RemovalRecord, type RetryEvent } from '../types.js';
 
 /*
  * The commands people reach for when something went wrong: retry, cancel, unlock, clean. Each is a change
@@ -182,7 +182,7 @@ function formatBytes(bytes: number): string {
 export async function cleanTasks(
   store: Store,
   ids: readonly string[],
-  options: { completed: boolean; olderThanMs: number | undefined; now: () => number },
+  options: { completed: boolean; olderThanMs: number | undefined; now: () => number; by: string },
 ): Promise<CleanResult> {
   if (options.completed === ids.length > 0) {
     throw new WorkerError('USAGE', options.completed ? 'give either task ids or --completed, not both' : 'name the tasks to remove, or give --completed', {
@@ -216,7 +216,12 @@ export async function cleanTasks(
       else kept.push(task.def.id);
     }
     let compaction: CompactionReport | undefined;
-    if (removed.size > 0) compaction = queue.removeTasks(removed, () => new Date(options.now()));
+    if (removed.size > 0) {
+      const ids = tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id);
+      compaction = queue.removeTasks(removed, () => new Date(options.now()));
+      // After the rewrite, so that the history never names as removed a task that is still there.
+      queue.append([removalRecord('clean', ids, options.by, new Date(options.now()))]);
+    }
     return { removed: tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id), kept: kept.reverse(), compaction };
   });
 }
@@ -255,7 +260,11 @@ export interface RemoveResult {
  * never used again), with what they left in the log. A task another one depends on is refused, unless
  * `withDependents` removes those too; a running task is refused, and a completed one is `clean`'s.
  */
-export async function removeTasks(store: Store, ids: readonly string[], options: { withDependents: boolean; now: () => Date }): Promise<RemoveResult> {
+export async function removeTasks(
+  store: Store,
+  ids: readonly string[],
+  options: { withDependents: boolean; now: () => Date; by: string },
+): Promise<RemoveResult> {
   if (ids.length === 0)
     throw new WorkerError('USAGE', 'name the tasks to remove', { hint: 'worker remove fetch-7   or   worker remove fetch-7 --with-dependents' });
   return store.change((queue) => {
@@ -292,7 +301,10 @@ export async function removeTasks(store: Store, ids: readonly string[], options:
       .tasks()
       .filter((task) => chosen.has(task.def.id))
       .map((task) => task.def.id);
-    return { removed, compaction: queue.removeTasks(chosen, options.now) };
+    const compaction = queue.removeTasks(chosen, options.now);
+    // After the rewrite, so that the history never names as removed a task that is still there.
+    queue.append([removalRecord('remove', removed, options.by, options.now())]);
+    return { removed, compaction };
   });
 }
 
@@ -326,4 +338,9 @@ export async function editTask(store: Store, id: string, instruction: string, op
       return `edited ${id}; ${claimed.claim?.worker ?? 'a worker'} claimed it just before, and that attempt may send the earlier instruction`;
     return `edited ${id}: its next attempt sends the new instruction`;
   });
+}
+
+/** The history's record of a removal: who, when, which tasks (the first REMOVAL_IDS_RECORDED, and how many). */
+function removalRecord(command: RemovalRecord['command'], ids: readonly string[], by: string, at: Date): RemovalRecord {
+  return { type: 'removed', at: at.toISOString(), by, command, tasks: ids.slice(0, REMOVAL_IDS_RECORDED), count: ids.length };
 }

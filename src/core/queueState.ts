@@ -181,6 +181,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
       this.pausedByHand = event.state.paused_by_hand ?? null;
       return 'accepted';
     }
+    if (event.type === 'removed') return 'accepted';
     if (!isTaskEvent(event)) {
       // `worker pause` and `worker resume`: a second pause, or a resume of a queue not paused, changes nothing.
       if ((event.type === 'paused') === (this.pausedByHand !== null)) return 'ignored';

@@ -8,7 +8,7 @@ import { ensureQueueIdentity } from './queueIdentity.js';
 import { QueueFile } from './queueFile.js';
 import { resultsDir } from './results.js';
 import type { LogHeader, Seal } from './schema.js';
-import { isTaskEvent, type CompactionReport, type FoldRecord, type QueueEvent, type WeatherRecord } from '../types.js';
+import { isTaskEvent, type ChangeRecord, type CompactionReport, type FoldRecord, type WeatherRecord } from '../types.js';
 
 /**
  * `worker compact`: rewrites the execution log without what it no longer needs, while workers run.
@@ -34,11 +34,13 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
   const fold = new QueueState({ keepDetails: false });
   fold.addDefinitions(contents);
   const bytesBefore = statSync(paths.logFile).size;
-  const kept: QueueEvent[] = [];
+  const kept: ChangeRecord[] = [];
   let eventsBefore = 0;
   const take = (record: FoldRecord) => {
     const result = fold.apply(record);
-    // What the queue-level records made (the weather, a pause by hand) goes into the weather record.
+    // Removals are the queue's history: kept. What the other queue-level records made (the weather, a
+    // pause by hand) goes into the weather record.
+    if (record.type === 'removed') kept.push(record);
     if (!isTaskEvent(record)) return;
     eventsBefore += 1;
     if (result === 'unknown-task') {
@@ -117,7 +119,7 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
 }
 
 /** Results files that no kept outcome refers to, except those of live workers (their worker id is held). */
-function removeUnreferencedResults(paths: QueuePaths, kept: readonly QueueEvent[]): { files: number; bytes: number } {
+function removeUnreferencedResults(paths: QueuePaths, kept: readonly ChangeRecord[]): { files: number; bytes: number } {
   const referenced = new Set<string>();
   for (const event of kept) if (event.type === 'outcome' && event.result_ref !== undefined) referenced.add(event.result_ref.file);
   let names: string[];

@@ -14,6 +14,7 @@ import {
   type AttemptError,
   type CancelEvent,
   type QueueControlEvent,
+  type RemovalRecord,
   type ClaimEvent,
   type FoldRecord,
   type OutcomeEvent,
@@ -207,6 +208,16 @@ export const queueControlSchema = z.looseObject({
   by: z.string(),
 }) satisfies z.ZodMiniType<QueueControlEvent>;
 
+/** `worker remove` and `worker clean`: which tasks left the queue, who removed them and when. */
+export const removalSchema = z.looseObject({
+  type: z.literal('removed'),
+  at: isoTime,
+  by: z.string(),
+  command: z.enum(['remove', 'clean']),
+  tasks: z.array(taskIdSchema),
+  count: z.int().check(z.nonnegative()),
+}) satisfies z.ZodMiniType<RemovalRecord>;
+
 export const eventSchema = z.discriminatedUnion('type', [
   claimEventSchema,
   outcomeEventSchema,
@@ -218,6 +229,7 @@ export const eventSchema = z.discriminatedUnion('type', [
   sealSchema,
   weatherRecordSchema,
   queueControlSchema,
+  removalSchema,
 ]);
 
 export type LogHeader = z.infer<typeof logHeaderSchema>;

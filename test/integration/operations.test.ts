@@ -194,6 +194,9 @@ describe('worker remove', () => {
       const reused = await runCli(['--dir', dir, 'add', 'doomed', 'again']);
       expect(reused.code).toBe(3);
       expect(reused.stderr).toMatch(/task id "doomed" belonged to a task removed/);
+      // The history says who removed what, and keeps saying it after another compaction.
+      expect((await runCli(['--dir', dir, 'compact'])).code).toBe(0);
+      expect((await runCli(['--dir', dir, 'logs'])).stdout).toMatch(/\(queue\) {2}removed by \S+: doomed, built-on-it$/m);
       const completed = await runCli(['--dir', dir, 'remove', 'kept']);
       expect(completed.stderr).toMatch(/task "kept" is completed; nothing was changed; completed tasks are removed by `worker clean kept`/);
     });
