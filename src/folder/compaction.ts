@@ -40,7 +40,10 @@ export function compactLog(paths: QueuePaths, assertHeld: () => void, now: () =>
     const result = fold.apply(record);
     // Removals are the queue's history: kept. What the other queue-level records made (the weather, a
     // pause by hand) goes into the weather record.
-    if (record.type === 'removed') kept.push(record);
+    if (record.type === 'removed') {
+      eventsBefore += 1;
+      kept.push(record);
+    }
     if (!isTaskEvent(record)) return;
     eventsBefore += 1;
     if (result === 'unknown-task') {
