@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { QueueState } from '../../src/core/queueState.js';
-import type { ClaimEvent, OutcomeEvent, TaskDefinition } from '../../src/types.js';
+import type { ClaimEvent, OutcomeEvent, TaskDefinition, WeatherRecord } from '../../src/types.js';
 
 const AT = '2026-01-01T00:00:00.000Z';
 
@@ -131,5 +131,58 @@ describe('reasons', () => {
     const context = { state, now: retryAt - 10_000, blocked: state.blockedTasks(), liveness: new Map(), weather: null };
     expect(reasonFor(state.get('a')!, context)).toBe('retry 2/3 after backoff, at 12:03:05 (last: http 503)');
     expect(reasonFor(state.get('a')!, { ...context, now: retryAt + 1 })).toBe('ready for attempt 2 (last: http 503)');
+  });
+});
+
+describe('QueueState: changes by hand', () => {
+  it('rerun: a completed task is pending again with the next generation, and its dependents wait for it again', () => {
+    const state = stateWith(def('a'), def('b', ['a']));
+    state.apply(claim('a', 't1'));
+    state.apply(outcome('a', 't1', 'completed'));
+    expect(ids(state)).toEqual(['b']);
+    expect(state.apply({ type: 'rerun', task: 'a', at: AT, by: 'ann@h' })).toBe('accepted');
+    expect(state.get('a')).toMatchObject({ state: 'pending', attempts: 0, generation: 2 });
+    expect(ids(state)).toEqual(['a']);
+    // A second rerun of a task that is not completed changes nothing.
+    expect(state.apply({ type: 'rerun', task: 'a', at: AT })).toBe('ignored');
+    state.apply(claim('a', 't2'));
+    state.apply(outcome('a', 't2', 'completed'));
+    expect(ids(state)).toEqual(['b']);
+  });
+
+  it('pause: no claim counts until resume, whichever worker makes it; a weather record carries the pause', () => {
+    const state = stateWith(def('a'));
+    expect(state.apply({ type: 'paused', at: AT, by: 'ann@h' })).toBe('accepted');
+    expect(state.apply({ type: 'paused', at: AT, by: 'bob@h' })).toBe('ignored');
+    expect(state.apply(claim('a', 't1'))).toBe('held-back');
+    expect(state.get('a')!.state).toBe('pending');
+    const carried = stateWith(def('a'));
+    // As a compaction writes it: the weather's snapshot, and the pause by hand.
+    carried.apply({ type: 'weather', at: AT, state: { ...(state.weather.snapshot() as unknown as WeatherRecord['state']), paused_by_hand: state.pausedByHand } });
+    expect(carried.pausedByHand).toEqual({ since: AT, by: 'ann@h' });
+    expect(state.apply({ type: 'resumed', at: AT, by: 'ann@h' })).toBe('accepted');
+    expect(state.apply(claim('a', 't2'))).toBe('accepted');
+  });
+
+  it('cancel of a running task is a request its outcome answers; a removal record changes no task', () => {
+    const state = stateWith(def('a'), def('b'));
+    state.apply(claim('a', 't1'));
+    expect(state.apply({ type: 'cancel', task: 'a', at: AT, by: 'ann@h' })).toBe('accepted');
+    expect(state.get('a')).toMatchObject({ state: 'running', cancelRequested: { at: AT, by: 'ann@h' } });
+    state.apply(outcome('a', 't1', 'failed', { error: { kind: 'cancelled', message: 'cancelled' } }));
+    expect(state.get('a')).toMatchObject({ state: 'failed', cancelRequested: undefined, lastError: { kind: 'cancelled' } });
+    expect(state.apply({ type: 'removed', at: AT, by: 'ann@h', command: 'remove', tasks: ['b'], count: 1 })).toBe('accepted');
+    expect(state.get('b')!.state).toBe('pending');
+  });
+
+  it('a task removed from the definitions leaves the fold, and is never ready again', () => {
+    const state = stateWith(def('a'), def('b', ['a']));
+    state.addDefinitions({ tasks: [def('a')], removed: new Set(['b']) }, true);
+    expect(state.get('b')).toBeUndefined();
+    expect(state.tasks().map((task) => task.def.id)).toEqual(['a']);
+    state.apply(claim('a', 't1'));
+    state.apply(outcome('a', 't1', 'completed'));
+    expect(ids(state)).toEqual([]);
+    expect(state.apply(claim('b', 't2'))).toBe('ignored');
   });
 });
