@@ -158,7 +158,11 @@ describe('QueueState: changes by hand', () => {
     expect(state.get('a')!.state).toBe('pending');
     const carried = stateWith(def('a'));
     // As a compaction writes it: the weather's snapshot, and the pause by hand.
-    carried.apply({ type: 'weather', at: AT, state: { ...(state.weather.snapshot() as unknown as WeatherRecord['state']), paused_by_hand: state.pausedByHand } });
+    carried.apply({
+      type: 'weather',
+      at: AT,
+      state: { ...(state.weather.snapshot() as unknown as WeatherRecord['state']), paused_by_hand: state.pausedByHand },
+    });
     expect(carried.pausedByHand).toEqual({ since: AT, by: 'ann@h' });
     expect(state.apply({ type: 'resumed', at: AT, by: 'ann@h' })).toBe('accepted');
     expect(state.apply(claim('a', 't2'))).toBe('accepted');
