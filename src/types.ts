@@ -138,38 +138,25 @@ export interface OutcomeEvent {
   result_ref?: ResultRef | undefined;
 }
 
+/** A change by hand to one task: which, when, and who asked (`by`: user@host; absent in earlier logs). */
+export interface HandEvent<Type extends string> {
+  type: Type;
+  task: string;
+  at: string;
+  by?: string | undefined;
+}
+
 /** `worker retry`: a failed task goes back to pending with fresh attempts and a new idempotency key. */
-export interface RetryEvent {
-  type: 'retry';
-  task: string;
-  at: string;
-  by?: string | undefined;
-}
-
-/** `worker rerun`: a completed task runs again, with fresh attempts and a new idempotency key. `by`: who asked. */
-export interface RerunEvent {
-  type: 'rerun';
-  task: string;
-  at: string;
-  by?: string | undefined;
-}
-
-/** `worker edit`: the task's definition in queue.json was changed (who, when); the fold takes it as it is. */
-export interface EditEvent {
-  type: 'edit';
-  task: string;
-  at: string;
-  by?: string | undefined;
-}
-
-/** `worker cancel`: a pending task will not run; it counts as failed (kind cancelled), so its dependents are blocked. */
-export interface CancelEvent {
-  type: 'cancel';
-  task: string;
-  at: string;
-  /** Who asked, for people. */
-  by?: string | undefined;
-}
+export type RetryEvent = HandEvent<'retry'>;
+/** `worker rerun`: a completed task runs again, with fresh attempts and a new idempotency key. */
+export type RerunEvent = HandEvent<'rerun'>;
+/** `worker edit`: the task's definition in queue.json was changed; the fold takes it as it is. */
+export type EditEvent = HandEvent<'edit'>;
+/**
+ * `worker cancel`: a pending task will not run (it counts as failed, kind cancelled, so its dependents are
+ * blocked); of a running task, a request its worker answers by stopping the call.
+ */
+export type CancelEvent = HandEvent<'cancel'>;
 
 /** The API's weather as a compaction found it, which the events it dropped had made (see ApiWeather.restore). */
 export interface WeatherRecord {

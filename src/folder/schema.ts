@@ -12,17 +12,14 @@ import {
   TASK_ID_PATTERN,
   TASK_ID_RULE,
   type AttemptError,
-  type CancelEvent,
   type QueueControlEvent,
   type RemovalRecord,
   type ClaimEvent,
+  type HandEvent,
   type FoldRecord,
   type OutcomeEvent,
   type RateLimit,
   type ResultRef,
-  type RetryEvent,
-  type RerunEvent,
-  type EditEvent,
   type TaskDefinition,
   type WeatherRecord,
 } from '../types.js';
@@ -131,37 +128,20 @@ export const outcomeEventSchema = z.looseObject({
   result_ref: z.optional(resultRefSchema),
 }) satisfies z.ZodMiniType<OutcomeEvent>;
 
-/** `worker retry`: a failed task goes back to pending with fresh attempts and a new idempotency key. */
-/** `worker rerun`: a completed task goes back to pending with fresh attempts and a new idempotency key. */
-export const rerunEventSchema = z.looseObject({
-  type: z.literal('rerun'),
-  task: taskIdSchema,
-  at: isoTime,
-  by: z.optional(z.string()),
-}) satisfies z.ZodMiniType<RerunEvent>;
+/** A change by hand to one task (retry, rerun, edit, cancel): see HandEvent. */
+function handEventSchema<Type extends string>(type: Type) {
+  return z.looseObject({
+    type: z.literal(type),
+    task: taskIdSchema,
+    at: isoTime,
+    by: z.optional(z.string()),
+  }) satisfies z.ZodMiniType<HandEvent<Type>>;
+}
 
-/** `worker edit`: the task's definition was changed in queue.json. */
-export const editEventSchema = z.looseObject({
-  type: z.literal('edit'),
-  task: taskIdSchema,
-  at: isoTime,
-  by: z.optional(z.string()),
-}) satisfies z.ZodMiniType<EditEvent>;
-
-export const retryEventSchema = z.looseObject({
-  type: z.literal('retry'),
-  task: taskIdSchema,
-  at: isoTime,
-  by: z.optional(z.string()),
-}) satisfies z.ZodMiniType<RetryEvent>;
-
-/** `worker cancel`: a pending task will not run; it counts as failed (kind cancelled), so its dependents are blocked. */
-export const cancelEventSchema = z.looseObject({
-  type: z.literal('cancel'),
-  task: taskIdSchema,
-  at: isoTime,
-  by: z.optional(z.string()),
-}) satisfies z.ZodMiniType<CancelEvent>;
+export const retryEventSchema = handEventSchema('retry');
+export const rerunEventSchema = handEventSchema('rerun');
+export const editEventSchema = handEventSchema('edit');
+export const cancelEventSchema = handEventSchema('cancel');
 
 /**
  * The first line of an execution log made by this version: the queue it belongs to (queue/queue-id). A log
