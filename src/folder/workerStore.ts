@@ -360,9 +360,9 @@ export class FolderWorkerStore implements WorkerStore {
       this.releaseInBackground(claim);
       return { recorded: false, lostTo };
     }
-    const event = outcomeEvent(claim, outcome);
     // A result too large for the log is kept in this worker's results file, which the outcome refers to.
     const apart = outcome.result !== undefined && Buffer.byteLength(outcome.result.body) > INLINE_RESULT_BYTES;
+    const event = outcomeEvent(claim, outcome, apart);
     for (;;) {
       try {
         if (apart) event.result_ref = claim.resultRef ??= this.results.write(outcome.result!.body, outcome.result!.json);
@@ -433,8 +433,8 @@ export class FolderWorkerStore implements WorkerStore {
   }
 }
 
-/** The log's record of an outcome. */
-function outcomeEvent(claim: FolderClaim, outcome: NewOutcome): OutcomeEvent {
+/** The log's record of an outcome; a result kept `apart` is referred to once written. */
+function outcomeEvent(claim: FolderClaim, outcome: NewOutcome, apart: boolean): OutcomeEvent {
   const event: OutcomeEvent = {
     type: 'outcome',
     task: claim.taskId,
@@ -455,6 +455,6 @@ function outcomeEvent(claim: FolderClaim, outcome: NewOutcome): OutcomeEvent {
   if (outcome.retryAt !== undefined) event.retry_at = new Date(outcome.retryAt).toISOString();
   if (outcome.pauseUntil !== undefined) event.pause_until = new Date(outcome.pauseUntil).toISOString();
   if (outcome.waitingSince !== undefined) event.waiting_since = new Date(outcome.waitingSince).toISOString();
-  if (outcome.result !== undefined && Buffer.byteLength(outcome.result.body) <= INLINE_RESULT_BYTES) event.result = outcome.result.value;
+  if (outcome.result !== undefined && !apart) event.result = outcome.result.value;
   return event;
 }
