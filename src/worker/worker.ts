@@ -125,7 +125,7 @@ export class Worker {
         const ending = this.reasonToEnd();
         if (ending !== null) return await this.finish(ending, started);
         // A worker that is stopping (a signal, refused credentials, --max-iterations) claims nothing more, and waits for what it has in flight.
-        if (this.signals.stop.aborted || this.summary.credentialsRefused || this.iterationsLeft() === 0) {
+        if (!this.claimsAllowed()) {
           await this.waitWhileBusy();
           continue;
         }
@@ -198,9 +198,14 @@ export class Worker {
     }
   }
 
-  /** A slot is free, and nothing (a signal, --max-iterations, refused credentials) says to claim no more. */
+  /** Nothing (a signal, --max-iterations, refused credentials) says to claim no more. */
+  private claimsAllowed(): boolean {
+    return !this.signals.stop.aborted && !this.summary.credentialsRefused && this.iterationsLeft() !== 0;
+  }
+
+  /** A slot is free, and claims are allowed. */
   private mayClaimMore(): boolean {
-    return this.inFlight.size < this.config.concurrency && this.iterationsLeft() !== 0 && !this.signals.stop.aborted && !this.summary.credentialsRefused;
+    return this.inFlight.size < this.config.concurrency && this.claimsAllowed();
   }
 
   /** Why the run ends now, once nothing is in flight; null while it goes on. */
