@@ -49,9 +49,9 @@ export interface TaskRecord<Def extends TaskHead = TaskHead> {
   /** Bumped each time the task is queued as ready: older heap entries are stale and skipped. */
   queueVersion: number;
   /** Taken out of the queue (`worker remove`, `clean`) since this fold read it: never ready again. */
-  removed?: true;
+  removed: boolean;
   /** `worker cancel` of the claim in force: its worker stops the call and records the task cancelled. */
-  cancelRequested?: { at: string; by: string | undefined } | undefined;
+  cancelRequested: { at: string; by: string | undefined } | undefined;
 }
 
 interface QueueEntry<Def extends TaskHead = TaskHead> {
@@ -159,6 +159,9 @@ export class QueueState<Def extends TaskHead = TaskHead> {
         unmetDeps: 0,
         dependents: undefined,
         queueVersion: 0,
+        // Every field set here, never added later: records keep one shape for V8, whatever happens to them.
+        removed: false,
+        cancelRequested: undefined,
       };
       for (const depId of new Set(def.deps)) {
         const dep = this.byId.get(depId);
@@ -266,7 +269,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
   private applyOutcome(task: TaskRecord<Def>, outcome: OutcomeEvent): ApplyResult {
     if (task.state !== 'running' || task.claim?.token !== outcome.token) return 'ignored';
     this.runningSet.delete(task);
-    task.cancelRequested = undefined;
+    if (task.cancelRequested !== undefined) task.cancelRequested = undefined;
     task.claim = null;
     if (this.options.keepDetails) task.lastOutcome = outcome;
     task.updatedAt = outcome.ended_at;
@@ -317,7 +320,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
       this.byId.delete(record.def.id);
       this.runningSet.delete(record);
     }
-    this.records = this.records.filter((record) => record.removed !== true);
+    this.records = this.records.filter((record) => !record.removed);
   }
 
   private enqueue(task: TaskRecord<Def>): void {
@@ -399,7 +402,7 @@ export class QueueState<Def extends TaskHead = TaskHead> {
 }
 
 function isReady(task: TaskRecord): boolean {
-  return task.state === 'pending' && task.unmetDeps === 0 && task.removed !== true;
+  return task.state === 'pending' && task.unmetDeps === 0 && !task.removed;
 }
 
 /** Whether a task may be claimed at `now`: ready, and out of any backoff. */
