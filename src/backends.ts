@@ -27,7 +27,7 @@ export interface StoreOptions {
   host: string;
 }
 
-export function openStore(options: StoreOptions): Store {
+export async function openStore(options: StoreOptions): Promise<Store> {
   return new FolderStore(options.dir, options);
 }
 

@@ -47,11 +47,11 @@ function dirOf(command: Command): string {
  */
 async function withStore<T>(command: Command, use: (store: Store) => Promise<T>, create = false): Promise<T> {
   const { lockStale } = command.opts<{ lockStale?: string }>();
-  const store = openStore({ dir: dirOf(command), create, lockStaleMs: lockStaleSetting(lockStale, env), host: HOST });
+  const store = await openStore({ dir: dirOf(command), create, lockStaleMs: lockStaleSetting(lockStale, env), host: HOST });
   try {
     return await use(store);
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -171,7 +171,7 @@ function buildProgram(bin: string): Command {
       const show = async () => {
         await withStore(command, async (store) => {
           const report = await readStatus(store, Date.now(), flags.state);
-          if (flags.json) printStatusJson(report, store, print);
+          if (flags.json) await printStatusJson(report, store, print);
           else writeStatus(report, Date.now(), print, colors);
           for (const warning of flags.json ? report.warnings : []) process.stderr.write(`warning: ${warning}\n`);
         });

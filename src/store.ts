@@ -45,12 +45,12 @@ export interface Store {
   /** The history as it grows, from its start, until `signal` aborts: what was recorded before then, all of it. */
   followHistory(onEvent: (event: ChangeRecord, counted: ApplyResult) => void, onlyTask: string | undefined, signal: AbortSignal): Promise<void>;
   /** A result kept apart from its outcome: as it came (`text`) and as a value (parsed when JSON). */
-  readResult(ref: ResultRef): { text: string; value: unknown };
+  readResult(ref: ResultRef): Promise<{ text: string; value: unknown }>;
   /** The queue's identity (part of every idempotency key), or null while it has none (no task added yet). */
-  queueId(): string | null;
+  queueId(): Promise<string | null>;
   /** Every worker that ran on this queue, from its heartbeat. */
-  workers(host: string, now: number): WorkerStatus[];
-  close(): void;
+  workers(host: string, now: number): Promise<WorkerStatus[]>;
+  close(): Promise<void>;
 }
 
 /** The queue during a change by hand. */
@@ -58,15 +58,15 @@ export interface QueueChange {
   /** As read at the start of the change, and after each `append`. */
   readonly state: QueueState<TaskDefinition>;
   /** Records events (a retry, a cancel); the state then shows whether they counted. */
-  append(events: ChangeRecord[]): void;
+  append(events: ChangeRecord[]): Promise<void>;
   /** Who holds a task's claim lock, and whether it may be taken from them; null when nobody does. */
-  lockOf(taskId: string, now: number): LockView | null;
+  lockOf(taskId: string, now: number): Promise<LockView | null>;
   /** Removes a task's claim lock (its holder is gone or stale: see lockOf). */
-  removeLock(taskId: string): void;
+  removeLock(taskId: string): Promise<void>;
   /** Changes a task's instruction: what its next attempt sends. */
-  editInstruction(taskId: string, instruction: string): void;
+  editInstruction(taskId: string, instruction: string): Promise<void>;
   /** Removes tasks from the queue for good (their ids are never reused), and compacts what they leave behind. */
-  removeTasks(ids: ReadonlySet<string>, now: () => Date): CompactionReport;
+  removeTasks(ids: ReadonlySet<string>, now: () => Date): Promise<CompactionReport>;
 }
 
 /** A task's claim lock as seen from outside. */

@@ -50,13 +50,13 @@ export function demoTasks(): NewTask[] {
  */
 export async function runDemo(options: DemoOptions): Promise<StatusReport> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'worker-demo-'));
-  if (holdsQueue(dir)) {
+  if (await holdsQueue(dir)) {
     throw new WorkerError('REJECTED', `${dir} already holds a queue`, { hint: 'give the demo an empty or new folder with --dir, or none for a temporary one' });
   }
   // The demo's own logs go there too.
   mkdirSync(dir, { recursive: true });
   const colors = palette(options.colors);
-  const store = openStore({ dir, create: true, lockStaleMs: 30_000, host: HOST });
+  const store = await openStore({ dir, create: true, lockStaleMs: 30_000, host: HOST });
   const apiLog = createWriteStream(join(dir, 'demo-api.log'));
   const api = await startReferenceApi({
     host: '127.0.0.1',
@@ -153,16 +153,16 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     );
     return report;
   } finally {
-    store.close();
+    await store.close();
     await api.close();
     apiLog.end();
   }
 }
 
 /** Whether `dir` holds a queue already: the store opens it without being allowed to create one. */
-function holdsQueue(dir: string): boolean {
+async function holdsQueue(dir: string): Promise<boolean> {
   try {
-    openStore({ dir, create: false, lockStaleMs: 30_000, host: HOST }).close();
+    await (await openStore({ dir, create: false, lockStaleMs: 30_000, host: HOST })).close();
     return true;
   } catch (error) {
     if (error instanceof WorkerError && error.code === 'NOT_FOUND') return false;

@@ -37,7 +37,7 @@ export async function showTask(store: Store, now: number, id: string): Promise<T
   const context = await inspectQueue(store, now);
   const task = findTask(context.state, id);
   const status = taskStatus(task, context);
-  const queueId = store.queueId();
+  const queueId = await store.queueId();
   const attempts: AttemptRecord[] = [];
   const history: string[] = [];
   await store.history((event, result) => {
@@ -70,7 +70,7 @@ export async function showTask(store: Store, now: number, id: string): Promise<T
     attempts,
     history,
   };
-  const result = task.resultRef !== null ? store.readResult(task.resultRef).value : task.result;
+  const result = task.resultRef !== null ? (await store.readResult(task.resultRef)).value : task.result;
   if (result !== undefined) detail.result = result;
   return detail;
 }
@@ -87,7 +87,7 @@ export async function taskResult(store: Store, now: number, id: string): Promise
     throw new WorkerError('REJECTED', `task "${id}" is ${state}: only a completed task has a result`, { hint: `see worker show ${id}` });
   }
   if (task.resultRef !== null) {
-    const { text, value } = store.readResult(task.resultRef);
+    const { text, value } = await store.readResult(task.resultRef);
     return { raw: text, parsed: value };
   }
   const parsed = task.result;

@@ -20,7 +20,7 @@ export async function retryTasks(store: Store, ids: readonly string[], allFailed
       hint: 'worker retry fetch-7   or   worker retry --failed',
     });
   }
-  return store.change((queue) => {
+  return store.change(async (queue) => {
     const state = queue.state;
     const targets = allFailed ? state.tasks().filter((task) => task.state === 'failed') : ids.map((id) => findTask(state, id));
     for (const task of targets) {
@@ -29,7 +29,7 @@ export async function retryTasks(store: Store, ids: readonly string[], allFailed
     }
     const at = options.now().toISOString();
     const events: RetryEvent[] = targets.map((task) => ({ type: 'retry', task: task.def.id, at, by: options.by }));
-    if (events.length > 0) queue.append(events);
+    if (events.length > 0) await queue.append(events);
     return targets.map((task) => task.def.id);
   });
 }
@@ -49,7 +49,7 @@ export async function rerunTasks(
       hint: 'worker rerun outline --with-dependents   or   worker rerun --completed',
     });
   }
-  return store.change((queue) => {
+  return store.change(async (queue) => {
     const state = queue.state;
     const blocked = state.blockedTasks();
     const named = options.completed ? state.tasks().filter((task) => task.state === 'completed') : ids.map((id) => findTask(state, id));
@@ -75,7 +75,7 @@ export async function rerunTasks(
     }
     const at = options.now().toISOString();
     const rerun = state.tasks().filter((task) => chosen.has(task.def.id));
-    if (rerun.length > 0) queue.append(rerun.map((task) => ({ type: 'rerun', task: task.def.id, at, by: options.by })));
+    if (rerun.length > 0) await queue.append(rerun.map((task) => ({ type: 'rerun', task: task.def.id, at, by: options.by })));
     return rerun.map((task) => task.def.id);
   });
 }
@@ -90,14 +90,14 @@ export async function cancelTask(
   id: string,
   options: { by: string; now: () => Date; waitMs: number; sleep: (ms: number) => Promise<void> },
 ): Promise<{ blocked: string[]; stopped: 'cancelled' | 'requested' | 'finished first' | undefined }> {
-  const wasRunning = await store.change((queue) => {
+  const wasRunning = await store.change(async (queue) => {
     const task = findTask(queue.state, id);
     if (task.state === 'running' && task.cancelRequested !== undefined) refuse(`task "${id}" is being cancelled already`, `see \`worker show ${id}\``);
     if (task.state !== 'pending' && task.state !== 'running') {
       refuse(`task "${id}" is ${task.state}; only pending, blocked or running tasks can be cancelled`, `see \`worker show ${id}\``);
     }
     const event: CancelEvent = { type: 'cancel', task: id, at: options.now().toISOString(), by: options.by };
-    queue.append([event]);
+    await queue.append([event]);
     const after = queue.state.get(id);
     if (task.state === 'running') return after?.cancelRequested !== undefined;
     // A worker may have claimed it between our read and our append: the log decides.
@@ -127,9 +127,9 @@ export async function cancelTask(
 
 /** `worker unlock`: removes a task's lock whose holder is gone or stale. A live holder's lock is refused. */
 export async function unlockTask(store: Store, id: string, now: () => number): Promise<string> {
-  return store.change((queue) => {
+  return store.change(async (queue) => {
     const task = findTask(queue.state, id);
-    const lock = queue.lockOf(id, now());
+    const lock = await queue.lockOf(id, now());
     if (lock === null) refuse(`task "${id}" has no lock`, 'there is nothing to unlock');
     const { holder } = lock;
     const who = holder ? `${holder.worker} (pid ${holder.pid} on ${holder.host})` : 'an unknown worker';
@@ -139,7 +139,7 @@ export async function unlockTask(store: Store, id: string, now: () => number): P
         'stop that worker first, or wait: a lock that is not refreshed goes stale by itself',
       );
     }
-    queue.removeLock(id);
+    await queue.removeLock(id);
     const why = lock.holderGone ? 'whose process is gone' : `whose lock was not refreshed for ${formatSpan(lock.ageMs)}`;
     const next = task.state === 'running' ? '; the task is still running under that claim, and the next worker takes it over' : '';
     return `removed the lock of ${id}, held by ${who}, ${why}${next}`;
@@ -189,7 +189,7 @@ export async function cleanTasks(
       hint: 'worker clean --completed --older-than 7d   or   worker clean fetch-1 fetch-2',
     });
   }
-  return store.change((queue) => {
+  return store.change(async (queue) => {
     const state = queue.state;
     const cutoff = options.olderThanMs === undefined ? Infinity : options.now() - options.olderThanMs;
     const named = new Set(ids);
@@ -218,9 +218,9 @@ export async function cleanTasks(
     let compaction: CompactionReport | undefined;
     if (removed.size > 0) {
       const ids = tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id);
-      compaction = queue.removeTasks(removed, () => new Date(options.now()));
+      compaction = await queue.removeTasks(removed, () => new Date(options.now()));
       // After the rewrite, so that the history never names as removed a task that is still there.
-      queue.append([removalRecord('clean', ids, options.by, new Date(options.now()))]);
+      await queue.append([removalRecord('clean', ids, options.by, new Date(options.now()))]);
     }
     return { removed: tasks.filter((task) => removed.has(task.def.id)).map((task) => task.def.id), kept: kept.reverse(), compaction };
   });
@@ -231,10 +231,10 @@ export async function cleanTasks(
  * flight finish and are recorded. `by` names who paused it, for `status`.
  */
 export async function pauseQueue(store: Store, by: string, now: () => Date): Promise<string> {
-  return store.change((queue) => {
+  return store.change(async (queue) => {
     const paused = queue.state.pausedByHand;
     if (paused !== null) refuse(`the queue is already ${describeHandPause(paused)}`, 'see `worker status`');
-    queue.append([{ type: 'paused', at: now().toISOString(), by }]);
+    await queue.append([{ type: 'paused', at: now().toISOString(), by }]);
     const running = queue.state.running;
     return `paused: workers claim nothing until \`worker resume\`${running > 0 ? `; ${plural(running, 'task')} in flight will finish` : ''}`;
   });
@@ -242,10 +242,10 @@ export async function pauseQueue(store: Store, by: string, now: () => Date): Pro
 
 /** `worker resume`: workers claim again. */
 export async function resumeQueue(store: Store, by: string, now: () => Date): Promise<string> {
-  return store.change((queue) => {
+  return store.change(async (queue) => {
     const paused = queue.state.pausedByHand;
     if (paused === null) refuse('the queue is not paused', 'see `worker status`');
-    queue.append([{ type: 'resumed', at: now().toISOString(), by }]);
+    await queue.append([{ type: 'resumed', at: now().toISOString(), by }]);
     return `resumed: the queue was ${describeHandPause(paused)}`.replace(/ \(`worker resume` to go on\)$/, '');
   });
 }
@@ -267,7 +267,7 @@ export async function removeTasks(
 ): Promise<RemoveResult> {
   if (ids.length === 0)
     throw new WorkerError('USAGE', 'name the tasks to remove', { hint: 'worker remove fetch-7   or   worker remove fetch-7 --with-dependents' });
-  return store.change((queue) => {
+  return store.change(async (queue) => {
     const state = queue.state;
     const blocked = state.blockedTasks();
     const refuseUnlessRemovable = (task: TaskRecord, why: string) => {
@@ -301,9 +301,9 @@ export async function removeTasks(
       .tasks()
       .filter((task) => chosen.has(task.def.id))
       .map((task) => task.def.id);
-    const compaction = queue.removeTasks(chosen, options.now);
+    const compaction = await queue.removeTasks(chosen, options.now);
     // After the rewrite, so that the history never names as removed a task that is still there.
-    queue.append([removalRecord('remove', removed, options.by, options.now())]);
+    await queue.append([removalRecord('remove', removed, options.by, options.now())]);
     return { removed, compaction };
   });
 }
@@ -320,7 +320,7 @@ export async function editTask(store: Store, id: string, instruction: string, op
       hint: `nothing was changed; the limit is ${MAX_INSTRUCTION_LENGTH}`,
     });
   }
-  return store.change((queue) => {
+  return store.change(async (queue) => {
     const task = findTask(queue.state, id);
     if (task.state === 'running') {
       refuse(
@@ -330,8 +330,8 @@ export async function editTask(store: Store, id: string, instruction: string, op
     }
     if (task.state === 'completed') refuse(`task "${id}" is completed`, `edit a task that is still to run; \`worker rerun ${id}\` runs it again`);
     if (task.def.instruction === instruction) return `task ${id} already has that instruction: nothing changed`;
-    queue.editInstruction(id, instruction);
-    queue.append([{ type: 'edit', task: id, at: options.now().toISOString(), by: options.by }]);
+    await queue.editInstruction(id, instruction);
+    await queue.append([{ type: 'edit', task: id, at: options.now().toISOString(), by: options.by }]);
     // Claims take no queue-wide lock: one may have come between the look and the rewrite.
     const claimed = queue.state.get(id);
     if (claimed?.state === 'running')

@@ -66,15 +66,15 @@ export function taskStatus(task: TaskRecord<TaskDefinition>, context: ReasonCont
  * `status --json`, one task at a time: a result kept apart is read just before its task is printed and
  * dropped after, so memory holds one result, not all of them.
  */
-export function printStatusJson(report: StatusReport, store: Pick<Store, 'readResult'>, print: (text: string) => void): void {
+export async function printStatusJson(report: StatusReport, store: Pick<Store, 'readResult'>, print: (text: string) => void): Promise<void> {
   if (report.tasks.length === 0) {
     print('[]\n');
     return;
   }
-  report.tasks.forEach((task, i) => {
+  for (const [i, task] of report.tasks.entries()) {
     const ref = report.resultRefs.get(task.id);
-    const shown = ref === undefined ? task : { ...task, result: store.readResult(ref).value };
+    const shown = ref === undefined ? task : { ...task, result: (await store.readResult(ref)).value };
     const text = safeJson(shown, 2).replace(/^/gm, '  ');
     print(`${i === 0 ? '[\n' : ''}${text}${i === report.tasks.length - 1 ? '\n]\n' : ',\n'}`);
-  });
+  }
 }

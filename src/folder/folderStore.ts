@@ -87,27 +87,27 @@ export class FolderStore implements Store {
           get state() {
             return store.state;
           },
-          append(events: ChangeRecord[]) {
+          async append(events: ChangeRecord[]) {
             assertHeld();
             store.append(events);
             store.refresh();
           },
-          lockOf(taskId: string, now: number): LockView | null {
+          async lockOf(taskId: string, now: number): Promise<LockView | null> {
             const lock = locks.inspect(taskId, now);
             if (!lock.held) return null;
             const claim = store.state.get(taskId)?.claim;
             const holder = locks.ownerOf(taskId) ?? (claim ? { worker: claim.worker, pid: claim.pid, host: claim.host } : null);
             return { holder, ageMs: lock.ageMs ?? 0, holderGone: holder !== null && goneFromThisHost(holder, host), stale: locks.isStale(lock) };
           },
-          removeLock(taskId: string) {
+          async removeLock(taskId: string) {
             assertHeld();
             locks.forceRemove(taskId);
           },
-          editInstruction(taskId: string, instruction: string) {
+          async editInstruction(taskId: string, instruction: string) {
             assertHeld();
             store.editInstruction(taskId, instruction);
           },
-          removeTasks(ids: ReadonlySet<string>, now: () => Date): CompactionReport {
+          async removeTasks(ids: ReadonlySet<string>, now: () => Date): Promise<CompactionReport> {
             assertHeld();
             store.removeTasks(ids);
             // What the removed tasks left in the log (and their results) goes with them.
@@ -159,20 +159,20 @@ export class FolderStore implements Store {
     }
   }
 
-  readResult(ref: ResultRef): { text: string; value: unknown } {
+  async readResult(ref: ResultRef): Promise<{ text: string; value: unknown }> {
     const text = readResultText(this.paths, ref);
     return { text, value: ref.json ? JSON.parse(text) : text };
   }
 
-  queueId(): string | null {
+  async queueId(): Promise<string | null> {
     return readQueueId(this.paths.identityFile) ?? null;
   }
 
-  workers(host: string, now: number): WorkerStatus[] {
+  async workers(host: string, now: number): Promise<WorkerStatus[]> {
     return readWorkers(this.paths, host, now);
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.whole?.close();
   }
 }

@@ -146,9 +146,9 @@ describe('a compaction that died after sealing the log', () => {
       store.close();
       const { cancelTask } = await import('../../src/commands/repair.js');
       const { openStore } = await import('../../src/backends.js');
-      const folder = openStore({ dir, create: false, lockStaleMs: 30_000, host: 'test' });
+      const folder = await openStore({ dir, create: false, lockStaleMs: 30_000, host: 'test' });
       await cancelTask(folder, 'b', { by: 'test', now: () => new Date(), waitMs: 0, sleep: async () => undefined });
-      folder.close();
+      await folder.close();
       const after = await QueueStore.open(dir);
       expect(after.state.get('a')!.state).toBe('completed');
       expect(after.state.get('b')!.lastError).toMatchObject({ kind: 'cancelled' });
