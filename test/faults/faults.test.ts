@@ -124,8 +124,9 @@ describe('kill storm with --concurrency', () => {
     await withTempDir(async (dir) => {
       const tasks = layeredGraph(FULL ? 2000 : 600, 5);
       await addAll(dir, tasks);
-      // Calls that take a moment, so that each worker has several in flight when it is killed.
-      api.setBehaviour(answerOkWithin(30));
+      // Calls that take a moment, so that each worker has several in flight when it is killed, and the drain
+      // lasts long enough for several kills (16 slots drain fast).
+      api.setBehaviour(answerOkWithin(80));
       const { kills, results } = await drainThroughKillStorm(dir, tasks, 4, undefined, ['--concurrency', '4']);
       for (const result of results) expect([0, null]).toContain(result.code);
       expect(kills.length).toBeGreaterThan(3);
