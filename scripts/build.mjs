@@ -1,7 +1,7 @@
 // Bundles the CLI into dist/: Node 20 loads one bundle far faster than hundreds of small modules, and a
 // CommonJS bundle can be run through V8's code cache (bin/loadCli.cjs), which this script then writes
-// by running a few commands once. undici, needed by `worker run` only, is a bundle of its own that the
-// CLI requires when it runs.
+// by running a few commands once. undici, needed by `worker run` only, and pg, needed only for a queue in a
+// database, are bundles of their own that the CLI requires when it needs them.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,6 +28,13 @@ async function bundle() {
     .map(([name, module]) => `exports.${name} = require(${JSON.stringify(module)});`)
     .join('\n');
   await build({ ...common, stdin: { contents: undiciEntry, resolveDir: ROOT, loader: 'js' }, outfile: join(dist, 'undici.cjs') });
+  // The PostgreSQL client, loaded by commands on a database only. pg-native is an optional binding pg never needs.
+  await build({
+    ...common,
+    stdin: { contents: "module.exports = require('pg');", resolveDir: ROOT, loader: 'js' },
+    external: ['pg-native'],
+    outfile: join(dist, 'pg.cjs'),
+  });
   const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   await build({
     ...common,
@@ -35,7 +42,10 @@ async function bundle() {
     entryPoints: [join(ROOT, 'src/cli.ts')],
     outfile: join(dist, 'cli.cjs'),
     sourcemap: true,
-    plugins: [{ name: 'undici-bundle', setup: (b) => b.onResolve({ filter: /^undici$/ }, () => ({ path: './undici.cjs', external: true })) }],
+    plugins: [
+      { name: 'undici-bundle', setup: (b) => b.onResolve({ filter: /^undici$/ }, () => ({ path: './undici.cjs', external: true })) },
+      { name: 'pg-bundle', setup: (b) => b.onResolve({ filter: /^pg$/ }, () => ({ path: './pg.cjs', external: true })) },
+    ],
   });
   const used = new Set([...readFileSync(join(dist, 'cli.cjs'), 'utf8').matchAll(/\bimport_undici\d*\.(\w+)/g)].map((match) => match[1]));
   const missing = [...used].filter((name) => !(name in UNDICI_EXPORTS));

@@ -1,15 +1,15 @@
 import type { RunConfig } from './config.js';
 import type { Executor } from './executor.js';
 import type { Store, WorkerStore } from './store.js';
-import { FolderStore } from './folder/folderStore.js';
-import type { Logger } from './types.js';
+import type { Logger, QueuePlace } from './types.js';
 
 /**
- * Which store and which executor a command works with: chosen here, and only here. There is one of each
- * today, the folder store and the HTTP executor; a second is added here and nowhere else.
+ * Which store and which executor a command works with: chosen here, and only here. A queue is a folder
+ * (the folder store) or a queue of a PostgreSQL database (the PostgreSQL store); calls go to an HTTP API
+ * (the HTTP executor). Each is loaded only by the commands that use it.
  */
 export interface WorkerBackendOptions {
-  dir: string;
+  place: QueuePlace;
   config: RunConfig;
   logger: Logger;
   host: string;
@@ -19,22 +19,32 @@ export interface WorkerBackendOptions {
 }
 
 export interface StoreOptions {
-  dir: string;
+  place: QueuePlace;
   /** Make the queue if there is none yet (`add`); every other command refuses a place that holds no queue. */
   create: boolean;
-  /** How long a claim's lock may go unrefreshed before its claim counts as stuck (--lock-stale). */
+  /** How long a claim may go unrefreshed before it counts as stuck (--lock-stale). */
   lockStaleMs: number;
   host: string;
 }
 
 export async function openStore(options: StoreOptions): Promise<Store> {
-  return new FolderStore(options.dir, options);
+  const { place } = options;
+  if (place.kind === 'database') {
+    const { PgStore } = await import('./postgres/pgStore.js');
+    return PgStore.open(place, options);
+  }
+  const { FolderStore } = await import('./folder/folderStore.js');
+  return new FolderStore(place.dir, options);
 }
 
 export async function openWorkerStore(options: WorkerBackendOptions): Promise<WorkerStore> {
+  const { place, config } = options;
+  if (place.kind === 'database') {
+    const { PgWorkerStore } = await import('./postgres/pgWorkerStore.js');
+    return PgWorkerStore.open(place, { ...options, workerId: config.workerId, lockStaleMs: config.lockStaleMs, concurrency: config.concurrency });
+  }
   const { FolderWorkerStore } = await import('./folder/workerStore.js');
-  const { config } = options;
-  return FolderWorkerStore.open(options.dir, { ...options, workerId: config.workerId, lockStaleMs: config.lockStaleMs });
+  return FolderWorkerStore.open(place.dir, { ...options, workerId: config.workerId, lockStaleMs: config.lockStaleMs });
 }
 
 /** Loaded when a worker starts: the HTTP client is no cost to the commands that call nothing. */

@@ -1,7 +1,17 @@
 import { userInfo } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_BUG, EXIT_CODES, WorkerError } from './errors.js';
-import { colorsEnabled, durationSetting, HOST, lockStaleSetting, resolveDir, resolveRunConfig, resolveTaskDefaults, type Env } from './config.js';
+import {
+  colorsEnabled,
+  durationSetting,
+  HOST,
+  lockStaleSetting,
+  resolvePlace,
+  resolveRunConfig,
+  resolveTaskDefaults,
+  type Env,
+  type PlaceFlags,
+} from './config.js';
 import { palette } from './colors.js';
 import { plural } from './core/reasons.js';
 import { safeJson, visible, visibleLines } from './core/visible.js';
@@ -26,7 +36,7 @@ import {
 import { idList, renderWatch, renderWorkers, writeStatus } from './render.js';
 import { openStore } from './backends.js';
 import type { Store } from './store.js';
-import { TASK_STATES, type TaskState } from './types.js';
+import { TASK_STATES, type QueuePlace, type TaskState } from './types.js';
 
 /** Commander wiring only: argv → options objects → commands. Exit codes are chosen in main(), nowhere else. */
 
@@ -36,8 +46,8 @@ function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((line) => `  $ ${line}`).join('\n')}\n`;
 }
 
-function dirOf(command: Command): string {
-  return resolveDir(command.optsWithGlobals<{ dir?: string }>().dir, env, process.cwd());
+function placeOf(command: Command): QueuePlace {
+  return resolvePlace(command.optsWithGlobals<PlaceFlags>(), env, process.cwd());
 }
 
 /**
@@ -47,7 +57,7 @@ function dirOf(command: Command): string {
  */
 async function withStore<T>(command: Command, use: (store: Store) => Promise<T>, create = false): Promise<T> {
   const { lockStale } = command.opts<{ lockStale?: string }>();
-  const store = await openStore({ dir: dirOf(command), create, lockStaleMs: lockStaleSetting(lockStale, env), host: HOST });
+  const store = await openStore({ place: placeOf(command), create, lockStaleMs: lockStaleSetting(lockStale, env), host: HOST });
   try {
     return await use(store);
   } finally {
@@ -64,6 +74,8 @@ const LOCK_STALE_OPTION = [
 const ENVIRONMENT = `
 Environment (flags win over these, these over defaults):
   WORKER_DIR            --dir: the folder that holds queue/ and locks/
+  WORKER_DATABASE_URL   --database-url: the queue in PostgreSQL instead of a folder
+  WORKER_QUEUE          --queue: which queue of that database (default: default)
   WORKER_API_URL        run --api-url
   WORKER_API_HEADERS    run --header, one "Name: value" per line
   WORKER_API_TIMEOUT    run --timeout
@@ -113,6 +125,8 @@ function buildProgram(bin: string): Command {
   const program = new Command('worker')
     .description('A crash-safe task queue in one folder of files, drained by many `worker run` processes that call an HTTP API.')
     .option('--dir <path>', 'folder that holds queue/ and locks/ (env WORKER_DIR; default: the current folder)')
+    .option('--database-url <url>', 'keep the queue in PostgreSQL instead: postgres://user:password@host:5432/db (env WORKER_DATABASE_URL)')
+    .option('--queue <name>', 'with --database-url: which queue of the database (env WORKER_QUEUE; default: default)')
     .showSuggestionAfterError(true)
     .showHelpAfterError('(run with --help for usage)')
     // One prefix for every error, commander's own included.
@@ -257,7 +271,7 @@ function buildProgram(bin: string): Command {
       // Loaded only here: undici is the slowest module to load, and only `run` needs it.
       const { runWorker } = await import('./commands/run.js');
       await runWorker({
-        dir: dirOf(command),
+        place: placeOf(command),
         config,
         writeLog: (line) => process.stderr.write(line),
         signals: { stop: stop.signal, abort: abort.signal },
@@ -470,11 +484,25 @@ function buildProgram(bin: string): Command {
   program
     .command('demo')
     .description('see it work in one command: a reference API, about 20 tasks with dependencies, 3 workers, live progress')
-    .addHelpText('after', examples('worker demo', 'worker --dir /tmp/my-demo demo      # keep the queue where you can look at it'))
+    .addHelpText(
+      'after',
+      examples(
+        'worker demo',
+        'worker --dir /tmp/my-demo demo      # keep the queue where you can look at it',
+        'worker --database-url postgres://localhost/queues --queue demo demo',
+      ),
+    )
     .action(async (_flags, command: Command) => {
       const { runDemo } = await import('./commands/demo.js');
-      const dir = command.optsWithGlobals<{ dir?: string }>().dir ?? env.WORKER_DIR;
-      await runDemo({ dir, bin, write: print, progress: process.stdout.isTTY === true, colors: colorsEnabled(process.stdout, env) });
+      const place = placeOf(command);
+      const explicit = command.optsWithGlobals<PlaceFlags>().dir ?? env.WORKER_DIR;
+      await runDemo({
+        place: place.kind === 'folder' && explicit === undefined ? undefined : place,
+        bin,
+        write: print,
+        progress: process.stdout.isTTY === true,
+        colors: colorsEnabled(process.stdout, env),
+      });
     });
 
   return program;

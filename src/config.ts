@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { WorkerError } from './errors.js';
 import { MAX_TIMER_MS, parseDuration } from './core/duration.js';
-import { INTENSITIES, type Intensity, type RateLimit } from './types.js';
+import { INTENSITIES, type Intensity, type QueuePlace, type RateLimit } from './types.js';
 import type { TaskDefaults } from './core/newTasks.js';
 import { MAX_RATE_CALLS } from './core/apiWeather.js';
 import { configError, durationSetting, givenValue, integerSetting, settingName, type Env } from './core/settings.js';
@@ -32,6 +32,48 @@ export function resolveDir(flagDir: string | undefined, env: Env, cwd: string): 
   const dir = flagDir ?? env.WORKER_DIR;
   if (dir !== undefined && dir.trim() === '') throw configError(settingName({ flag: '--dir', envName: 'WORKER_DIR' }), 'a folder path', dir);
   return dir ?? cwd;
+}
+
+export interface PlaceFlags {
+  dir?: string | undefined;
+  databaseUrl?: string | undefined;
+  queue?: string | undefined;
+}
+
+/** Queue names in a database: what a person types after --queue; the same rule as task ids. */
+const QUEUE_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/**
+ * Where the queue is: a database when --database-url (env WORKER_DATABASE_URL) is given, its queue named
+ * by --queue (env WORKER_QUEUE, default `default`); otherwise the folder of --dir (env WORKER_DIR).
+ */
+export function resolvePlace(flags: PlaceFlags, env: Env, cwd: string): QueuePlace {
+  const url = flags.databaseUrl ?? (env.WORKER_DATABASE_URL === '' ? undefined : env.WORKER_DATABASE_URL);
+  const urlSetting = settingName({ flag: '--database-url', envName: 'WORKER_DATABASE_URL' });
+  if (url === undefined) {
+    if (flags.queue !== undefined) {
+      throw new WorkerError('USAGE', '--queue names a queue of a database, and no --database-url (env WORKER_DATABASE_URL) was given', {
+        hint: 'a folder holds one queue: give --dir for another folder, or --database-url with --queue',
+      });
+    }
+    return { kind: 'folder', dir: resolveDir(flags.dir, env, cwd) };
+  }
+  if (flags.dir !== undefined) {
+    throw new WorkerError('USAGE', '--dir and --database-url name two places for the queue: give one', {
+      hint: 'a queue in a database is named by --queue (env WORKER_QUEUE)',
+    });
+  }
+  if (!/^postgres(ql)?:\/\//.test(url))
+    throw configError(urlSetting, 'a postgres:// URL, e.g. postgres://user:password@db.example:5432/queues', url.replace(/:[^:/@]*@/, ':***@'));
+  const queue = flags.queue ?? env.WORKER_QUEUE ?? 'default';
+  if (!QUEUE_NAME_PATTERN.test(queue)) {
+    throw configError(
+      settingName({ flag: '--queue', envName: 'WORKER_QUEUE' }),
+      'letters, digits, ".", "_", "-"; 1 to 100 characters, starting with a letter or digit',
+      queue,
+    );
+  }
+  return { kind: 'database', url, queue };
 }
 
 export interface TaskDefaultFlags {

@@ -8,6 +8,7 @@ import type {
   Heartbeat,
   Outcome,
   ChangeRecord,
+  OutcomeEvent,
   RateLimit,
   ResultRef,
   TaskDefinition,
@@ -205,4 +206,33 @@ export interface Presence {
   readonly heartbeat: Heartbeat;
   /** Writes a last heartbeat (`stopped`) and frees the worker id. */
   leave(): Promise<void>;
+}
+
+/** Results larger than this are kept apart from their outcome, so that what every reader folds stays small. */
+export const INLINE_RESULT_BYTES = 4096;
+
+/** The record of an outcome, as both stores keep it; a result kept `apart` (see INLINE_RESULT_BYTES) is referred to once written. */
+export function outcomeRecord(claim: Pick<HeldClaim, 'taskId' | 'token' | 'attempt'>, worker: string, outcome: NewOutcome, apart: boolean): OutcomeEvent {
+  const event: OutcomeEvent = {
+    type: 'outcome',
+    task: claim.taskId,
+    token: claim.token,
+    attempt: claim.attempt,
+    worker,
+    outcome: outcome.outcome,
+    called: outcome.called,
+    started_at: new Date(outcome.startedAt).toISOString(),
+    ended_at: new Date(outcome.endedAt).toISOString(),
+    duration_ms: Math.max(0, outcome.endedAt - outcome.startedAt),
+    max_attempts: outcome.maxAttempts,
+  };
+  const status = outcome.detail?.http_status ?? outcome.error?.http_status;
+  if (status !== undefined) event.http_status = status;
+  if (outcome.error) event.error = outcome.error;
+  if (outcome.charged === false) event.charged = false;
+  if (outcome.retryAt !== undefined) event.retry_at = new Date(outcome.retryAt).toISOString();
+  if (outcome.pauseUntil !== undefined) event.pause_until = new Date(outcome.pauseUntil).toISOString();
+  if (outcome.waitingSince !== undefined) event.waiting_since = new Date(outcome.waitingSince).toISOString();
+  if (outcome.result !== undefined && !apart) event.result = outcome.result.value;
+  return event;
 }

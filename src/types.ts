@@ -286,3 +286,9 @@ export interface CompactionReport {
   resultFilesRemoved: number;
   resultBytesRemoved: number;
 }
+
+/**
+ * Where a queue lives: a folder of files (the default), or a queue of a PostgreSQL database, which
+ * workers on several hosts can share. The database URL may hold a password: never print it as it is.
+ */
+export type QueuePlace = { kind: 'folder'; dir: string } | { kind: 'database'; url: string; queue: string };

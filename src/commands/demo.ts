@@ -14,11 +14,11 @@ import type { NewTask } from '../core/newTasks.js';
 import { describeEvent } from './inspect.js';
 import { visible } from '../core/visible.js';
 import { readStatus } from './status.js';
-import type { StatusReport, TaskDefinition } from '../types.js';
+import type { QueuePlace, StatusReport, TaskDefinition } from '../types.js';
 
 export interface DemoOptions {
-  /** Where to put the queue; a new temporary folder when undefined. */
-  dir: string | undefined;
+  /** Where to put the queue (a folder, or a queue of a database); a new temporary folder when undefined. */
+  place: QueuePlace | undefined;
   /** The CLI to start workers with (bin/worker.cjs). */
   bin: string;
   write: (text: string) => void;
@@ -49,14 +49,20 @@ export function demoTasks(): NewTask[] {
  * port, a seeded graph, three worker processes, live progress, then the final table.
  */
 export async function runDemo(options: DemoOptions): Promise<StatusReport> {
-  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'worker-demo-'));
-  if (await holdsQueue(dir)) {
-    throw new WorkerError('REJECTED', `${dir} already holds a queue`, { hint: 'give the demo an empty or new folder with --dir, or none for a temporary one' });
+  const place: QueuePlace = options.place ?? { kind: 'folder', dir: mkdtempSync(join(tmpdir(), 'worker-demo-')) };
+  if (await holdsQueue(place)) {
+    throw new WorkerError('REJECTED', place.kind === 'folder' ? `${place.dir} already holds a queue` : `the database already holds a queue "${place.queue}"`, {
+      hint: place.kind === 'folder' ? 'give the demo an empty or new folder with --dir, or none for a temporary one' : 'name a new one with --queue',
+    });
   }
-  // The demo's own logs go there too.
+  // The demo's own logs go in its folder, or in a temporary one beside a database.
+  const dir = place.kind === 'folder' ? place.dir : mkdtempSync(join(tmpdir(), 'worker-demo-'));
   mkdirSync(dir, { recursive: true });
   const colors = palette(options.colors);
-  const store = await openStore({ dir, create: true, lockStaleMs: 30_000, host: HOST });
+  const store = await openStore({ place, create: true, lockStaleMs: 30_000, host: HOST });
+  const where = place.kind === 'folder' ? ['--dir', place.dir] : ['--database-url', place.url, '--queue', place.queue];
+  // What a person types to look further: never the database's password.
+  const again = place.kind === 'folder' ? `worker --dir ${place.dir}` : `worker --queue ${place.queue}`;
   const apiLog = createWriteStream(join(dir, 'demo-api.log'));
   const api = await startReferenceApi({
     host: '127.0.0.1',
@@ -71,7 +77,7 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     const tasks = demoTasks();
     await store.addTasks(tasks, { min_budget: 1000, max_budget: 4000, intensity: 'medium' }, new Date(), (i) => `demo task ${tasks[i]?.id}`);
     let state: QueueState<TaskDefinition> = await store.read();
-    options.write(`${colors.bold('worker demo')}: ${tasks.length} tasks in ${dir}\n`);
+    options.write(`${colors.bold('worker demo')}: ${tasks.length} tasks in ${store.describe()}\n`);
     options.write(`reference API at ${api.url} (40-250 ms per call, 15% answered 503 and retried; "fetch-7" always fails)\n`);
     options.write(
       `${WORKERS} workers: ${Array.from({ length: WORKERS }, (_, i) => `demo-${i + 1}`).join(', ')} (their logs: ${join(dir, 'demo-worker-N.log')})\n\n`,
@@ -107,8 +113,7 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
         process.execPath,
         [
           options.bin,
-          '--dir',
-          dir,
+          ...where,
           'run',
           '--api-url',
           api.url,
@@ -141,13 +146,13 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
     options.write(
       [
         '',
-        'Look further:',
-        `  worker --dir ${dir} show fetch-7          # why it failed, every attempt`,
-        `  worker --dir ${dir} show publish          # why it is blocked`,
-        `  worker --dir ${dir} logs                  # the execution log, readable`,
-        `  worker --dir ${dir} graph                 # the dependency graph (Mermaid)`,
-        `  worker --dir ${dir} workers               # the three workers and their heartbeats`,
-        `  worker --dir ${dir} retry fetch-7         # try it again (it will fail again: its instruction says so)`,
+        `Look further${place.kind === 'database' ? ' (with WORKER_DATABASE_URL set to the database)' : ''}:`,
+        `  ${again} show fetch-7          # why it failed, every attempt`,
+        `  ${again} show publish          # why it is blocked`,
+        `  ${again} logs                  # the execution log, readable`,
+        `  ${again} graph                 # the dependency graph (Mermaid)`,
+        `  ${again} workers               # the three workers and their heartbeats`,
+        `  ${again} retry fetch-7         # try it again (it will fail again: its instruction says so)`,
         '',
       ].join('\n'),
     );
@@ -159,10 +164,10 @@ export async function runDemo(options: DemoOptions): Promise<StatusReport> {
   }
 }
 
-/** Whether `dir` holds a queue already: the store opens it without being allowed to create one. */
-async function holdsQueue(dir: string): Promise<boolean> {
+/** Whether `place` holds a queue already: the store opens it without being allowed to create one. */
+async function holdsQueue(place: QueuePlace): Promise<boolean> {
   try {
-    await (await openStore({ dir, create: false, lockStaleMs: 30_000, host: HOST })).close();
+    await (await openStore({ place, create: false, lockStaleMs: 30_000, host: HOST })).close();
     return true;
   } catch (error) {
     if (error instanceof WorkerError && error.code === 'NOT_FOUND') return false;

@@ -10,13 +10,13 @@ import { ProgressLine } from '../worker/progressLine.js';
 import { palette } from '../colors.js';
 import { describeError, describeRate, plural } from '../core/reasons.js';
 import type { QueueState } from '../core/queueState.js';
-import type { TaskState } from '../types.js';
+import type { QueuePlace, TaskState } from '../types.js';
 import type { Presence } from '../store.js';
 import type { Executor } from '../executor.js';
 import { idList } from '../render.js';
 
 export interface RunOptions {
-  dir: string;
+  place: QueuePlace;
   config: RunConfig;
   writeLog: (line: string) => void;
   signals: StopSignals;
@@ -45,7 +45,7 @@ export async function runWorker(options: RunOptions): Promise<RunSummary> {
     now: () => new Date(),
     secrets: Object.values(config.api.headers),
   });
-  const store = await openWorkerStore({ dir: options.dir, config, logger, host: HOST, pid: process.pid, now: Date.now, random: Math.random });
+  const store = await openWorkerStore({ place: options.place, config, logger, host: HOST, pid: process.pid, now: Date.now, random: Math.random });
   setFlagsFromString('--semi-space-growth-factor=2');
   let presence: Presence;
   let executor: Executor;

@@ -97,12 +97,18 @@ export class ApiWeather {
   admit(claim: ClaimEvent): WeatherRefusal | null {
     const at = Date.parse(claim.at);
     if (this.pauseState !== null && at < this.pauseState.until) return 'paused';
-    if (claim.rate !== undefined) {
+    if (claim.rate !== undefined && this.starts.countAfter(at - rateWindowMs(claim.rate)) >= claim.rate.calls) {
       this.rateSeen = { ...claim.rate, worker: claim.worker };
-      if (this.starts.countAfter(at - rateWindowMs(claim.rate)) >= claim.rate.calls) return 'rate';
+      return 'rate';
     }
-    this.starts.insert(at);
+    this.recordStart(claim);
     return null;
+  }
+
+  /** A claim the store admitted itself: a call start for every later rate check. */
+  recordStart(claim: ClaimEvent): void {
+    if (claim.rate !== undefined) this.rateSeen = { ...claim.rate, worker: claim.worker };
+    this.starts.insert(Date.parse(claim.at));
   }
 
   observe(outcome: OutcomeEvent): void {

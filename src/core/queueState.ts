@@ -70,6 +70,11 @@ export interface FoldOptions {
    * other tasks count toward the weather and are otherwise ignored, not taken for damage.
    */
   partial?: boolean;
+  /**
+   * The store decided every race before recording (a database claims in one statement, fenced by its
+   * rows): the fold takes its records as they are, and holds back no claim it recorded.
+   */
+  decidedByStore?: boolean;
 }
 
 const byAddOrder = (a: QueueEntry, b: QueueEntry) => a.task.index < b.task.index;
@@ -195,7 +200,10 @@ export class QueueState<Def extends TaskHead = TaskHead> {
     if (task === undefined && !this.removed.has(event.task) && !this.options.partial) return 'unknown-task';
     // The weather takes every claim and outcome, even of tasks removed since, so that all readers agree on it.
     // While paused by hand no claim counts, nor is it a call start for the rate limit.
-    if (event.type === 'claim' && (this.pausedByHand !== null || this.weather.admit(event) !== null)) return 'held-back';
+    if (event.type === 'claim') {
+      if (this.options.decidedByStore) this.weather.recordStart(event);
+      else if (this.pausedByHand !== null || this.weather.admit(event) !== null) return 'held-back';
+    }
     if (event.type === 'outcome') this.weather.observe(event);
     if (task === undefined) return 'ignored';
     switch (event.type) {

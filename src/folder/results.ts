@@ -9,7 +9,6 @@ import type { ResultRef } from '../types.js';
  * few hundred bytes per event, so that a worker's and `status`'s memory and time do not grow with the
  * bytes of results. Smaller ones stay in their outcome, where reading them costs nothing more.
  */
-export const INLINE_RESULT_BYTES = 4096;
 
 export function resultsDir(paths: Pick<QueuePaths, 'queueDir'>): string {
   return join(paths.queueDir, 'results');

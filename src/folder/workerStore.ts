@@ -2,8 +2,18 @@ import { randomUUID } from 'node:crypto';
 import { formatDuration } from '../core/duration.js';
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import { stuckReason } from '../core/reasons.js';
-import type { ChangeNotifier, Claimant, HeldClaim, NewOutcome, Presence, Recorded, WorkerStore } from '../store.js';
-import type { ClaimEvent, Heartbeat, Logger, OutcomeEvent, ResultRef, TaskDefinition, TaskHead } from '../types.js';
+import {
+  INLINE_RESULT_BYTES,
+  outcomeRecord,
+  type ChangeNotifier,
+  type Claimant,
+  type HeldClaim,
+  type NewOutcome,
+  type Presence,
+  type Recorded,
+  type WorkerStore,
+} from '../store.js';
+import type { ClaimEvent, Heartbeat, Logger, ResultRef, TaskDefinition, TaskHead } from '../types.js';
 import { asWorkerError } from '../errors.js';
 import { ChangeWatcher } from './changeWatcher.js';
 import { GONE_WORKER_FILES_KEPT_MS, HeartbeatWriter } from './heartbeat.js';
@@ -11,7 +21,7 @@ import { claimLiveness } from './lock/liveness.js';
 import { goneFromThisHost } from './lock/processes.js';
 import { TaskLocks, type HeldLock } from './lock/taskLock.js';
 import { withQueueLock } from './queueLock.js';
-import { INLINE_RESULT_BYTES, ResultsWriter } from './results.js';
+import { ResultsWriter } from './results.js';
 import { LogBusyError, QueueStore } from './store.js';
 import { holdWorkerId } from './workerIdLock.js';
 import { idempotencyKey } from '../core/newTasks.js';
@@ -362,7 +372,7 @@ export class FolderWorkerStore implements WorkerStore {
     }
     // A result too large for the log is kept in this worker's results file, which the outcome refers to.
     const apart = outcome.result !== undefined && Buffer.byteLength(outcome.result.body) > INLINE_RESULT_BYTES;
-    const event = outcomeEvent(claim, outcome, apart);
+    const event = outcomeRecord(claim, claim.event.worker, outcome, apart);
     for (;;) {
       try {
         if (apart) event.result_ref = claim.resultRef ??= this.results.write(outcome.result!.body, outcome.result!.json);
@@ -431,30 +441,4 @@ export class FolderWorkerStore implements WorkerStore {
     this.results.close();
     this.store.close();
   }
-}
-
-/** The log's record of an outcome; a result kept `apart` is referred to once written. */
-function outcomeEvent(claim: FolderClaim, outcome: NewOutcome, apart: boolean): OutcomeEvent {
-  const event: OutcomeEvent = {
-    type: 'outcome',
-    task: claim.taskId,
-    token: claim.token,
-    attempt: claim.attempt,
-    worker: claim.event.worker,
-    outcome: outcome.outcome,
-    called: outcome.called,
-    started_at: new Date(outcome.startedAt).toISOString(),
-    ended_at: new Date(outcome.endedAt).toISOString(),
-    duration_ms: Math.max(0, outcome.endedAt - outcome.startedAt),
-    max_attempts: outcome.maxAttempts,
-  };
-  const status = outcome.detail?.http_status ?? outcome.error?.http_status;
-  if (status !== undefined) event.http_status = status;
-  if (outcome.error) event.error = outcome.error;
-  if (outcome.charged === false) event.charged = false;
-  if (outcome.retryAt !== undefined) event.retry_at = new Date(outcome.retryAt).toISOString();
-  if (outcome.pauseUntil !== undefined) event.pause_until = new Date(outcome.pauseUntil).toISOString();
-  if (outcome.waitingSince !== undefined) event.waiting_since = new Date(outcome.waitingSince).toISOString();
-  if (outcome.result !== undefined && !apart) event.result = outcome.result.value;
-  return event;
 }

@@ -146,7 +146,7 @@ describe('a compaction that died after sealing the log', () => {
       store.close();
       const { cancelTask } = await import('../../src/commands/repair.js');
       const { openStore } = await import('../../src/backends.js');
-      const folder = await openStore({ dir, create: false, lockStaleMs: 30_000, host: 'test' });
+      const folder = await openStore({ place: { kind: 'folder', dir }, create: false, lockStaleMs: 30_000, host: 'test' });
       await cancelTask(folder, 'b', { by: 'test', now: () => new Date(), waitMs: 0, sleep: async () => undefined });
       await folder.close();
       const after = await QueueStore.open(dir);

@@ -22,6 +22,12 @@ const RULES: Array<{ layer: string; modules: RegExp; may: RegExp; rule: string }
     rule: 'folder/ imports the vocabulary, core/ and the seams: never commands, the loop or an executor',
   },
   {
+    layer: 'postgres store',
+    modules: /^postgres\//,
+    may: /^(types|errors|store|executor)\.ts$|^core\/|^postgres\//,
+    rule: 'postgres/ imports the vocabulary, core/ and the seams: never commands, the loop, an executor or the folder store',
+  },
+  {
     layer: 'http executor',
     modules: /^http\//,
     may: /^(types|errors|executor)\.ts$|^core\/|^http\//,
@@ -49,7 +55,7 @@ const RULES: Array<{ layer: string; modules: RegExp; may: RegExp; rule: string }
   {
     layer: 'choice',
     modules: /^backends\.ts$/,
-    may: /^(types|errors|store|executor|config)\.ts$|^core\/|^folder\/|^http\//,
+    may: /^(types|errors|store|executor|config)\.ts$|^core\/|^folder\/|^postgres\/|^http\//,
     rule: 'backends.ts chooses the store and the executor',
   },
   { layer: 'commands', modules: /^commands\//, may: /^(?!cli\.ts$)/, rule: 'commands/ compose anything but the CLI' },

@@ -1,0 +1,386 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { WorkerError, asWorkerError } from '../errors.js';
+import { idempotencyKey } from '../core/newTasks.js';
+import type { QueueState, TaskRecord } from '../core/queueState.js';
+import { stuckReason } from '../core/reasons.js';
+import { INLINE_RESULT_BYTES, outcomeRecord } from '../store.js';
+import type { Claimant, HeldClaim, NewOutcome, Presence, Recorded, WorkerStore } from '../store.js';
+import type { ClaimEvent, Heartbeat, Logger, TaskDefinition, TaskHead } from '../types.js';
+import { databaseError, type DatabaseLocation, openPool, serverOf } from './connection.js';
+import { Presence as DatabasePresence } from './presence.js';
+import { changeChannel, runningClaims, type ClaimRow } from './pgStore.js';
+import { QueueView } from './queueView.js';
+import { ensureSchema } from './schema.js';
+
+/** How often a worker looks for tasks whose worker died or froze. */
+const TAKEOVER_SCAN_MS = 1000;
+
+export interface PgWorkerOptions {
+  workerId: string;
+  pid: number;
+  host: string;
+  lockStaleMs: number;
+  concurrency: number;
+  logger: Logger;
+  now: () => number;
+}
+
+/** A claim of the PostgreSQL store: the token its row holds while it is in force. */
+interface PgClaim extends HeldClaim {
+  readonly event: ClaimEvent;
+}
+
+interface ClaimedRow {
+  id: string;
+  definition: TaskDefinition;
+  attempts: number;
+  generation: number;
+  waits: number;
+  waiting_since: Date | null;
+  claim: ClaimEvent;
+}
+
+const CLAIMED_COLUMNS = 't.id, t.definition, t.attempts, t.generation, t.waits, t.waiting_since, t.claim';
+
+/**
+ * The PostgreSQL store as a worker uses it. A claim is one statement: the first ready row in add order
+ * that no other transaction holds (FOR UPDATE SKIP LOCKED) becomes running under a new token, and its
+ * record joins the history in the same statement. An outcome counts only while the row still holds the
+ * claim's token. While a call runs, the claim is renewed; a claim not renewed for --lock-stale, or whose
+ * worker's database session ended, is taken over by another worker.
+ */
+export class PgWorkerStore implements WorkerStore {
+  private readonly view: QueueView<TaskHead>;
+  private lastTakeoverScan = -Infinity;
+  private readonly held = new Map<string, PgClaim>();
+  private renewTimer: NodeJS.Timeout | undefined;
+  private queueId = '';
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly presence: DatabasePresence,
+    private readonly location: DatabaseLocation,
+    private readonly options: PgWorkerOptions,
+  ) {
+    this.view = new QueueView<TaskHead>(location.queue, false, false);
+  }
+
+  static async open(location: DatabaseLocation, options: PgWorkerOptions): Promise<PgWorkerStore> {
+    const { logger } = options;
+    const pool = openPool(location, {
+      // One connection per call in flight at most, and one for looks.
+      max: Math.min(options.concurrency, 20) + 1,
+      applicationName: `worker ${options.workerId}`,
+      onIdleError: (error) => logger.debug(`a pooled database connection ended: ${error.message}`),
+    });
+    const presence = new DatabasePresence(location, options.workerId, logger);
+    const store = new PgWorkerStore(pool, presence, location, options);
+    try {
+      const client = await pool.connect();
+      try {
+        await ensureSchema(client, serverOf(location.url));
+        const { rows } = await client.query<{ queue_id: string }>('SELECT queue_id FROM worker_queues WHERE name = $1', [location.queue]);
+        if (rows[0] === undefined) {
+          throw new WorkerError('NOT_FOUND', `no queue "${location.queue}" in the database at ${serverOf(location.url)}`, {
+            hint: `add a task first (worker --queue ${location.queue} add …), or name another with --queue (env WORKER_QUEUE)`,
+          });
+        }
+        store.queueId = rows[0].queue_id;
+        await store.view.refresh(client);
+      } finally {
+        client.release();
+      }
+      return store;
+    } catch (error) {
+      await pool.end().catch(() => undefined);
+      throw databaseError(error, location);
+    }
+  }
+
+  get state(): QueueState<TaskHead> {
+    return this.view.state;
+  }
+
+  /** A database store is never lost: a connection that ends is made again. */
+  readonly lost = undefined;
+
+  get changes() {
+    return this.presence.changes;
+  }
+
+  describe(): string {
+    const size = this.view.state.size;
+    return `queue "${this.location.queue}" at ${serverOf(this.location.url)} (${size} task${size === 1 ? '' : 's'})`;
+  }
+
+  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(text, values);
+    } catch (error) {
+      throw databaseError(error, this.location);
+    }
+  }
+
+  async look(): Promise<void> {
+    try {
+      await this.view.refresh(this.pool);
+    } catch (error) {
+      throw databaseError(error, this.location);
+    }
+  }
+
+  async enter(heartbeat: Heartbeat): Promise<Presence> {
+    await this.presence.start(heartbeat);
+    this.renewTimer = setInterval(() => void this.renew(), Math.max(100, Math.min(this.options.lockStaleMs / 3, 10_000)));
+    this.renewTimer.unref();
+    return {
+      heartbeat,
+      leave: async () => {
+        clearInterval(this.renewTimer);
+        await this.presence.stop();
+      },
+    };
+  }
+
+  /**
+   * Renews every claim this worker holds, under its session of now. A claim whose row no longer holds its
+   * token was taken over (this worker froze, or lost its connection too long): its call stops. A renewal
+   * that fails (the database is away) changes nothing: it is tried again.
+   */
+  private async renew(): Promise<void> {
+    if (this.held.size === 0) return;
+    const session = this.presence.session;
+    const tokens = [...this.held.keys()];
+    let kept: Set<string>;
+    try {
+      const { rows } = await this.pool.query<{ token: string }>(
+        `UPDATE worker_tasks SET renewed_at = now(), session_pid = $3, session_start = $4
+         WHERE queue = $1 AND token = ANY($2::text[]) AND state = 'running' RETURNING token`,
+        [this.location.queue, tokens, session?.pid ?? null, session?.start ?? null],
+      );
+      kept = new Set(rows.map((row) => row.token));
+    } catch (error) {
+      this.options.logger.debug(`could not renew claims: ${asWorkerError(error).message}`);
+      return;
+    }
+    for (const token of tokens) {
+      const claim = this.held.get(token);
+      if (claim === undefined || kept.has(token) || claim.abandon.signal.aborted) continue;
+      this.options.logger.warn(`lost the claim on ${claim.taskId}: another worker took it over; abandoning the attempt`);
+      claim.abandon.abort(new WorkerError('IO', `the claim on ${claim.taskId} was taken over`));
+    }
+  }
+
+  claimingElsewhere(): readonly TaskRecord<TaskHead>[] {
+    // Rows other workers hold are skipped, never waited for: there is nothing to report.
+    return [];
+  }
+
+  private claimEvent(claimant: Claimant, token: string, claimedAt: number, prev: string | null, reason: string | null): ClaimEvent {
+    const event: ClaimEvent = {
+      type: 'claim',
+      task: '',
+      token,
+      prev,
+      attempt: 0,
+      worker: claimant.workerId,
+      pid: claimant.pid,
+      host: claimant.host,
+      at: new Date(claimedAt).toISOString(),
+    };
+    if (claimant.rate !== undefined) event.rate = claimant.rate;
+    if (claimant.concurrency > 1) event.concurrency = claimant.concurrency;
+    if (reason !== null) event.reason = reason;
+    return event;
+  }
+
+  async claimReady(claimant: Claimant): Promise<HeldClaim | null> {
+    const token = randomUUID();
+    const claimedAt = this.options.now();
+    const session = this.presence.session;
+    // The queue's pauses (by hand, or asked by the API) are judged in the same statement: no claim counts within one.
+    const { rows } = await this.query<ClaimedRow>(
+      `WITH open AS (
+         SELECT paused_by_hand IS NULL AND (pause_until IS NULL OR pause_until <= $3) AS open FROM worker_queues WHERE name = $1
+       ), picked AS (
+         SELECT id FROM worker_tasks
+         WHERE queue = $1 AND state = 'pending' AND unmet = 0 AND (retry_at IS NULL OR retry_at <= $3) AND coalesce((SELECT open FROM open), false)
+         ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED
+       ), claimed AS (
+         UPDATE worker_tasks t SET state = 'running', token = $2, attempts = t.attempts + 1, retry_at = NULL,
+           claim = $4::jsonb || jsonb_build_object('task', t.id, 'attempt', t.attempts + 1),
+           renewed_at = now(), session_pid = $5, session_start = $6
+         FROM picked WHERE t.queue = $1 AND t.id = picked.id
+         RETURNING ${CLAIMED_COLUMNS}
+       ), logged AS (
+         INSERT INTO worker_events (queue, task, body) SELECT $1, id, claim FROM claimed
+       )
+       SELECT * FROM claimed t`,
+      [
+        this.location.queue,
+        token,
+        new Date(claimedAt),
+        JSON.stringify(this.claimEvent(claimant, token, claimedAt, null, null)),
+        session?.pid ?? null,
+        session?.start ?? null,
+      ],
+    );
+    return rows[0] === undefined ? null : this.hold(rows[0], claimedAt, null);
+  }
+
+  async claimStuck(claimant: Claimant): Promise<HeldClaim | null> {
+    const { now, lockStaleMs, host, pid, logger } = this.options;
+    if (now() - this.lastTakeoverScan < TAKEOVER_SCAN_MS) return null;
+    this.lastTakeoverScan = now();
+    const running = await this.claimsQuery();
+    // Right after this worker's own session was made again, others' may not be yet: only stale leases count.
+    const sessionsSettled = this.presence.upForMs() >= Math.min(lockStaleMs, 3000);
+    for (const row of running) {
+      if (row.host === host && row.pid === pid) continue;
+      const stale = row.age_ms === null || row.age_ms > lockStaleMs;
+      if (!stale && (row.session_alive || !sessionsSettled)) continue;
+      const task = this.view.state.get(row.id);
+      const reason =
+        (task && stuckReason(task, { ownerAlive: row.session_alive ? undefined : false, lockAgeMs: row.age_ms, stale }, now())) ??
+        `held by ${row.worker ?? 'a worker'}, ${row.session_alive ? 'whose claim was not renewed' : 'whose database session ended'}`;
+      const claim = await this.takeOver(row, reason, claimant);
+      if (claim !== null) {
+        logger.warn(`taking over ${row.id}: ${reason}`);
+        // A dead worker may have left several (--concurrency): the next free slot looks again at once.
+        this.lastTakeoverScan = -Infinity;
+        return claim;
+      }
+    }
+    return null;
+  }
+
+  private async claimsQuery(): Promise<ClaimRow[]> {
+    try {
+      return await runningClaims(this.pool, this.location.queue);
+    } catch (error) {
+      throw databaseError(error, this.location);
+    }
+  }
+
+  /** Supersedes a stuck claim, only while the row still holds it: of two workers that try, one succeeds. */
+  private async takeOver(row: ClaimRow, reason: string, claimant: Claimant): Promise<HeldClaim | null> {
+    const token = randomUUID();
+    const claimedAt = this.options.now();
+    const session = this.presence.session;
+    const { rows } = await this.query<ClaimedRow>(
+      `WITH open AS (
+         SELECT paused_by_hand IS NULL AND (pause_until IS NULL OR pause_until <= $4) AS open FROM worker_queues WHERE name = $1
+       ), claimed AS (
+         UPDATE worker_tasks t SET token = $3, attempts = t.attempts + 1,
+           claim = $5::jsonb || jsonb_build_object('task', t.id, 'attempt', t.attempts + 1),
+           renewed_at = now(), session_pid = $6, session_start = $7
+         WHERE t.queue = $1 AND t.id = $2 AND t.state = 'running' AND t.token = $8 AND coalesce((SELECT open FROM open), false)
+         RETURNING ${CLAIMED_COLUMNS}
+       ), logged AS (
+         INSERT INTO worker_events (queue, task, body) SELECT $1, id, claim FROM claimed
+       )
+       SELECT * FROM claimed t`,
+      [
+        this.location.queue,
+        row.id,
+        token,
+        new Date(claimedAt),
+        JSON.stringify(this.claimEvent(claimant, token, claimedAt, row.token, reason)),
+        session?.pid ?? null,
+        session?.start ?? null,
+        row.token,
+      ],
+    );
+    return rows[0] === undefined ? null : this.hold(rows[0], claimedAt, reason);
+  }
+
+  private hold(row: ClaimedRow, claimedAt: number, takeoverReason: string | null): PgClaim {
+    const claim: PgClaim = {
+      taskId: row.id,
+      definition: row.definition,
+      token: row.claim.token,
+      attempt: row.attempts,
+      claimedAt,
+      idempotencyKey: idempotencyKey(this.queueId, row.id, row.generation),
+      waits: row.waits,
+      waitingSince: row.waiting_since === null ? null : row.waiting_since.getTime(),
+      takeoverReason,
+      abandon: new AbortController(),
+      event: row.claim,
+    };
+    this.held.set(claim.token, claim);
+    return claim;
+  }
+
+  async record(held: HeldClaim, outcome: NewOutcome): Promise<Recorded> {
+    const claim = held as PgClaim;
+    const { queue } = this.location;
+    // A result too large for the history is kept in worker_results, which the outcome refers to.
+    const apart = outcome.result !== undefined && Buffer.byteLength(outcome.result.body) > INLINE_RESULT_BYTES;
+    const event = outcomeRecord(claim, claim.event.worker, outcome, apart);
+    if (apart) event.result_ref = { file: 'worker_results', offset: 0, length: Buffer.byteLength(outcome.result!.body), json: outcome.result!.json };
+    const uncharged = !outcome.called || outcome.charged === false;
+    const state = outcome.outcome === 'retry' || outcome.outcome === 'released' ? 'pending' : outcome.outcome;
+    const { rows } = await this.query<{ recorded: number; holder: string | null }>(
+      `WITH done AS (
+         UPDATE worker_tasks t SET state = $4, token = NULL, claim = NULL, renewed_at = NULL, session_pid = NULL, session_start = NULL,
+           retry_at = $5, attempts = t.attempts - CASE WHEN $6 THEN 1 ELSE 0 END,
+           waits = CASE $7::text WHEN 'add' THEN t.waits + 1 WHEN 'reset' THEN 0 ELSE t.waits END,
+           waiting_since = CASE WHEN $8 THEN $9::timestamptz ELSE t.waiting_since END
+         WHERE t.queue = $1 AND t.id = $2 AND t.token = $3 AND t.state = 'running'
+         RETURNING t.id, CASE WHEN t.state = 'completed' THEN t.dependents ELSE '{}'::text[] END AS freed
+       ), waiting AS (
+         SELECT w.id FROM worker_tasks w, done WHERE w.queue = $1 AND w.id = ANY(done.freed) ORDER BY w.id FOR UPDATE OF w
+       ), ready AS (
+         UPDATE worker_tasks w SET unmet = w.unmet - 1 FROM waiting WHERE w.queue = $1 AND w.id = waiting.id RETURNING w.unmet
+       ), paused AS (
+         UPDATE worker_queues SET pause_until = greatest(pause_until, $10::timestamptz) FROM done WHERE name = $1 AND $10::timestamptz IS NOT NULL
+       ), kept AS (
+         INSERT INTO worker_results (queue, task, body) SELECT $1, id, $11::text FROM done WHERE $11::text IS NOT NULL RETURNING id
+       ), logged AS (
+         INSERT INTO worker_events (queue, task, body)
+         SELECT $1, done.id, CASE WHEN kept.id IS NULL THEN $12::jsonb ELSE jsonb_set($12::jsonb, '{result_ref,offset}', to_jsonb(kept.id)) END
+         FROM done LEFT JOIN kept ON true RETURNING 1
+       )
+       SELECT (SELECT count(*) FROM logged)::integer AS recorded,
+         (SELECT claim->>'worker' FROM worker_tasks WHERE queue = $1 AND id = $2) AS holder,
+         CASE WHEN $4 = 'pending' OR EXISTS (SELECT 1 FROM ready WHERE unmet = 0) THEN pg_notify($13, 'ready') END AS woken`,
+      [
+        queue,
+        claim.taskId,
+        claim.token,
+        state,
+        outcome.outcome === 'retry' && outcome.retryAt !== undefined ? new Date(outcome.retryAt) : null,
+        uncharged,
+        uncharged ? (outcome.called ? 'add' : 'keep') : 'reset',
+        outcome.called,
+        outcome.waitingSince === undefined ? null : new Date(outcome.waitingSince),
+        outcome.pauseUntil === undefined ? null : new Date(outcome.pauseUntil),
+        apart ? outcome.result!.body : null,
+        JSON.stringify(event),
+        changeChannel(queue),
+      ],
+    );
+    this.held.delete(claim.token);
+    const row = rows[0]!;
+    return row.recorded > 0 ? { recorded: true } : { recorded: false, lostTo: row.holder };
+  }
+
+  /** The task stays claimed, its claim no longer renewed: another worker takes it over once it goes stale. */
+  abandon(claim: HeldClaim): void {
+    this.held.delete(claim.token);
+  }
+
+  async tidy(): Promise<void> {
+    // Nothing is left behind by a dead worker: its claims are taken over, its heartbeat says it stopped.
+  }
+
+  async settle(): Promise<void> {}
+
+  close(): void {
+    clearInterval(this.renewTimer);
+    void this.presence.stop();
+    void this.pool.end().catch(() => undefined);
+  }
+}
