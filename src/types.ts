@@ -277,7 +277,8 @@ export interface StatusReport {
 
 /** What `worker compact` did. */
 export interface CompactionReport {
-  generation: number;
+  /** The log's generation now; null for a database's history, which has none (removed events are deleted). */
+  generation: number | null;
   bytesBefore: number;
   bytesAfter: number;
   eventsBefore: number;

@@ -165,7 +165,9 @@ export function describeCompaction(report: CompactionReport): string {
     report.resultFilesRemoved > 0
       ? `; removed ${plural(report.resultFilesRemoved, 'results file')} (${formatBytes(report.resultBytesRemoved)}) no remaining task refers to`
       : '';
-  return `compacted the execution log to generation ${report.generation}: ${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)}, ${report.eventsKept.toLocaleString('en')} of ${report.eventsBefore.toLocaleString('en')} events kept${results}`;
+  const kept = `${report.eventsKept.toLocaleString('en')} of ${report.eventsBefore.toLocaleString('en')} events kept${results}`;
+  if (report.generation === null) return `the history: ${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)}, ${kept}`;
+  return `compacted the execution log to generation ${report.generation}: ${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)}, ${kept}`;
 }
 
 function formatBytes(bytes: number): string {

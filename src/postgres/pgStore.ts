@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { WorkerError } from '../errors.js';
 import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTasks.js';
-import type { ApplyResult, QueueState } from '../core/queueState.js';
+import { noSuchTask, type ApplyResult, type QueueState } from '../core/queueState.js';
 import type { ClaimLiveness } from '../core/reasons.js';
 import { repeatUntil } from '../core/sleep.js';
 import type { LockView, QueueChange, Store } from '../store.js';
@@ -37,6 +37,10 @@ export interface PgStoreOptions {
 export interface ClaimRow {
   id: string;
   token: string;
+  /** `worker unlock` gave the claim up. */
+  given_up: boolean;
+  /** The claim names a session from before the server last started: it ended with that restart, not with its worker. */
+  session_before_restart: boolean;
   worker: string | null;
   pid: number | null;
   host: string | null;
@@ -200,7 +204,8 @@ export class PgStore implements Store {
         },
         async lockOf(taskId: string): Promise<LockView | null> {
           const row = (await runningClaims(client, queue)).find((claim) => claim.id === taskId);
-          if (row === undefined) return null;
+          // A claim given up by `unlock` holds nothing any more: the next worker takes the task over.
+          if (row === undefined || row.given_up) return null;
           const ageMs = row.age_ms ?? 0;
           return {
             holder: row.worker === null ? null : { worker: row.worker, pid: row.pid ?? 0, host: row.host ?? '?' },
@@ -240,16 +245,35 @@ export class PgStore implements Store {
       );
       const events = Number(rows[0]?.events ?? 0);
       const bytes = Number(rows[0]?.bytes ?? 0);
-      return { generation: 0, bytesBefore: bytes, bytesAfter: bytes, eventsBefore: events, eventsKept: events, resultFilesRemoved: 0, resultBytesRemoved: 0 };
+      return {
+        generation: null,
+        bytesBefore: bytes,
+        bytesAfter: bytes,
+        eventsBefore: events,
+        eventsKept: events,
+        resultFilesRemoved: 0,
+        resultBytesRemoved: 0,
+      };
     });
   }
 
   async history(onEvent: (event: ChangeRecord, counted: ApplyResult) => void, onlyTask?: string): Promise<void> {
     const view = new QueueView(this.location.queue, false, true);
-    await this.withClient((client) => view.refresh(client, historyListener(onEvent, onlyTask)));
+    await this.withClient(async (client) => {
+      await this.requireTask(client, onlyTask);
+      await view.refresh(client, historyListener(onEvent, onlyTask));
+    });
+  }
+
+  /** The history of a task that does not exist is refused, as the folder store refuses it. */
+  private async requireTask(client: Queryable, id: string | undefined): Promise<void> {
+    if (id === undefined) return;
+    const { rows } = await client.query('SELECT 1 FROM worker_tasks WHERE queue = $1 AND id = $2', [this.location.queue, id]);
+    if (rows.length === 0) throw noSuchTask(id);
   }
 
   async followHistory(onEvent: (event: ChangeRecord, counted: ApplyResult) => void, onlyTask: string | undefined, signal: AbortSignal): Promise<void> {
+    await this.withClient((client) => this.requireTask(client, onlyTask));
     const view = new QueueView(this.location.queue, false, true);
     const listener = historyListener(onEvent, onlyTask);
     const readOn = () => this.withClient((client) => view.refresh(client, listener));
@@ -313,6 +337,7 @@ async function queueRow(client: Queryable, queue: string): Promise<{ queue_id: s
 export async function runningClaims(client: Queryable, queue: string): Promise<ClaimRow[]> {
   const { rows } = await client.query<ClaimRow>(
     `SELECT id, claim->>'worker' AS worker, (claim->>'pid')::integer AS pid, claim->>'host' AS host, token,
+       renewed_at = '-infinity' AS given_up, coalesce(session_start < pg_postmaster_start_time(), false) AS session_before_restart,
        CASE WHEN renewed_at = '-infinity' THEN NULL ELSE (extract(epoch FROM (now() - renewed_at)) * 1000)::float8 END AS age_ms,
        session_pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = t.session_pid AND a.backend_start = t.session_start) AS session_alive
      FROM worker_tasks t WHERE queue = $1 AND state = 'running' ORDER BY seq`,
@@ -400,7 +425,7 @@ async function removeTasks(client: Queryable, queue: string, ids: string[]): Pro
   const bytesBefore = Number(before.rows[0]!.bytes);
   const row = gone.rows[0]!;
   return {
-    generation: 0,
+    generation: null,
     bytesBefore,
     bytesAfter: bytesBefore - Number(row.bytes),
     eventsBefore,

@@ -76,17 +76,19 @@ export class PgWorkerStore implements WorkerStore {
     });
     const presence = new DatabasePresence(location, options.workerId, logger);
     const store = new PgWorkerStore(pool, presence, location, options);
+    // Back after a lost connection: its claims name its new session at once, before others judge them.
+    presence.onReconnect = () => void store.renew();
     try {
       const client = await pool.connect();
       try {
         await ensureSchema(client, serverOf(location.url));
-        const { rows } = await client.query<{ queue_id: string }>('SELECT queue_id FROM worker_queues WHERE name = $1', [location.queue]);
-        if (rows[0] === undefined) {
-          throw new WorkerError('NOT_FOUND', `no queue "${location.queue}" in the database at ${serverOf(location.url)}`, {
-            hint: `add a task first (worker --queue ${location.queue} add …), or name another with --queue (env WORKER_QUEUE)`,
-          });
-        }
-        store.queueId = rows[0].queue_id;
+        // A worker started before any task was added makes the queue, as it does a folder's.
+        const { rows } = await client.query<{ queue_id: string }>(
+          `WITH made AS (INSERT INTO worker_queues (name, queue_id) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING queue_id)
+           SELECT queue_id FROM made UNION ALL SELECT queue_id FROM worker_queues WHERE name = $1`,
+          [location.queue, randomUUID()],
+        );
+        store.queueId = rows[0]!.queue_id;
         await store.view.refresh(client);
       } finally {
         client.release();
@@ -148,7 +150,7 @@ export class PgWorkerStore implements WorkerStore {
    * token was taken over (this worker froze, or lost its connection too long): its call stops. A renewal
    * that fails (the database is away) changes nothing: it is tried again.
    */
-  private async renew(): Promise<void> {
+  async renew(): Promise<void> {
     if (this.held.size === 0) return;
     const session = this.presence.session;
     const tokens = [...this.held.keys()];
@@ -196,22 +198,43 @@ export class PgWorkerStore implements WorkerStore {
   }
 
   async claimReady(claimant: Claimant): Promise<HeldClaim | null> {
+    this.options.logger.debug('trying to claim the first ready task');
+    return this.claim(
+      claimant,
+      `SELECT id FROM worker_tasks
+       WHERE queue = $1 AND state = 'pending' AND unmet = 0 AND (retry_at IS NULL OR retry_at <= $2) AND coalesce((SELECT open FROM open), false)
+       ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED`,
+      null,
+      null,
+    );
+  }
+
+  /**
+   * Claims the row `picking` selects (and locks), in one statement with its record in the history. The
+   * queue's pauses (by hand, or asked by the API) and its rate limit are judged in the same statement: no
+   * claim counts within a pause or beyond the rate. The call starts of a rate-limited queue are kept in its
+   * row, whose lock serialises such claims.
+   */
+  private async claim(claimant: Claimant, picking: string, stuck: ClaimRow | null, reason: string | null): Promise<HeldClaim | null> {
     const token = randomUUID();
     const claimedAt = this.options.now();
     const session = this.presence.session;
-    // The queue's pauses (by hand, or asked by the API) are judged in the same statement: no claim counts within one.
+    const { rate } = claimant;
     const { rows } = await this.query<ClaimedRow>(
       `WITH open AS (
-         SELECT paused_by_hand IS NULL AND (pause_until IS NULL OR pause_until <= $3) AS open FROM worker_queues WHERE name = $1
+         SELECT paused_by_hand IS NULL AND (pause_until IS NULL OR pause_until <= $2) AS open FROM worker_queues WHERE name = $1
        ), picked AS (
-         SELECT id FROM worker_tasks
-         WHERE queue = $1 AND state = 'pending' AND unmet = 0 AND (retry_at IS NULL OR retry_at <= $3) AND coalesce((SELECT open FROM open), false)
-         ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED
+         ${picking}
+       ), slot AS (
+         UPDATE worker_queues q SET call_starts = ARRAY(SELECT s FROM unnest(q.call_starts) s WHERE s > $2::timestamptz - $4 * interval '1 millisecond') || $2::timestamptz
+         FROM picked WHERE q.name = $1 AND $3::integer IS NOT NULL
+           AND (SELECT count(*) FROM unnest(q.call_starts) s WHERE s > $2::timestamptz - $4 * interval '1 millisecond') < $3::integer
+         RETURNING 1
        ), claimed AS (
-         UPDATE worker_tasks t SET state = 'running', token = $2, attempts = t.attempts + 1, retry_at = NULL,
-           claim = $4::jsonb || jsonb_build_object('task', t.id, 'attempt', t.attempts + 1),
-           renewed_at = now(), session_pid = $5, session_start = $6
-         FROM picked WHERE t.queue = $1 AND t.id = picked.id
+         UPDATE worker_tasks t SET state = 'running', token = $5, attempts = t.attempts + 1, retry_at = NULL,
+           claim = $6::jsonb || jsonb_build_object('task', t.id, 'attempt', t.attempts + 1),
+           renewed_at = now(), session_pid = $7, session_start = $8
+         FROM picked WHERE t.queue = $1 AND t.id = picked.id AND ($3::integer IS NULL OR EXISTS (SELECT 1 FROM slot))
          RETURNING ${CLAIMED_COLUMNS}
        ), logged AS (
          INSERT INTO worker_events (queue, task, body) SELECT $1, id, claim FROM claimed
@@ -219,14 +242,17 @@ export class PgWorkerStore implements WorkerStore {
        SELECT * FROM claimed t`,
       [
         this.location.queue,
-        token,
         new Date(claimedAt),
-        JSON.stringify(this.claimEvent(claimant, token, claimedAt, null, null)),
+        rate?.calls ?? null,
+        rate?.per_ms ?? null,
+        token,
+        JSON.stringify(this.claimEvent(claimant, token, claimedAt, stuck?.token ?? null, reason)),
         session?.pid ?? null,
         session?.start ?? null,
+        ...(stuck === null ? [] : [stuck.id, stuck.token]),
       ],
     );
-    return rows[0] === undefined ? null : this.hold(rows[0], claimedAt, null);
+    return rows[0] === undefined ? null : this.hold(rows[0], claimedAt, reason);
   }
 
   async claimStuck(claimant: Claimant): Promise<HeldClaim | null> {
@@ -234,12 +260,12 @@ export class PgWorkerStore implements WorkerStore {
     if (now() - this.lastTakeoverScan < TAKEOVER_SCAN_MS) return null;
     this.lastTakeoverScan = now();
     const running = await this.claimsQuery();
-    // Right after this worker's own session was made again, others' may not be yet: only stale leases count.
-    const sessionsSettled = this.presence.upForMs() >= Math.min(lockStaleMs, 3000);
     for (const row of running) {
       if (row.host === host && row.pid === pid) continue;
       const stale = row.age_ms === null || row.age_ms > lockStaleMs;
-      if (!stale && (row.session_alive || !sessionsSettled)) continue;
+      // A session that ended with a restart of the server says nothing of its worker, which renews its claims
+      // under a new session once it is connected again: only a stale claim of such a session is taken over.
+      if (!stale && (row.session_alive || row.session_before_restart)) continue;
       const task = this.view.state.get(row.id);
       const reason =
         (task && stuckReason(task, { ownerAlive: row.session_alive ? undefined : false, lockAgeMs: row.age_ms, stale }, now())) ??
@@ -264,35 +290,15 @@ export class PgWorkerStore implements WorkerStore {
   }
 
   /** Supersedes a stuck claim, only while the row still holds it: of two workers that try, one succeeds. */
-  private async takeOver(row: ClaimRow, reason: string, claimant: Claimant): Promise<HeldClaim | null> {
-    const token = randomUUID();
-    const claimedAt = this.options.now();
-    const session = this.presence.session;
-    const { rows } = await this.query<ClaimedRow>(
-      `WITH open AS (
-         SELECT paused_by_hand IS NULL AND (pause_until IS NULL OR pause_until <= $4) AS open FROM worker_queues WHERE name = $1
-       ), claimed AS (
-         UPDATE worker_tasks t SET token = $3, attempts = t.attempts + 1,
-           claim = $5::jsonb || jsonb_build_object('task', t.id, 'attempt', t.attempts + 1),
-           renewed_at = now(), session_pid = $6, session_start = $7
-         WHERE t.queue = $1 AND t.id = $2 AND t.state = 'running' AND t.token = $8 AND coalesce((SELECT open FROM open), false)
-         RETURNING ${CLAIMED_COLUMNS}
-       ), logged AS (
-         INSERT INTO worker_events (queue, task, body) SELECT $1, id, claim FROM claimed
-       )
-       SELECT * FROM claimed t`,
-      [
-        this.location.queue,
-        row.id,
-        token,
-        new Date(claimedAt),
-        JSON.stringify(this.claimEvent(claimant, token, claimedAt, row.token, reason)),
-        session?.pid ?? null,
-        session?.start ?? null,
-        row.token,
-      ],
+  private takeOver(row: ClaimRow, reason: string, claimant: Claimant): Promise<HeldClaim | null> {
+    return this.claim(
+      claimant,
+      `SELECT id FROM worker_tasks
+       WHERE queue = $1 AND id = $9 AND state = 'running' AND token = $10 AND coalesce((SELECT open FROM open), false)
+       FOR UPDATE SKIP LOCKED`,
+      row,
+      reason,
     );
-    return rows[0] === undefined ? null : this.hold(rows[0], claimedAt, reason);
   }
 
   private hold(row: ClaimedRow, claimedAt: number, takeoverReason: string | null): PgClaim {

@@ -13,7 +13,8 @@ const RECONNECT_MAX_MS = 5000;
 /** This worker's database session: its end (a killed process, a lost host) tells others the worker is gone. */
 export interface Session {
   pid: number;
-  start: Date;
+  /** Its backend_start, as text: to the microsecond, so that a reused pid is told apart. */
+  start: string;
 }
 
 /**
@@ -28,8 +29,9 @@ export class Presence {
   private heartbeat: Heartbeat | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
-  private connectedAt = 0;
   session: Session | undefined;
+  /** Called when the connection is made again after it was lost. */
+  onReconnect: (() => void) | undefined;
 
   constructor(
     private readonly location: DatabaseLocation,
@@ -50,11 +52,6 @@ export class Presence {
     this.timer.unref();
   }
 
-  /** How long the current session has been up: 0 while there is none. */
-  upForMs(): number {
-    return this.client === undefined ? 0 : Date.now() - this.connectedAt;
-  }
-
   private async connect(): Promise<void> {
     const client = newClient(this.location, `worker ${this.workerId}`);
     client.on('error', (error) => this.lost(client, error));
@@ -62,9 +59,9 @@ export class Presence {
     client.on('notification', () => this.changes.notify());
     await client.connect();
     try {
-      const { rows } = await client.query<{ held: boolean; pid: number; start: Date }>(
+      const { rows } = await client.query<{ held: boolean; pid: number; start: string }>(
         `SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS held, pg_backend_pid() AS pid,
-           (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS start`,
+           (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())::text AS start`,
         [`worker id ${this.location.queue}/${this.workerId}`],
       );
       const row = rows[0]!;
@@ -76,7 +73,6 @@ export class Presence {
       await client.query(`LISTEN ${changeChannel(this.location.queue)}`);
       this.session = { pid: row.pid, start: row.start };
       this.client = client;
-      this.connectedAt = Date.now();
     } catch (error) {
       await client.end().catch(() => undefined);
       throw error;
@@ -101,6 +97,7 @@ export class Presence {
         this.logger.info(`connected to the database at ${serverOf(this.location.url)} again`);
         // Notifications sent while away are lost: look at the queue once more.
         this.changes.notify();
+        this.onReconnect?.();
         await this.beat();
         return;
       } catch (error) {

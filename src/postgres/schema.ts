@@ -9,7 +9,8 @@ const SCHEMA_LOCK = 0x776f726b; // "work"
 
 /**
  * The tables, in the public schema of the database named by the URL (or the user's search_path):
- * - worker_queues: one row per queue (its identity, a pause by hand, the API's pause);
+ * - worker_queues: one row per queue (its identity, a pause by hand, the API's pause, the last call starts
+ *   under a rate limit);
  * - worker_tasks: a task's definition and the state a claim needs: unmet dependencies counted in the row,
  *   the claim in force (its token; when its worker last renewed it; the database session of that worker,
  *   whose end means the worker is gone), attempts and backoff, and the tasks that wait for it: kept in its
@@ -26,7 +27,8 @@ CREATE TABLE worker_queues (
   queue_id text NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now(),
   paused_by_hand jsonb,
-  pause_until timestamptz
+  pause_until timestamptz,
+  call_starts timestamptz[] NOT NULL DEFAULT '{}'
 );
 CREATE TABLE worker_tasks (
   queue text NOT NULL REFERENCES worker_queues (name) ON DELETE CASCADE,

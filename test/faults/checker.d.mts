@@ -26,8 +26,16 @@ export interface Verdict {
   problems: string[];
 }
 
+/** A queue as the checks read it: its id (the first part of every idempotency key), and its events in order. */
+export interface CheckedQueue {
+  id: string;
+  events: Array<Record<string, any>>;
+}
+
+export function readFolderQueue(dir: string): Promise<CheckedQueue>;
+
 export function checkGuarantees(
-  dir: string,
+  queue: CheckedQueue,
   tasks: ReadonlyArray<{ id: string; deps: string[] }>,
   calls: readonly RecordedCall[],
   kills: readonly Kill[],

@@ -11,9 +11,9 @@ import { join } from 'node:path';
  * - in the log, every counted claim comes when all its task's dependencies are completed, and every task
  *   has exactly one counted final outcome.
  */
-export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
+export async function checkGuarantees(queue, tasks, calls, kills, finalStates) {
   const problems = [];
-  const queueId = (await readFile(join(dir, 'queue', 'queue-id'), 'utf8')).trim();
+  const { id: queueId, events } = queue;
   const callsByTask = new Map();
   for (const call of calls) callsByTask.set(call.task_id, [...(callsByTask.get(call.task_id) ?? []), call]);
   // A killed worker died during its calls in flight (or before recording them): only those may be repeated.
@@ -22,7 +22,7 @@ export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
   const killed = new Set(kills.map((kill) => kill.worker));
   const lastCallOf = new Map();
   for (const call of calls) if (!lastCallOf.has(call.worker) || lastCallOf.get(call.worker).receivedAt <= call.receivedAt) lastCallOf.set(call.worker, call);
-  const unrecorded = await claimsWithoutOutcome(dir);
+  const unrecorded = claimsWithoutOutcome(events);
   const cutByKill = (call) =>
     killed.has(call.worker) && (lastCallOf.get(call.worker) === call || unrecorded.has(`${call.task_id}|${call.worker}|${call.attempt}`));
   let explainedRepeats = 0;
@@ -47,11 +47,16 @@ export async function checkGuarantees(dir, tasks, calls, kills, finalStates) {
       }
     }
   }
-  problems.push(...(await checkLog(dir, tasks)));
+  problems.push(...checkLog(events, tasks));
   return { tasks: tasks.length, calls: calls.length, explainedRepeats, retriedRepeats, problems };
 }
 
 /** Every record of the log that parses: a torn record, or the unfinished last line, is skipped, as the tool skips it. */
+/** A folder queue as the checks read it: its id, and the events of its log (a torn line skipped). */
+export async function readFolderQueue(dir) {
+  return { id: (await readFile(join(dir, 'queue', 'queue-id'), 'utf8')).trim(), events: await readLog(dir) };
+}
+
 async function readLog(dir) {
   const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
   const events = [];
@@ -66,9 +71,9 @@ async function readLog(dir) {
 }
 
 /** `task|worker|attempt` of every claim in the log that no outcome of the same token followed. */
-async function claimsWithoutOutcome(dir) {
+function claimsWithoutOutcome(events) {
   const claims = new Map();
-  for (const event of await readLog(dir)) {
+  for (const event of events) {
     if (event.type === 'claim') claims.set(event.token, `${event.task}|${event.worker}|${event.attempt}`);
     else if (event.type === 'outcome') claims.delete(event.token);
   }
@@ -76,13 +81,13 @@ async function claimsWithoutOutcome(dir) {
 }
 
 /** Replays the log independently of the tool's own fold. */
-async function checkLog(dir, tasks) {
+function checkLog(events, tasks) {
   const problems = [];
   const deps = new Map(tasks.map((task) => [task.id, task.deps]));
   const completed = new Set();
   const claimInForce = new Map();
   const finals = new Map();
-  for (const event of await readLog(dir)) {
+  for (const event of events) {
     const task = event.task;
     if (event.type === 'claim') {
       const fresh = event.prev === null && !claimInForce.has(task) && !completed.has(task);

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServer.js';
-import { runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
-import { addAll, describeSlots, holdCallsFor, lockFiles, lockSlots, statusById } from '../helpers/queue.js';
-import { checkGuarantees, type Kill } from './checker.mjs';
+import { describeFolder, onDatabase, runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
+import { addAll, describeSlots, holdCallsFor, lockFiles, lockSlots, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
+import { checkGuarantees, readFolderQueue, type Kill } from './checker.mjs';
 import { QueueStore } from '../../src/folder/store.js';
 import { DamagedFileError } from '../../src/errors.js';
 import { ExecutionLogReader } from '../../src/folder/executionLog.js';
@@ -25,6 +25,11 @@ afterEach(async () => {
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The queue as the checks read it, from either store. */
+async function queueOf(dir: string) {
+  return onDatabase ? { id: await queueIdOf(dir), events: await logEvents(dir) } : readFolderQueue(dir);
+}
 
 /** A dependency graph in layers: each task depends on up to two tasks of earlier layers. */
 function layeredGraph(count: number, seed = 7): Array<{ id: string; deps: string[] }> {
@@ -108,7 +113,7 @@ describe('kill storm', () => {
       const { kills, results } = await drainThroughKillStorm(dir, tasks, 8);
       for (const result of results) expect([0, null]).toContain(result.code);
       expect(kills.length).toBeGreaterThan(5);
-      const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
+      const verdict = await checkGuarantees(await queueOf(dir), tasks, api.calls, kills, await statusById(dir));
       expect(verdict.problems).toEqual([]);
       expect(await lockFiles(dir)).toEqual([]);
       expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
@@ -130,7 +135,7 @@ describe('kill storm with --concurrency', () => {
       const { kills, results } = await drainThroughKillStorm(dir, tasks, 4, undefined, ['--concurrency', '4']);
       for (const result of results) expect([0, null]).toContain(result.code);
       expect(kills.length).toBeGreaterThan(3);
-      const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
+      const verdict = await checkGuarantees(await queueOf(dir), tasks, api.calls, kills, await statusById(dir));
       expect(verdict.problems).toEqual([]);
       expect(await lockFiles(dir)).toEqual([]);
       expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
@@ -141,7 +146,7 @@ describe('kill storm with --concurrency', () => {
   }, 180_000);
 });
 
-describe('compaction under a kill storm', () => {
+describeFolder('compaction under a kill storm', () => {
   it('6 workers drain 600 tasks, one SIGKILLed every few hundred ms, while worker compact runs again and again', async () => {
     await withTempDir(async (dir) => {
       const tasks = layeredGraph(600, 11);
@@ -158,7 +163,7 @@ describe('compaction under a kill storm', () => {
       });
       for (const result of results) expect([0, null]).toContain(result.code);
       expect(compactions).toBeGreaterThan(0);
-      const verdict = await checkGuarantees(dir, tasks, api.calls, kills, await statusById(dir));
+      const verdict = await checkGuarantees(await queueOf(dir), tasks, api.calls, kills, await statusById(dir));
       expect(verdict.problems).toEqual([]);
       expect(await lockFiles(dir)).toEqual([]);
     });
@@ -251,7 +256,7 @@ describe('a flaky API', () => {
   }, 180_000);
 });
 
-describe('damaged files', () => {
+describeFolder('damaged files', () => {
   async function smallQueue(dir: string): Promise<void> {
     await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }, { id: 'c' }]);
     expect((await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '2'])).code).toBe(0);
@@ -385,7 +390,7 @@ async function withTmpfs(size: string, context: { skip: (note: string) => void }
   });
 }
 
-describe('full disk and a read-only folder', () => {
+describeFolder('full disk and a read-only folder', () => {
   it('a queue on a small tmpfs that fills up: clear errors, no partial files, the queue intact and drained once space is back', async (context) => {
     await withTmpfs('512k', context, async (dir) => {
       await addAll(dir, [{ id: 'a' }, { id: 'b', deps: ['a'] }, { id: 'c' }]);
@@ -449,7 +454,7 @@ describe('full disk and a read-only folder', () => {
   });
 });
 
-describe('hostile input', () => {
+describeFolder('hostile input', () => {
   it('ids that try to leave the folder, long ids and instructions, unicode, control characters, odd dependency lists: refused or handled, no file outside the data folder', async () => {
     await withTempDir(async (outer) => {
       const dir = join(outer, 'data');
@@ -506,7 +511,7 @@ describe('hostile input', () => {
   }, 120_000);
 });
 
-describe('the queue-wide lock', () => {
+describeFolder('the queue-wide lock', () => {
   it('one left by a killed holder on this host is taken at once; one that names no holder once it is not refreshed for 10 s', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'a' }]);

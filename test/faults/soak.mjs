@@ -7,7 +7,7 @@ import { createServer } from 'node:http';
 import { mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { checkGuarantees } from './checker.mjs';
+import { checkGuarantees, readFolderQueue } from './checker.mjs';
 
 const BIN = resolve(import.meta.dirname, '../../bin/worker.cjs');
 const minutesArg = process.argv.indexOf('--minutes');
@@ -144,7 +144,7 @@ await Promise.all([...workers.values()].map((worker) => worker.exited));
 const finalStates = new Map(
   JSON.parse(execFileSync(process.execPath, [BIN, '--dir', dir, 'status', '--json'], { maxBuffer: 1 << 30 }).toString()).map((task) => [task.id, task]),
 );
-const verdict = await checkGuarantees(dir, tasks, calls, kills, finalStates);
+const verdict = await checkGuarantees(await readFolderQueue(dir), tasks, calls, kills, finalStates);
 server.close();
 const lost = verdict.problems.filter((problem) => /ended|never called/.test(problem)).length;
 console.log(`soak, ${minutes} min: ${verdict.tasks} tasks in ${batch} batches, ${verdict.calls} calls, ${kills.length} workers killed`);

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
+import { describe, inject, it } from 'vitest';
 
 export const BIN = resolve(import.meta.dirname, '../../bin/worker.cjs');
 
@@ -40,9 +41,46 @@ export interface RunningCli {
   waitForOutput: (pattern: RegExp, timeoutMs?: number) => Promise<string>;
 }
 
+/** The tests run on a database (the `postgres` project of vitest.config.ts), not on folders. */
+export const onDatabase = process.env.WORKER_TEST_STORE === 'postgres';
+
+/** The test database's URL (the `postgres` project only). */
+export function databaseUrl(): string {
+  return inject('databaseUrl');
+}
+
+/** The queue of the test database that a test's folder stands for: one per test, as its folder is. */
+export function queueFor(dir: string): string {
+  return relative(tmpdir(), resolve(dir))
+    .replaceAll(sep, '.')
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(-100);
+}
+
+/**
+ * On the database, every `--dir <folder>` of a test becomes that database and a queue of its own: the
+ * same tests, the same commands, the other store.
+ */
+export function placeArgs(args: readonly string[]): string[] {
+  if (!onDatabase) return [...args];
+  const mapped: string[] = [];
+  for (let i = 0; i < args.length; i += 1) {
+    if (args[i] === '--dir' && i + 1 < args.length) {
+      mapped.push('--database-url', databaseUrl(), '--queue', queueFor(args[i + 1]!));
+      i += 1;
+    } else mapped.push(args[i]!);
+  }
+  return mapped;
+}
+
+/** Registers a test only on the folder store: it looks at the folder's files themselves. */
+export const folderOnly: typeof it = ((...args: Parameters<typeof it>) => (onDatabase ? undefined : it(...args))) as typeof it;
+/** Registers tests only on the folder store: they are of the folder's files themselves. */
+export const describeFolder: typeof describe = ((...args: Parameters<typeof describe>) => (onDatabase ? undefined : describe(...args))) as typeof describe;
+
 /** `prefix`: a command the CLI runs under, e.g. strace with its arguments. */
 export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string; prefix?: string[] } = {}): RunningCli {
-  const [command, ...commandArgs] = [...(options.prefix ?? []), process.execPath, BIN, ...args];
+  const [command, ...commandArgs] = [...(options.prefix ?? []), process.execPath, BIN, ...placeArgs(args)];
   const child = spawn(command!, commandArgs, { env: cleanEnv(options.env), cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import type { ServerResponse } from 'node:http';
 import { expect } from 'vitest';
 import { answerOk, type Api, type ApiCall } from './apiServer.js';
-import { runCli } from './cli.js';
+import pg from 'pg';
+import { databaseUrl, onDatabase, queueFor, runCli } from './cli.js';
 
 /** Adds tasks through `worker add --file`, as a user would. */
 export async function addAll(dir: string, tasks: Array<{ id: string; deps?: string[]; instruction?: string }>): Promise<void> {
@@ -23,12 +24,29 @@ export async function statusById(dir: string): Promise<Map<string, Record<string
   return new Map((JSON.parse(result.stdout) as Array<Record<string, any>>).map((task) => [task.id as string, task]));
 }
 
-/** The queue's identity (queue/queue-id): the first part of every idempotency key. */
+/** Runs one query on the test database (the `postgres` project). */
+export async function queryDatabase<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<R[]> {
+  const client = new pg.Client({ connectionString: databaseUrl() });
+  await client.connect();
+  try {
+    return (await client.query<R>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** The queue's identity (queue/queue-id, or its row in the database): the first part of every idempotency key. */
 export async function queueIdOf(dir: string): Promise<string> {
+  if (onDatabase) return (await queryDatabase<{ queue_id: string }>('SELECT queue_id FROM worker_queues WHERE name = $1', [queueFor(dir)]))[0]!.queue_id;
   return (await readFile(join(dir, 'queue', 'queue-id'), 'utf8')).trim();
 }
 
+/** Every event recorded, in order: the execution log's lines, or the history table's rows. */
 export async function logEvents(dir: string): Promise<Array<Record<string, any>>> {
+  if (onDatabase) {
+    const rows = await queryDatabase<{ body: Record<string, any> }>('SELECT body FROM worker_events WHERE queue = $1 ORDER BY seq', [queueFor(dir)]);
+    return rows.map((row) => row.body);
+  }
   const text = await readFile(join(dir, 'queue', 'execution-log.jsonl'), 'utf8');
   return text
     .trim()
@@ -38,6 +56,7 @@ export async function logEvents(dir: string): Promise<Array<Record<string, any>>
 
 /** Lock slots (locks/slots/) still on disk: a worker removes its own when it exits, and dead workers' ones go at the next sweep. */
 export async function lockSlots(dir: string): Promise<string[]> {
+  if (onDatabase) return [];
   return readdir(join(dir, 'locks', 'slots')).catch(() => []);
 }
 
@@ -55,6 +74,8 @@ export async function describeSlots(dir: string): Promise<string> {
  * of a SIGKILLed worker until the next worker starts: see workerIdLock.ts).
  */
 export async function lockFiles(dir: string): Promise<string[]> {
+  // A database store keeps its claims in rows: no file is ever made.
+  if (onDatabase) return [];
   const entries = await readdir(join(dir, 'locks'), { recursive: true });
   return entries.filter((name) => /\.lock$/.test(name) && !name.startsWith('workers/'));
 }
@@ -76,5 +97,18 @@ export function holdCallsFor(api: Api, taskId: string) {
         notify = check;
         check();
       }),
+  };
+}
+
+/**
+ * What a refused change must leave as it was: queue.json's bytes, or the queue's rows in the database
+ * (definitions, states, history).
+ */
+export async function queueSnapshot(dir: string): Promise<unknown> {
+  if (!onDatabase) return readFile(join(dir, 'queue', 'queue.json'));
+  const queue = queueFor(dir);
+  return {
+    tasks: await queryDatabase('SELECT * FROM worker_tasks WHERE queue = $1 ORDER BY seq', [queue]),
+    events: await queryDatabase('SELECT seq, body FROM worker_events WHERE queue = $1 ORDER BY seq', [queue]),
   };
 }

@@ -1,7 +1,8 @@
 import { readFile, writeFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runCli, withTempDir } from '../helpers/cli.js';
+import { describeFolder, folderOnly, onDatabase, runCli, withTempDir } from '../helpers/cli.js';
+import { queueSnapshot } from '../helpers/queue.js';
 
 const queueFile = (dir: string) => join(dir, 'queue', 'queue.json');
 
@@ -38,7 +39,7 @@ describe('worker add', () => {
     });
   });
 
-  it('works from any current folder given --dir or WORKER_DIR, creating the folders', async () => {
+  folderOnly('works from any current folder given --dir or WORKER_DIR, creating the folders', async () => {
     await withTempDir(async (dir) => {
       const root = join(dir, 'nested', 'queue-root');
       expect((await runCli(['add', 'a', 'Do a'], { env: { WORKER_DIR: root }, cwd: '/' })).code).toBe(0);
@@ -67,13 +68,13 @@ describe('worker add', () => {
   it.each(refusals)('refuses %s with one line on stderr, a non-zero exit, and the queue unchanged', async (_name, args, message) => {
     await withTempDir(async (dir) => {
       expect((await runCli(['--dir', dir, 'add', 'base', 'Base task'])).code).toBe(0);
-      const before = await readFile(queueFile(dir));
+      const before = await queueSnapshot(dir);
       const result = await runCli(['--dir', dir, 'add', ...args]);
       expect(result.code).not.toBe(0);
       expect(result.stderr).toMatch(message);
       expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
       expect(result.stdout).toBe('');
-      expect(await readFile(queueFile(dir))).toEqual(before);
+      expect(await queueSnapshot(dir)).toEqual(before);
     });
   });
 
@@ -90,8 +91,10 @@ describe('worker add', () => {
       for (const result of results) expect(result.code, result.stderr).toBe(0);
       const ids = (await statusJson(dir)).map((task) => task.id).sort();
       expect(ids).toEqual(Array.from({ length: 20 }, (_, i) => `t${i}`).sort());
-      const leftovers = (await readdir(join(dir, 'queue'))).filter((name) => /^queue\.json\.\d+$/.test(name));
-      expect(leftovers).toEqual([]);
+      if (!onDatabase) {
+        const leftovers = (await readdir(join(dir, 'queue'))).filter((name) => /^queue\.json\.\d+$/.test(name));
+        expect(leftovers).toEqual([]);
+      }
     });
   });
 });
@@ -198,18 +201,18 @@ describe('worker add --file', () => {
   ])('adds nothing when a line holds %s, naming the line', async (_name, badLine, message) => {
     await withTempDir(async (dir) => {
       await runCli(['--dir', dir, 'add', 'existing', 'E']);
-      const before = await readFile(queueFile(dir));
+      const before = await queueSnapshot(dir);
       const file = join(dir, 'tasks.jsonl');
       await writeFile(file, ['{"id":"a","instruction":"A"}', '{"id":"b","instruction":"B"}', badLine, '{"id":"later","instruction":"L"}'].join('\n'));
       const result = await runCli(['--dir', dir, 'add', '--file', file]);
       expect(result.code).toBe(3);
       expect(result.stderr).toMatch(message);
-      expect(await readFile(queueFile(dir))).toEqual(before);
+      expect(await queueSnapshot(dir)).toEqual(before);
     });
   });
 });
 
-describe('a damaged queue.json', () => {
+describeFolder('a damaged queue.json', () => {
   it('makes every command refuse, naming the file, and leaves it byte-identical', async () => {
     await withTempDir(async (dir) => {
       for (const id of ['a', 'b', 'c']) await runCli(['--dir', dir, 'add', id, `Do ${id}`]);
@@ -262,7 +265,7 @@ describe('a damaged queue.json', () => {
   });
 });
 
-describe('worker add reads only what changed since the last add (queue/checked.json)', () => {
+describeFolder('worker add reads only what changed since the last add (queue/checked.json)', () => {
   const logFile = (dir: string) => join(dir, 'queue', 'execution-log.jsonl');
   const claimOf = (task: string) =>
     `${JSON.stringify({ type: 'claim', task, token: `t-${task}`, prev: null, attempt: 1, worker: 'w', pid: 1, host: 'h', at: '2026-01-01T00:00:00.000Z' })}\n`;
@@ -363,7 +366,7 @@ describe('worker status', () => {
     });
   });
 
-  it('a folder with no queue (a typo in --dir): commands that read refuse, exit 3, and create nothing', async () => {
+  folderOnly('a folder with no queue (a typo in --dir): commands that read refuse, exit 3, and create nothing', async () => {
     await withTempDir(async (dir) => {
       const typo = join(dir, 'queus');
       for (const command of [

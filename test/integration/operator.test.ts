@@ -4,7 +4,7 @@ import { linkSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
-import { BIN, runCli, startCli, withTempDir } from '../helpers/cli.js';
+import { BIN, describeFolder, folderOnly, onDatabase, placeArgs, queueFor, runCli, startCli, withTempDir } from '../helpers/cli.js';
 import { addAll, holdCallsFor, lockSlots, statusById } from '../helpers/queue.js';
 
 let api: Api;
@@ -78,7 +78,7 @@ describe('worker demo', () => {
       expect(result.stdout).toMatch(/^fetch-7\s+failed\s+1\s+-\s+http 422/m);
       expect(result.stdout).toMatch(/^publish\s+blocked\s+0\s+review,index,appendix\s+dependency fetch-7 failed/m);
       expect(result.stdout).toMatch(/^outline\s+completed/m);
-      expect(result.stdout).toContain(`worker --dir ${root} show fetch-7`);
+      expect(result.stdout).toContain(onDatabase ? `worker --queue ${queueFor(root)} show fetch-7` : `worker --dir ${root} show fetch-7`);
       const workers = await runCli(['--dir', root, 'workers', '--json']);
       const seen = (JSON.parse(workers.stdout) as Array<{ worker: string; liveness: string }>).map((w) => `${w.worker} ${w.liveness}`).sort();
       expect(seen).toEqual(['demo-1 stopped', 'demo-2 stopped', 'demo-3 stopped']);
@@ -213,7 +213,7 @@ describe('inspection: show, logs, graph, workers', () => {
     });
   });
 
-  it('forgets heartbeats of workers gone for more than 7 days when a worker starts', async () => {
+  folderOnly('forgets heartbeats of workers gone for more than 7 days when a worker starts', async () => {
     await withTempDir(async (dir) => {
       await addAll(dir, [{ id: 'a' }]);
       await mkdir(join(dir, 'locks', 'workers'), { recursive: true });
@@ -340,7 +340,9 @@ describe('repair: retry, cancel, unlock, clean', () => {
       const cleaned = await runCli(['--dir', dir, 'clean', '--completed']);
       // What a and b left in the log goes with them: the log keeps the 4 events of c and waits.
       expect(cleaned.stdout).toMatch(
-        /^removed 2 completed tasks; kept 1 that remaining tasks depend on: c\ncompacted the execution log to generation 2: [\d.]+ KB → [\d.]+ KB, 4 of 8 events kept\n$/,
+        onDatabase
+          ? /^removed 2 completed tasks; kept 1 that remaining tasks depend on: c\nthe history: [\d.]+ KB → [\d.]+ KB, 4 of 8 events kept\n$/
+          : /^removed 2 completed tasks; kept 1 that remaining tasks depend on: c\ncompacted the execution log to generation 2: [\d.]+ KB → [\d.]+ KB, 4 of 8 events kept\n$/,
       );
       const states = await statusById(dir);
       expect([...states.keys()]).toEqual(['c', 'waits']);
@@ -374,7 +376,7 @@ describe('live progress', () => {
       api.setBehaviour((call, res) => {
         setTimeout(() => answerOk(call, res), 150);
       });
-      const command = `${process.execPath} ${BIN} --dir ${dir} run --api-url ${api.url} --poll-interval 100ms --max-idle 0; sleep 30`;
+      const command = `${process.execPath} ${BIN} ${placeArgs(['--dir', dir]).join(' ')} run --api-url ${api.url} --poll-interval 100ms --max-idle 0; sleep 30`;
       execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '160', '-y', '20', command], { env: { ...process.env, NO_COLOR: '1' } });
       try {
         let screen = '';
@@ -407,7 +409,7 @@ describe('live progress', () => {
   });
 });
 
-describe('leftover locks', () => {
+describeFolder('leftover locks', () => {
   /**
    * What a worker killed between locking and claiming leaves: the lock of `orphan`, a task that holds no
    * claim, made `ageMs` ago by process `pid` as a hard link to its slot, or (`folder`) as a folder, which

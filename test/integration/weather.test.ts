@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -317,9 +317,8 @@ describe('idempotency keys belong to one queue and one try of a task', () => {
         expect((await statusById(first)).get('fetch-1')!.result).toMatchObject({ output: 'done: chapter one of the first book' });
         expect((await statusById(second)).get('fetch-1')!.result).toMatchObject({ output: 'done: chapter one of the second book' });
 
-        // The instruction corrected by hand, then retried: a new generation, so the API does the work anew.
-        const file = join(first, 'queue', 'queue.json');
-        await writeFile(file, (await readFile(file, 'utf8')).replace('fail: chapter two is missing', 'chapter two, found again'));
+        // The instruction corrected (`worker edit`), then retried: a new generation, so the API does the work anew.
+        expect((await runCli(['--dir', first, 'edit', 'fetch-2', '--instruction', 'chapter two, found again'])).code).toBe(0);
         expect((await runCli(['--dir', first, 'retry', 'fetch-2'])).code).toBe(0);
         const rerun = await runCli(['--dir', first, 'run', '--api-url', url, ...FAST, '--drain']);
         expect(rerun.code, rerun.stderr).toBe(0);
