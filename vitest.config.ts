@@ -3,7 +3,8 @@ import { defineConfig } from 'vitest/config';
 /**
  * Two projects: `folder` runs every test on the folder store; `postgres` runs the tests of what both stores
  * promise (the commands, the worker, the kill storm) again, each `--dir` of theirs turned into a queue of a
- * real PostgreSQL (test/helpers/postgresSetup.ts).
+ * real PostgreSQL (test/helpers/postgresSetup.ts), and the tests of what only a database has
+ * (database.test.ts).
  */
 export default defineConfig({
   test: {
@@ -13,7 +14,7 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: 2,
     projects: [
-      { extends: true, test: { name: 'folder', include: ['test/**/*.test.ts'] } },
+      { extends: true, test: { name: 'folder', include: ['test/**/*.test.ts'], exclude: ['test/integration/database.test.ts'] } },
       {
         extends: true,
         test: {

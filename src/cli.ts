@@ -105,9 +105,11 @@ const VERSION = typeof WORKER_VERSION === 'string' ? WORKER_VERSION : 'dev';
 function untilStopped(): AbortSignal {
   const controller = new AbortController();
   const stop = () => controller.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  process.once('SIGHUP', stop);
+  // Kept, not once: signal-exit (in proper-lockfile, loaded with a store) kills the process on a signal that
+  // it finds no other listener for, and it runs after these when loaded after them.
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.on('SIGHUP', stop);
   return controller.signal;
 }
 

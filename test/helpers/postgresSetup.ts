@@ -4,7 +4,6 @@ import { startPostgres } from './postgres.js';
 declare module 'vitest' {
   export interface ProvidedContext {
     databaseUrl: string;
-    databaseDataDir: string;
   }
 }
 
@@ -16,11 +15,9 @@ export default async function setup(project: TestProject) {
   const given = process.env.WORKER_TEST_DATABASE_URL;
   if (given !== undefined && given !== '') {
     project.provide('databaseUrl', given);
-    project.provide('databaseDataDir', '');
     return;
   }
   const server = await startPostgres();
   project.provide('databaseUrl', server.url);
-  project.provide('databaseDataDir', server.dataDir);
-  return () => server.stop();
+  return () => server.remove();
 }
