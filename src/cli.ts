@@ -467,6 +467,34 @@ function buildProgram(bin: string): Command {
     });
 
   program
+    .command('copy-to')
+    .description("copy this folder's queue into a queue of a PostgreSQL database that holds no task yet: definitions, states, attempts, history, results")
+    .argument('<database-url>', 'postgres://user:password@host:5432/db (or "-" for the one WORKER_DATABASE_URL names)')
+    .option('--to-queue <name>', 'the queue of the database to copy into', 'default')
+    .addHelpText('after', examples('worker --dir ./queue-folder copy-to postgres://worker@db.example/queues', 'worker copy-to - --to-queue book'))
+    .action(async (url: string, flags: { toQueue: string }, command: Command) => {
+      const source = placeOf(command);
+      if (source.kind !== 'folder') {
+        throw new WorkerError('USAGE', 'copy-to copies the queue of a folder (--dir), and --database-url was given', {
+          hint: 'worker --dir <folder> copy-to postgres://…',
+        });
+      }
+      const target = resolvePlace({ databaseUrl: url === '-' ? env.WORKER_DATABASE_URL : url, queue: flags.toQueue }, {}, process.cwd());
+      if (target.kind !== 'database')
+        throw new WorkerError('USAGE', 'copy-to needs a database URL, and WORKER_DATABASE_URL is not set', { hint: 'give it: worker copy-to postgres://…' });
+      const { copyQueue } = await import('./commands/copy.js');
+      const copied = await withStore(command, async (from) => {
+        const into = await openStore({ place: target, create: true, lockStaleMs: 30_000, host: HOST });
+        try {
+          return { ...(await copyQueue(from, into)), where: into.describe() };
+        } finally {
+          await into.close();
+        }
+      });
+      print(`copied ${plural(copied.tasks, 'task')} and ${plural(copied.records, 'history record')} into ${copied.where}\n`);
+    });
+
+  program
     .command('serve')
     .description('a reference API that speaks the task contract, for trying worker out and for tests (not for production)')
     .option('--port <n>', 'port to listen on (0: any free port)', '8787')

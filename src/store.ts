@@ -8,6 +8,7 @@ import type {
   Heartbeat,
   Outcome,
   ChangeRecord,
+  ClaimEvent,
   OutcomeEvent,
   RateLimit,
   ResultRef,
@@ -51,7 +52,24 @@ export interface Store {
   queueId(): Promise<string | null>;
   /** Every worker that ran on this queue, from its heartbeat. */
   workers(host: string, now: number): Promise<WorkerStatus[]>;
+  /**
+   * Takes a whole queue copied from another store (`worker copy-to`), into a queue that holds no task yet:
+   * all or nothing. Resolves to the number of history records taken.
+   */
+  receive(copy: QueueCopy): Promise<number>;
   close(): Promise<void>;
+}
+
+/** A whole queue as `worker copy-to` moves it from one store to another. */
+export interface QueueCopy {
+  /** Its identity: the first part of every idempotency key, kept so that calls made before stay the same calls. */
+  queueId: string;
+  /** Every task, its whole definition and state. */
+  state: QueueState<TaskDefinition>;
+  /** The records that counted, in the order they were made. */
+  history: ChangeRecord[];
+  /** A result kept apart from its outcome, read when the copy takes it. */
+  result(ref: ResultRef): Promise<{ text: string; value: unknown }>;
 }
 
 /** The queue during a change by hand. */
@@ -206,6 +224,31 @@ export interface Presence {
   readonly heartbeat: Heartbeat;
   /** Writes a last heartbeat (`stopped`) and frees the worker id. */
   leave(): Promise<void>;
+}
+
+/**
+ * The record of a claim, as both stores keep it. `prev`: the claim it supersedes (a takeover, for `reason`);
+ * `at`: when the call may start, which a pause or a rate limit judges.
+ */
+export function claimRecord(
+  claimant: Claimant,
+  claim: { task: string; token: string; prev: string | null; attempt: number; at: number; reason: string | null },
+): ClaimEvent {
+  const event: ClaimEvent = {
+    type: 'claim',
+    task: claim.task,
+    token: claim.token,
+    prev: claim.prev,
+    attempt: claim.attempt,
+    worker: claimant.workerId,
+    pid: claimant.pid,
+    host: claimant.host,
+    at: new Date(claim.at).toISOString(),
+  };
+  if (claimant.rate !== undefined) event.rate = claimant.rate;
+  if (claimant.concurrency > 1) event.concurrency = claimant.concurrency;
+  if (claim.reason !== null) event.reason = claim.reason;
+  return event;
 }
 
 /** Results larger than this are kept apart from their outcome, so that what every reader folds stays small. */

@@ -121,6 +121,11 @@ export class QueueState<Def extends TaskHead = TaskHead> {
     return this.byId.get(id);
   }
 
+  /** The ids `remove` and `clean` took out of the queue: never used again. */
+  removedIds(): ReadonlySet<string> {
+    return this.removed;
+  }
+
   /** Whether `worker clean` removed this task (its events count for nothing). */
   isRemoved(id: string): boolean {
     return this.removed.has(id);

@@ -3,6 +3,7 @@ import type { NewTask, TaskDefaults } from '../core/newTasks.js';
 import type { ClaimLiveness } from '../core/reasons.js';
 import { repeatUntil } from '../core/sleep.js';
 import type { LockView, QueueChange, Store } from '../store.js';
+import { WorkerError } from '../errors.js';
 import { isTaskEvent, type ChangeRecord, type CompactionReport, type ResultRef, type TaskDefinition, type WorkerStatus } from '../types.js';
 import { compactLog } from './compaction.js';
 import { ExecutionLogReader } from './executionLog.js';
@@ -170,6 +171,12 @@ export class FolderStore implements Store {
 
   async workers(host: string, now: number): Promise<WorkerStatus[]> {
     return readWorkers(this.paths, host, now);
+  }
+
+  async receive(): Promise<number> {
+    throw new WorkerError('USAGE', 'a queue is copied from a folder into a database, not into a folder', {
+      hint: 'worker --dir <folder> copy-to postgres://… copies the folder’s queue into a database',
+    });
   }
 
   async close(): Promise<void> {

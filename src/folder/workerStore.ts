@@ -3,6 +3,7 @@ import { formatDuration } from '../core/duration.js';
 import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import { stuckReason } from '../core/reasons.js';
 import {
+  claimRecord,
   INLINE_RESULT_BYTES,
   outcomeRecord,
   type ChangeNotifier,
@@ -314,20 +315,7 @@ export class FolderWorkerStore implements WorkerStore {
       }
       // Stamped as late as possible: the time the call may start, which a pause or a rate limit judges.
       const claimedAt = now();
-      const event: ClaimEvent = {
-        type: 'claim',
-        task: id,
-        token,
-        prev,
-        attempt: fresh.attempts + 1,
-        worker: claimant.workerId,
-        pid: claimant.pid,
-        host: claimant.host,
-        at: new Date(claimedAt).toISOString(),
-      };
-      if (claimant.rate !== undefined) event.rate = claimant.rate;
-      if (claimant.concurrency > 1) event.concurrency = claimant.concurrency;
-      if (takeoverReason !== null) event.reason = takeoverReason;
+      const event = claimRecord(claimant, { task: id, token, prev, attempt: fresh.attempts + 1, at: claimedAt, reason: takeoverReason });
       store.append([event]);
       store.refresh({ definitions: false });
       if (fresh.claim?.token !== token) {

@@ -5,7 +5,7 @@ import { defineNewTasks, type NewTask, type TaskDefaults } from '../core/newTask
 import { noSuchTask, type ApplyResult, type QueueState } from '../core/queueState.js';
 import type { ClaimLiveness } from '../core/reasons.js';
 import { repeatUntil } from '../core/sleep.js';
-import type { LockView, QueueChange, Store } from '../store.js';
+import type { LockView, QueueChange, QueueCopy, Store } from '../store.js';
 import {
   isTaskEvent,
   type ChangeRecord,
@@ -309,9 +309,96 @@ export class PgStore implements Store {
     return rows.map((row) => ({ ...row.heartbeat, liveness: judgeWorker(row.heartbeat, row.session_alive, row.silent_ms) }));
   }
 
+  async receive(copy: QueueCopy): Promise<number> {
+    const { queue } = this.location;
+    return this.inQueueTransaction(async (client) => {
+      const { rows } = await client.query<{ tasks: string }>('SELECT count(*) AS tasks FROM worker_tasks WHERE queue = $1', [queue]);
+      const held = Number(rows[0]!.tasks);
+      if (held > 0) {
+        throw new WorkerError('REJECTED', `the queue "${queue}" at ${serverOf(this.location.url)} holds ${held} task${held === 1 ? '' : 's'} already`, {
+          hint: 'nothing was copied; copy into a new queue (--to-queue NAME)',
+        });
+      }
+      const { state } = copy;
+      await client.query(
+        `INSERT INTO worker_queues (name, queue_id, paused_by_hand, pause_until) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET queue_id = EXCLUDED.queue_id, paused_by_hand = EXCLUDED.paused_by_hand, pause_until = EXCLUDED.pause_until`,
+        [queue, copy.queueId, state.pausedByHand === null ? null : JSON.stringify(state.pausedByHand), pauseUntil(state, Date.now())],
+      );
+      for (const tasks of chunks(state.tasks(), COPY_CHUNK)) {
+        await client.query(
+          `INSERT INTO worker_tasks (queue, id, definition, deps, dependents, state, unmet, retry_at, attempts, generation, waits, waiting_since)
+           SELECT $1, x.item->'definition'->>'id', x.item->'definition', ARRAY(SELECT jsonb_array_elements_text(x.item->'definition'->'deps')),
+             ARRAY(SELECT jsonb_array_elements_text(x.item->'dependents')), x.item->>'state', (x.item->>'unmet')::integer,
+             (x.item->>'retry_at')::timestamptz, (x.item->>'attempts')::integer, (x.item->>'generation')::integer, (x.item->>'waits')::integer,
+             (x.item->>'waiting_since')::timestamptz
+           FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS x(item, n) ORDER BY x.n`,
+          [
+            queue,
+            JSON.stringify(
+              tasks.map((task) => ({
+                definition: task.def,
+                dependents: (task.dependents ?? []).map((dependent) => dependent.def.id),
+                state: task.state,
+                unmet: task.unmetDeps,
+                retry_at: task.retryAt === null ? null : new Date(task.retryAt).toISOString(),
+                attempts: task.attempts,
+                generation: task.generation,
+                waits: task.waits,
+                waiting_since: task.waitingSince === null ? null : new Date(task.waitingSince).toISOString(),
+              })),
+            ),
+          ],
+        );
+      }
+      const removed = [...state.removedIds()];
+      if (removed.length > 0) await client.query('INSERT INTO worker_removed (queue, id) SELECT $1, unnest($2::text[])', [queue, removed]);
+      // The history, in order; a result kept apart moves into worker_results, and its outcome refers to it there.
+      await client.query('SELECT pg_current_xact_id()');
+      for (const records of chunks(copy.history, COPY_CHUNK)) {
+        const bodies: ChangeRecord[] = [];
+        for (const record of records) {
+          if (record.type === 'outcome' && record.result_ref !== undefined) {
+            const { text } = await copy.result(record.result_ref);
+            const kept = await client.query<{ id: string }>('INSERT INTO worker_results (queue, task, body) VALUES ($1, $2, $3) RETURNING id', [
+              queue,
+              record.task,
+              text,
+            ]);
+            bodies.push({
+              ...record,
+              result_ref: { file: 'worker_results', offset: Number(kept.rows[0]!.id), length: Buffer.byteLength(text), json: record.result_ref.json },
+            });
+          } else bodies.push(record);
+        }
+        await client.query(
+          `INSERT INTO worker_events (queue, task, body)
+           SELECT $1, x.body->>'task', x.body FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS x(body, n) ORDER BY x.n`,
+          [queue, JSON.stringify(bodies)],
+        );
+      }
+      return copy.history.length;
+    });
+  }
+
   async close(): Promise<void> {
     await this.pool.end().catch(() => undefined);
   }
+}
+
+/** Rows written per statement by a copy. */
+const COPY_CHUNK = 1000;
+
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const pieces: T[][] = [];
+  for (let i = 0; i < items.length; i += size) pieces.push(items.slice(i, i + size));
+  return pieces;
+}
+
+/** The end of the pause the API asked for, if one is in force. */
+function pauseUntil(state: QueueState<TaskDefinition>, now: number): Date | null {
+  const pause = state.weather.pause(now);
+  return pause === null ? null : new Date(pause.until);
 }
 
 function judgeWorker(beat: Heartbeat, sessionAlive: boolean, silentMs: number): WorkerLiveness {

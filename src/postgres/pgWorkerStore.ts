@@ -4,7 +4,7 @@ import { WorkerError, asWorkerError } from '../errors.js';
 import { idempotencyKey } from '../core/newTasks.js';
 import type { QueueState, TaskRecord } from '../core/queueState.js';
 import { stuckReason } from '../core/reasons.js';
-import { INLINE_RESULT_BYTES, outcomeRecord } from '../store.js';
+import { claimRecord, INLINE_RESULT_BYTES, outcomeRecord } from '../store.js';
 import type { Claimant, HeldClaim, NewOutcome, Presence, Recorded, WorkerStore } from '../store.js';
 import type { ClaimEvent, Heartbeat, Logger, TaskDefinition, TaskHead } from '../types.js';
 import { databaseError, type DatabaseLocation, openPool, serverOf } from './connection.js';
@@ -179,24 +179,6 @@ export class PgWorkerStore implements WorkerStore {
     return [];
   }
 
-  private claimEvent(claimant: Claimant, token: string, claimedAt: number, prev: string | null, reason: string | null): ClaimEvent {
-    const event: ClaimEvent = {
-      type: 'claim',
-      task: '',
-      token,
-      prev,
-      attempt: 0,
-      worker: claimant.workerId,
-      pid: claimant.pid,
-      host: claimant.host,
-      at: new Date(claimedAt).toISOString(),
-    };
-    if (claimant.rate !== undefined) event.rate = claimant.rate;
-    if (claimant.concurrency > 1) event.concurrency = claimant.concurrency;
-    if (reason !== null) event.reason = reason;
-    return event;
-  }
-
   async claimReady(claimant: Claimant): Promise<HeldClaim | null> {
     this.options.logger.debug('trying to claim the first ready task');
     return this.claim(
@@ -246,7 +228,7 @@ export class PgWorkerStore implements WorkerStore {
         rate?.calls ?? null,
         rate?.per_ms ?? null,
         token,
-        JSON.stringify(this.claimEvent(claimant, token, claimedAt, stuck?.token ?? null, reason)),
+        JSON.stringify(claimRecord(claimant, { task: '', token, prev: stuck?.token ?? null, attempt: 0, at: claimedAt, reason })),
         session?.pid ?? null,
         session?.start ?? null,
         ...(stuck === null ? [] : [stuck.id, stuck.token]),

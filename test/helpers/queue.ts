@@ -112,3 +112,18 @@ export async function queueSnapshot(dir: string): Promise<unknown> {
     events: await queryDatabase('SELECT seq, body FROM worker_events WHERE queue = $1 ORDER BY seq', [queue]),
   };
 }
+
+/** Final outcomes (completed or failed) that counted, per task, replayed from the events in order by token. */
+export function finalOutcomes(events: Array<Record<string, any>>): Map<string, number> {
+  const inForce = new Map<string, string>();
+  const finals = new Map<string, number>();
+  for (const event of events) {
+    if (event.type === 'claim' && (event.prev === null ? !inForce.has(event.task) : inForce.get(event.task) === event.prev))
+      inForce.set(event.task, event.token);
+    if (event.type === 'outcome' && inForce.get(event.task) === event.token) {
+      inForce.delete(event.task);
+      if (event.outcome === 'completed' || event.outcome === 'failed') finals.set(event.task, (finals.get(event.task) ?? 0) + 1);
+    }
+  }
+  return finals;
+}

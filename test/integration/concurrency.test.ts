@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir } from '../helpers/cli.js';
-import { addAll, lockFiles, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
+import { addAll, finalOutcomes, lockFiles, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
 
 // `worker run --concurrency N` as users run it: real processes, a real HTTP API on 127.0.0.1, real signals.
 
@@ -56,21 +56,6 @@ function holdEveryCall() {
       entry.res.end(JSON.stringify({ status: 'completed', by: entry.call.worker, ...body }));
     },
   };
-}
-
-/** Final outcomes (completed or failed) that counted, per task, replayed from the log by token. */
-async function finalOutcomes(dir: string): Promise<Map<string, number>> {
-  const inForce = new Map<string, string>();
-  const finals = new Map<string, number>();
-  for (const event of await logEvents(dir)) {
-    if (event.type === 'claim' && (event.prev === null ? !inForce.has(event.task) : inForce.get(event.task) === event.prev))
-      inForce.set(event.task, event.token);
-    if (event.type === 'outcome' && inForce.get(event.task) === event.token) {
-      inForce.delete(event.task);
-      if (event.outcome === 'completed' || event.outcome === 'failed') finals.set(event.task, (finals.get(event.task) ?? 0) + 1);
-    }
-  }
-  return finals;
 }
 
 describe('worker run --concurrency', () => {
@@ -151,7 +136,7 @@ describe('worker run --concurrency', () => {
         expect(calls, task.id).toHaveLength(inFlight.includes(task.id) ? 2 : 1);
         for (const call of calls) expect(call.idempotencyKey).toBe(`${queueId}:${task.id}:1`);
       }
-      const finals = await finalOutcomes(dir);
+      const finals = finalOutcomes(await logEvents(dir));
       for (const task of tasks(6)) expect(finals.get(task.id), task.id).toBe(1);
       expect(await lockFiles(dir)).toEqual([]);
     });

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServer.js';
-import { databaseUrl, runCli, startCli, type RunningCli } from '../helpers/cli.js';
+import { databaseUrl, runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
 import { freePort, startPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { holdCallsFor } from '../helpers/queue.js';
+import { finalOutcomes, holdCallsFor } from '../helpers/queue.js';
 import pg from 'pg';
 
 // What only a database has: its server restarted under the workers, out of reach, refusing a password, a
@@ -18,6 +18,11 @@ afterEach(async () => {
 });
 
 const FAST = ['--poll-interval', '100ms', '--backoff', '50ms'];
+
+/** A command on a folder, as it is given: this file's tests are on the database, but for the folder they copy. */
+function runFolderCli(args: string[], input?: string) {
+  return runCli(['--dir-as-given', ...args], input === undefined ? {} : { input });
+}
 
 function on(url: string, queue: string, ...args: string[]): string[] {
   return ['--database-url', url, '--queue', queue, ...args];
@@ -41,21 +46,6 @@ async function historyOf(url: string, queue: string): Promise<Array<Record<strin
   } finally {
     await client.end();
   }
-}
-
-/** Final outcomes that counted, per task, replayed from the history by token. */
-function finalOutcomes(events: Array<Record<string, any>>): Map<string, number> {
-  const inForce = new Map<string, string>();
-  const finals = new Map<string, number>();
-  for (const event of events) {
-    if (event.type === 'claim' && (event.prev === null ? !inForce.has(event.task) : inForce.get(event.task) === event.prev))
-      inForce.set(event.task, event.token);
-    if (event.type === 'outcome' && inForce.get(event.task) === event.token) {
-      inForce.delete(event.task);
-      if (event.outcome === 'completed' || event.outcome === 'failed') finals.set(event.task, (finals.get(event.task) ?? 0) + 1);
-    }
-  }
-  return finals;
 }
 
 describe('the database restarted mid-drain', () => {
@@ -198,5 +188,48 @@ describe("a worker's connections cut mid-call", () => {
     expect((await cut.exited).code).toBe(0);
     expect(finalOutcomes(await historyOf(databaseUrl(), queue)).get('t0')).toBe(1);
     expect((await runCli(on(databaseUrl(), queue, 'show', 't0', '--json'))).stdout).toMatch(/"state": "completed"/);
+  });
+});
+
+describe('worker copy-to', () => {
+  /** The status table without its AGE column, which moves with the clock. */
+  const table = (stdout: string) =>
+    stdout
+      .split('\n')
+      .map((line) => line.replace(/\s+\d+[smhd]\s+/, ' '))
+      .filter((line) => !/^\d+ tasks?:/.test(line));
+
+  it('copies a folder queue into a database: the same table, results, history and keys; refused into a queue with tasks', async () => {
+    await withTempDir(async (dir) => {
+      const folder = ['--dir', dir];
+      const input = ['{"id":"a","instruction":"A"}', '{"id":"big","instruction":"B","deps":["a"]}', '{"id":"c","instruction":"C","deps":["big"]}'].join('\n');
+      expect((await runFolderCli([...folder, 'add', '--file', '-'], input)).code).toBe(0);
+      // A result over 4 KB is kept apart in the folder, and in its own table in the database.
+      api.setBehaviour((call, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ status: 'completed', output: call.task_id === 'big' ? 'x'.repeat(10_000) : call.task_id }));
+      });
+      expect((await runFolderCli([...folder, 'run', '2', '--api-url', api.url, ...FAST])).code).toBe(0);
+      const queue = `copied-${process.pid}`;
+      const copied = await runFolderCli([...folder, 'copy-to', databaseUrl(), '--to-queue', queue]);
+      expect(copied.code, copied.stderr).toBe(0);
+      expect(copied.stdout).toMatch(new RegExp(`^copied 3 tasks and 4 history records into queue "${queue}" at 127\\.0\\.0\\.1:\\d+\\n$`));
+      expect(copied.stdout + copied.stderr).not.toContain(new URL(databaseUrl()).password);
+      const onFolder = await runFolderCli([...folder, 'status']);
+      const onDatabase = await runCli(on(databaseUrl(), queue, 'status'));
+      expect(table(onDatabase.stdout)).toEqual(table(onFolder.stdout));
+      const folderShow = JSON.parse((await runFolderCli([...folder, 'show', 'big', '--json'])).stdout);
+      const databaseShow = JSON.parse((await runCli(on(databaseUrl(), queue, 'show', 'big', '--json'))).stdout);
+      expect(databaseShow.result).toEqual(folderShow.result);
+      expect(databaseShow.idempotency_key).toBe(folderShow.idempotency_key);
+      expect(databaseShow.history).toEqual(folderShow.history);
+      expect((await runCli(on(databaseUrl(), queue, 'result', 'big'))).stdout).toBe(JSON.stringify({ status: 'completed', output: 'x'.repeat(10_000) }));
+      // The copy runs on: the pending task, once.
+      expect((await runCli(on(databaseUrl(), queue, 'run', '--api-url', api.url, ...FAST, '--drain'))).code).toBe(0);
+      expect(api.callsFor('c')).toHaveLength(1);
+      const again = await runFolderCli([...folder, 'copy-to', databaseUrl(), '--to-queue', queue]);
+      expect(again.code).toBe(3);
+      expect(again.stderr).toMatch(new RegExp(`the queue "${queue}" at 127\\.0\\.0\\.1:\\d+ holds 3 tasks already; nothing was copied`));
+    });
   });
 });
