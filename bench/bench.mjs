@@ -10,6 +10,7 @@ import { startBenchApi } from './api.mjs';
 import { seedQueue } from './seed.mjs';
 import { historyScenarios } from './history.mjs';
 import { concurrencyScenarios } from './concurrency.mjs';
+import { postgresScenarios } from './postgres.mjs';
 import { startTracked } from './processes.mjs';
 
 const BIN = resolve(import.meta.dirname, '../bin/worker.cjs');
@@ -251,6 +252,7 @@ async function main() {
     row(`worker status --json (${bigQueue.toLocaleString('en')} tasks)`, bigQueue, 0, times.statusMs / 1000);
     await historyScenarios(row, notes, quick);
     await concurrencyScenarios(row, notes, quick);
+    await postgresScenarios(row, notes, quick);
   } finally {
     await api.close();
   }

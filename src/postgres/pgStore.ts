@@ -21,6 +21,8 @@ import { databaseError, type DatabaseLocation, openPool, serverOf } from './conn
 import { QueueView, type Queryable } from './queueView.js';
 import { ensureSchema } from './schema.js';
 
+/** Adds of this many tasks or more refresh the planner's statistics of the tasks table. */
+const ANALYZE_AFTER_ADDING = 500;
 /** How often `followHistory` looks for new events. */
 const FOLLOW_POLL_MS = 250;
 /** A heartbeat older than this means its worker is frozen, or its host cut off. */
@@ -122,7 +124,7 @@ export class PgStore implements Store {
 
   async addTasks(tasks: readonly NewTask[], defaults: TaskDefaults, now: Date, where: (index: number) => string): Promise<TaskDefinition[]> {
     const { queue } = this.location;
-    return this.inQueueTransaction(async (client) => {
+    const added = await this.inQueueTransaction(async (client) => {
       await client.query('INSERT INTO worker_queues (name, queue_id) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING', [queue, randomUUID()]);
       const ids = await client.query<{ id: string }>('SELECT id FROM worker_tasks WHERE queue = $1 ORDER BY seq', [queue]);
       const removed = await client.query<{ id: string }>('SELECT id FROM worker_removed WHERE queue = $1', [queue]);
@@ -166,6 +168,10 @@ export class PgStore implements Store {
       await client.query('SELECT pg_notify($1, $2)', [changeChannel(queue), 'added']);
       return added;
     });
+    // Statistics of the tables as they are now: planned with those of a much smaller table, a claim can scan
+    // every row instead of taking the first of its index. (Only their owner may; others' ANALYZE is skipped.)
+    if (added.length >= ANALYZE_AFTER_ADDING) await this.withClient((client) => client.query('ANALYZE worker_tasks'));
+    return added;
   }
 
   async read(): Promise<QueueState<TaskDefinition>> {
@@ -427,7 +433,7 @@ export async function runningClaims(client: Queryable, queue: string): Promise<C
        renewed_at = '-infinity' AS given_up, coalesce(session_start < pg_postmaster_start_time(), false) AS session_before_restart,
        CASE WHEN renewed_at = '-infinity' THEN NULL ELSE (extract(epoch FROM (now() - renewed_at)) * 1000)::float8 END AS age_ms,
        session_pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = t.session_pid AND a.backend_start = t.session_start) AS session_alive
-     FROM worker_tasks t WHERE queue = $1 AND state = 'running' ORDER BY seq`,
+     FROM worker_tasks t WHERE queue = $1 AND state = 'running' ORDER BY queue, seq`,
     [queue],
   );
   return rows;

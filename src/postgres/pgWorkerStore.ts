@@ -10,9 +10,11 @@ import type { ClaimEvent, Heartbeat, Logger, TaskDefinition, TaskHead } from '..
 import { databaseError, type DatabaseLocation, openPool, serverOf } from './connection.js';
 import { Presence as DatabasePresence } from './presence.js';
 import { changeChannel, runningClaims, type ClaimRow } from './pgStore.js';
-import { QueueView } from './queueView.js';
+import { type NewRead, QueueView } from './queueView.js';
 import { ensureSchema } from './schema.js';
 
+/** A look this soon after a read (one rides on every claim and outcome) reads nothing more. */
+const LOOK_FRESH_MS = 25;
 /** How often a worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
 
@@ -37,7 +39,8 @@ interface ClaimedRow {
   attempts: number;
   generation: number;
   waits: number;
-  waiting_since: Date | null;
+  /** As JSON gives a timestamp: text. */
+  waiting_since: string | null;
   claim: ClaimEvent;
 }
 
@@ -116,20 +119,41 @@ export class PgWorkerStore implements WorkerStore {
     return `queue "${this.location.queue}" at ${serverOf(this.location.url)} (${size} task${size === 1 ? '' : 's'})`;
   }
 
-  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+  private async query<R extends pg.QueryResultRow>(statement: pg.QueryConfig): Promise<pg.QueryResult<R>> {
     try {
-      return await this.pool.query<R>(text, values);
+      return await this.pool.query<R>(statement);
     } catch (error) {
       throw databaseError(error, this.location);
     }
   }
 
+  /**
+   * Brings the fold up to date, unless a claim of this worker read what was new a moment ago: each claim
+   * statement reads it too, so that a busy worker makes two round trips per task (claim, outcome), not three.
+   */
   async look(): Promise<void> {
+    if (Date.now() - this.view.readAt < LOOK_FRESH_MS) return;
     try {
       await this.view.refresh(this.pool);
     } catch (error) {
       throw databaseError(error, this.location);
     }
+  }
+
+  /** Runs a statement that may carry the fold's read (`read`), and folds what that read found. */
+  private async withRead(read: { columns: string; values: unknown[] } | null, statement: pg.QueryConfig): Promise<pg.QueryResultRow> {
+    let row: pg.QueryResultRow;
+    try {
+      row = (await this.query(statement)).rows[0]!;
+    } catch (error) {
+      if (read !== null) this.view.abandonPiggyback();
+      throw error;
+    }
+    if (read !== null)
+      await this.view
+        .applyPiggyback(this.pool, row as NewRead<TaskHead>)
+        .catch((error: unknown) => this.options.logger.debug(`could not fold what was new: ${asWorkerError(error).message}`));
+    return row;
   }
 
   async enter(heartbeat: Heartbeat): Promise<Presence> {
@@ -181,60 +205,74 @@ export class PgWorkerStore implements WorkerStore {
 
   async claimReady(claimant: Claimant): Promise<HeldClaim | null> {
     this.options.logger.debug('trying to claim the first ready task');
-    return this.claim(
-      claimant,
-      `SELECT id FROM worker_tasks
-       WHERE queue = $1 AND state = 'pending' AND unmet = 0 AND (retry_at IS NULL OR retry_at <= $2) AND coalesce((SELECT open FROM open), false)
-       ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED`,
-      null,
-      null,
-    );
+    return this.claim(claimant, null, null);
   }
 
   /**
-   * Claims the row `picking` selects (and locks), in one statement with its record in the history. The
-   * queue's pauses (by hand, or asked by the API) and its rate limit are judged in the same statement: no
-   * claim counts within a pause or beyond the rate. The call starts of a rate-limited queue are kept in its
-   * row, whose lock serialises such claims.
+   * Claims, in one statement with its record in the history, the first ready task in add order (FOR UPDATE
+   * SKIP LOCKED: a row another transaction holds is passed over, never waited for), or the stuck claim
+   * `stuck` if the row still holds it. The queue's pauses (by hand, or asked by the API) and its rate limit
+   * are judged in the same statement: no claim counts within a pause or beyond the rate. The call starts of a
+   * rate-limited queue are kept in its row, whose lock serialises such claims.
    */
-  private async claim(claimant: Claimant, picking: string, stuck: ClaimRow | null, reason: string | null): Promise<HeldClaim | null> {
+  private async claim(claimant: Claimant, stuck: ClaimRow | null, reason: string | null): Promise<HeldClaim | null> {
     const token = randomUUID();
     const claimedAt = this.options.now();
     const session = this.presence.session;
     const { rate } = claimant;
-    const { rows } = await this.query<ClaimedRow>(
-      `WITH open AS (
-         SELECT paused_by_hand IS NULL AND (pause_until IS NULL OR pause_until <= $2) AS open FROM worker_queues WHERE name = $1
+    const picking =
+      stuck === null
+        ? `SELECT id FROM worker_tasks
+           WHERE queue = $1 AND state = 'pending' AND unmet = 0 AND (retry_at IS NULL OR retry_at <= $2) AND coalesce((SELECT open FROM open), false)
+           -- In the order of the ready index alone, so that no plan walks the whole queue to find its first ready task.
+           ORDER BY queue, seq LIMIT 1 FOR UPDATE SKIP LOCKED`
+        : `SELECT id FROM worker_tasks
+           WHERE queue = $1 AND id = $9 AND state = 'running' AND token = $10 AND coalesce((SELECT open FROM open), false)
+           FOR UPDATE SKIP LOCKED`;
+    const slot =
+      rate === undefined
+        ? ''
+        : `slot AS (
+             UPDATE worker_queues q SET call_starts = ARRAY(SELECT s FROM unnest(q.call_starts) s WHERE s > $2::timestamptz - $4 * interval '1 millisecond') || $2::timestamptz
+             FROM picked WHERE q.name = $1
+               AND (SELECT count(*) FROM unnest(q.call_starts) s WHERE s > $2::timestamptz - $4 * interval '1 millisecond') < $3::integer
+             RETURNING 1
+           ),`;
+    const values = [
+      this.location.queue,
+      new Date(claimedAt),
+      rate?.calls ?? null,
+      rate?.per_ms ?? null,
+      token,
+      JSON.stringify(claimRecord(claimant, { task: '', token, prev: stuck?.token ?? null, attempt: 0, at: claimedAt, reason })),
+      session?.pid ?? null,
+      session?.start ?? null,
+      ...(stuck === null ? [] : [stuck.id, stuck.token]),
+    ];
+    const read = this.view.piggyback(values.length + 1);
+    const row = await this.withRead(read, {
+      // Prepared once per connection: planning this statement costs about what running it does.
+      name: `worker-claim-${stuck === null ? 'ready' : 'stuck'}${rate === undefined ? '' : '-rated'}${read === null ? '' : '-read'}`,
+      text: `WITH open AS (
+         -- The rate limit ($3 calls per $4 ms) is named here for its types, whether or not the queue has one.
+         SELECT paused_by_hand IS NULL AND (pause_until IS NULL OR pause_until <= $2) AS open, $3::integer AS calls, $4::float8 AS per_ms
+         FROM worker_queues WHERE name = $1
        ), picked AS (
          ${picking}
-       ), slot AS (
-         UPDATE worker_queues q SET call_starts = ARRAY(SELECT s FROM unnest(q.call_starts) s WHERE s > $2::timestamptz - $4 * interval '1 millisecond') || $2::timestamptz
-         FROM picked WHERE q.name = $1 AND $3::integer IS NOT NULL
-           AND (SELECT count(*) FROM unnest(q.call_starts) s WHERE s > $2::timestamptz - $4 * interval '1 millisecond') < $3::integer
-         RETURNING 1
-       ), claimed AS (
+       ), ${slot} claimed AS (
          UPDATE worker_tasks t SET state = 'running', token = $5, attempts = t.attempts + 1, retry_at = NULL,
            claim = $6::jsonb || jsonb_build_object('task', t.id, 'attempt', t.attempts + 1),
            renewed_at = now(), session_pid = $7, session_start = $8
-         FROM picked WHERE t.queue = $1 AND t.id = picked.id AND ($3::integer IS NULL OR EXISTS (SELECT 1 FROM slot))
+         FROM picked WHERE t.queue = $1 AND t.id = picked.id ${rate === undefined ? '' : 'AND EXISTS (SELECT 1 FROM slot)'}
          RETURNING ${CLAIMED_COLUMNS}
        ), logged AS (
          INSERT INTO worker_events (queue, task, body) SELECT $1, id, claim FROM claimed
        )
-       SELECT * FROM claimed t`,
-      [
-        this.location.queue,
-        new Date(claimedAt),
-        rate?.calls ?? null,
-        rate?.per_ms ?? null,
-        token,
-        JSON.stringify(claimRecord(claimant, { task: '', token, prev: stuck?.token ?? null, attempt: 0, at: claimedAt, reason })),
-        session?.pid ?? null,
-        session?.start ?? null,
-        ...(stuck === null ? [] : [stuck.id, stuck.token]),
-      ],
-    );
-    return rows[0] === undefined ? null : this.hold(rows[0], claimedAt, reason);
+       SELECT (SELECT row_to_json(t) FROM claimed t) AS claimed ${read === null ? '' : `, ${read.columns}`}`,
+      values: [...values, ...(read?.values ?? [])],
+    });
+    const claimed = (row as { claimed: ClaimedRow | null }).claimed;
+    return claimed === null ? null : this.hold(claimed, claimedAt, reason);
   }
 
   async claimStuck(claimant: Claimant): Promise<HeldClaim | null> {
@@ -273,14 +311,7 @@ export class PgWorkerStore implements WorkerStore {
 
   /** Supersedes a stuck claim, only while the row still holds it: of two workers that try, one succeeds. */
   private takeOver(row: ClaimRow, reason: string, claimant: Claimant): Promise<HeldClaim | null> {
-    return this.claim(
-      claimant,
-      `SELECT id FROM worker_tasks
-       WHERE queue = $1 AND id = $9 AND state = 'running' AND token = $10 AND coalesce((SELECT open FROM open), false)
-       FOR UPDATE SKIP LOCKED`,
-      row,
-      reason,
-    );
+    return this.claim(claimant, row, reason);
   }
 
   private hold(row: ClaimedRow, claimedAt: number, takeoverReason: string | null): PgClaim {
@@ -292,7 +323,7 @@ export class PgWorkerStore implements WorkerStore {
       claimedAt,
       idempotencyKey: idempotencyKey(this.queueId, row.id, row.generation),
       waits: row.waits,
-      waitingSince: row.waiting_since === null ? null : row.waiting_since.getTime(),
+      waitingSince: row.waiting_since === null ? null : Date.parse(row.waiting_since),
       takeoverReason,
       abandon: new AbortController(),
       event: row.claim,
@@ -310,8 +341,25 @@ export class PgWorkerStore implements WorkerStore {
     if (apart) event.result_ref = { file: 'worker_results', offset: 0, length: Buffer.byteLength(outcome.result!.body), json: outcome.result!.json };
     const uncharged = !outcome.called || outcome.charged === false;
     const state = outcome.outcome === 'retry' || outcome.outcome === 'released' ? 'pending' : outcome.outcome;
-    const { rows } = await this.query<{ recorded: number; holder: string | null }>(
-      `WITH done AS (
+    const values = [
+      queue,
+      claim.taskId,
+      claim.token,
+      state,
+      outcome.outcome === 'retry' && outcome.retryAt !== undefined ? new Date(outcome.retryAt) : null,
+      uncharged,
+      uncharged ? (outcome.called ? 'add' : 'keep') : 'reset',
+      outcome.called,
+      outcome.waitingSince === undefined ? null : new Date(outcome.waitingSince),
+      outcome.pauseUntil === undefined ? null : new Date(outcome.pauseUntil),
+      apart ? outcome.result!.body : null,
+      JSON.stringify(event),
+      changeChannel(queue),
+    ];
+    // No read rides on an outcome: the claim that follows reads what is new, and a look between is skipped.
+    const row = (await this.withRead(null, {
+      name: 'worker-record',
+      text: `WITH done AS (
          UPDATE worker_tasks t SET state = $4, token = NULL, claim = NULL, renewed_at = NULL, session_pid = NULL, session_start = NULL,
            retry_at = $5, attempts = t.attempts - CASE WHEN $6 THEN 1 ELSE 0 END,
            waits = CASE $7::text WHEN 'add' THEN t.waits + 1 WHEN 'reset' THEN 0 ELSE t.waits END,
@@ -334,24 +382,9 @@ export class PgWorkerStore implements WorkerStore {
        SELECT (SELECT count(*) FROM logged)::integer AS recorded,
          (SELECT claim->>'worker' FROM worker_tasks WHERE queue = $1 AND id = $2) AS holder,
          CASE WHEN $4 = 'pending' OR EXISTS (SELECT 1 FROM ready WHERE unmet = 0) THEN pg_notify($13, 'ready') END AS woken`,
-      [
-        queue,
-        claim.taskId,
-        claim.token,
-        state,
-        outcome.outcome === 'retry' && outcome.retryAt !== undefined ? new Date(outcome.retryAt) : null,
-        uncharged,
-        uncharged ? (outcome.called ? 'add' : 'keep') : 'reset',
-        outcome.called,
-        outcome.waitingSince === undefined ? null : new Date(outcome.waitingSince),
-        outcome.pauseUntil === undefined ? null : new Date(outcome.pauseUntil),
-        apart ? outcome.result!.body : null,
-        JSON.stringify(event),
-        changeChannel(queue),
-      ],
-    );
+      values,
+    })) as { recorded: number; holder: string | null };
     this.held.delete(claim.token);
-    const row = rows[0]!;
     return row.recorded > 0 ? { recorded: true } : { recorded: false, lostTo: row.holder };
   }
 

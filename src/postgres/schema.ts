@@ -20,6 +20,8 @@ const SCHEMA_LOCK = 0x776f726b; // "work"
  * - worker_results: results too large to keep in their outcome;
  * - worker_workers: heartbeats, and the database session each worker holds (its death is the worker's);
  * - worker_removed: ids taken out by `remove` and `clean`, never used again.
+ * The tasks and the history grow and change fast: their statistics are refreshed after a fixed number of
+ * changes, not a share of the table, so that the planner keeps each statement on its index.
  */
 const DDL = `
 CREATE TABLE worker_queues (
@@ -50,10 +52,10 @@ CREATE TABLE worker_tasks (
   session_pid integer,
   session_start timestamptz,
   PRIMARY KEY (queue, id)
-);
+) WITH (autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 2000, autovacuum_vacuum_scale_factor = 0.02);
 CREATE INDEX worker_tasks_ready ON worker_tasks (queue, seq) WHERE state = 'pending' AND unmet = 0;
 CREATE INDEX worker_tasks_running ON worker_tasks (queue, seq) WHERE state = 'running';
-CREATE INDEX worker_tasks_order ON worker_tasks (queue, seq);
+CREATE INDEX worker_tasks_added ON worker_tasks (seq);
 CREATE TABLE worker_events (
   queue text NOT NULL,
   seq bigserial NOT NULL,
@@ -61,8 +63,7 @@ CREATE TABLE worker_events (
   body jsonb NOT NULL,
   xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
   PRIMARY KEY (queue, seq)
-);
-CREATE INDEX worker_events_task ON worker_events (queue, task);
+) WITH (autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 5000);
 CREATE INDEX worker_events_xid ON worker_events (xid);
 CREATE TABLE worker_results (
   id bigserial PRIMARY KEY,

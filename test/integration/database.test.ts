@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServer.js';
 import { databaseUrl, runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
-import { freePort, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { freePort, startPostgres, type TestPostgres } from '../helpers/postgres.mjs';
 import { finalOutcomes, holdCallsFor } from '../helpers/queue.js';
 import pg from 'pg';
 
