@@ -13,7 +13,7 @@ import { changeChannel, runningClaims, type ClaimRow } from './pgStore.js';
 import { type NewRead, QueueView } from './queueView.js';
 import { ensureSchema } from './schema.js';
 
-/** A look this soon after a read (one rides on every claim and outcome) reads nothing more. */
+/** A look this soon after a read (one rides on every claim) reads nothing more. */
 const LOOK_FRESH_MS = 25;
 /** How often a worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
@@ -133,6 +133,10 @@ export class PgWorkerStore implements WorkerStore {
    */
   async look(): Promise<void> {
     if (Date.now() - this.view.readAt < LOOK_FRESH_MS) return;
+    await this.readNow();
+  }
+
+  private async readNow(): Promise<void> {
     try {
       await this.view.refresh(this.pool);
     } catch (error) {
@@ -249,7 +253,8 @@ export class PgWorkerStore implements WorkerStore {
       session?.start ?? null,
       ...(stuck === null ? [] : [stuck.id, stuck.token]),
     ];
-    const read = this.view.piggyback(values.length + 1);
+    // A read rides on the claim unless one was made a moment ago: reads cost every worker every record.
+    const read = Date.now() - this.view.readAt < LOOK_FRESH_MS ? null : this.view.piggyback(values.length + 1);
     const row = await this.withRead(read, {
       // Prepared once per connection: planning this statement costs about what running it does.
       name: `worker-claim-${stuck === null ? 'ready' : 'stuck'}${rate === undefined ? '' : '-rated'}${read === null ? '' : '-read'}`,
@@ -272,7 +277,10 @@ export class PgWorkerStore implements WorkerStore {
       values: [...values, ...(read?.values ?? [])],
     });
     const claimed = (row as { claimed: ClaimedRow | null }).claimed;
-    return claimed === null ? null : this.hold(claimed, claimedAt, reason);
+    if (claimed !== null) return this.hold(claimed, claimedAt, reason);
+    // Nothing to claim: what the worker decides next (idle, drained) needs the queue as it is now.
+    if (read === null) await this.readNow();
+    return null;
   }
 
   async claimStuck(claimant: Claimant): Promise<HeldClaim | null> {
