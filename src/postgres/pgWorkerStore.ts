@@ -228,8 +228,8 @@ export class PgWorkerStore implements WorkerStore {
       stuck === null
         ? `SELECT id FROM worker_tasks
            WHERE queue = $1 AND state = 'pending' AND unmet = 0 AND (retry_at IS NULL OR retry_at <= $2) AND coalesce((SELECT open FROM open), false)
-           -- In the order of the ready index alone, so that no plan walks the whole queue to find its first ready task.
-           ORDER BY queue, seq LIMIT 1 FOR UPDATE SKIP LOCKED`
+           -- Only the ready index gives this order (see schema.ts): no plan walks the queue to its first ready task.
+           ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED`
         : `SELECT id FROM worker_tasks
            WHERE queue = $1 AND id = $9 AND state = 'running' AND token = $10 AND coalesce((SELECT open FROM open), false)
            FOR UPDATE SKIP LOCKED`;

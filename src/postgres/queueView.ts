@@ -138,7 +138,7 @@ export class QueueView<Def extends TaskHead> {
            (SELECT seq, body FROM worker_events WHERE xid >= ${$(3)}::xid8 AND queue || '' = ${$(0)} ORDER BY xid LIMIT ${EVENTS_PER_READ})
            ORDER BY seq LIMIT ${EVENTS_PER_READ}) e) AS events,
         (SELECT coalesce(json_agg(d ORDER BY d.seq), '[]'::json) FROM (
-           SELECT seq, ${definition} AS definition FROM worker_tasks WHERE seq > ${$(4)} AND queue || '' = ${$(0)} ORDER BY seq) d) AS tasks`,
+           SELECT seq, ${definition} AS definition FROM worker_tasks WHERE seq + 0 > ${$(4)} AND queue || '' = ${$(0)} ORDER BY seq + 0) d) AS tasks`,
       values: [this.queue, this.lastEvent, this.stillOpen.inProgress, this.stillOpen.xmax, this.lastTask],
     };
   }
