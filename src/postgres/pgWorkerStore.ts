@@ -13,8 +13,8 @@ import { changeChannel, runningClaims, type ClaimRow } from './pgStore.js';
 import { type NewRead, QueueView } from './queueView.js';
 import { ensureSchema } from './schema.js';
 
-/** A look this soon after a read (one rides on every claim) reads nothing more. */
-const LOOK_FRESH_MS = 25;
+/** A claim this soon after a read (a look) does not read again; later claims of one look (--concurrency) do. */
+const READ_FRESH_MS = 25;
 /** How often a worker looks for tasks whose worker died or froze. */
 const TAKEOVER_SCAN_MS = 1000;
 
@@ -128,11 +128,11 @@ export class PgWorkerStore implements WorkerStore {
   }
 
   /**
-   * Brings the fold up to date, unless a claim of this worker read what was new a moment ago: each claim
-   * statement reads it too, so that a busy worker makes two round trips per task (claim, outcome), not three.
+   * Brings the fold up to date. Always a read: what the loop decides next (the API's weather, a probe
+   * already in flight) must see every outcome recorded before, or workers would keep calling an API that
+   * other workers have found down.
    */
   async look(): Promise<void> {
-    if (Date.now() - this.view.readAt < LOOK_FRESH_MS) return;
     await this.readNow();
   }
 
@@ -253,8 +253,8 @@ export class PgWorkerStore implements WorkerStore {
       session?.start ?? null,
       ...(stuck === null ? [] : [stuck.id, stuck.token]),
     ];
-    // A read rides on the claim unless one was made a moment ago: reads cost every worker every record.
-    const read = Date.now() - this.view.readAt < LOOK_FRESH_MS ? null : this.view.piggyback(values.length + 1);
+    // A read rides on the claim unless one was made a moment ago (the look before it): every read costs.
+    const read = Date.now() - this.view.readAt < READ_FRESH_MS ? null : this.view.piggyback(values.length + 1);
     const row = await this.withRead(read, {
       // Prepared once per connection: planning this statement costs about what running it does.
       name: `worker-claim-${stuck === null ? 'ready' : 'stuck'}${rate === undefined ? '' : '-rated'}${read === null ? '' : '-read'}`,
@@ -364,7 +364,6 @@ export class PgWorkerStore implements WorkerStore {
       JSON.stringify(event),
       changeChannel(queue),
     ];
-    // No read rides on an outcome: the claim that follows reads what is new, and a look between is skipped.
     const row = (await this.withRead(null, {
       name: 'worker-record',
       text: `WITH done AS (
