@@ -151,8 +151,10 @@ class NotifiedChanges implements ChangeNotifier {
     this.wake?.();
   }
 
+  /** A look starts: any change from now on may matter, even one that comes before the next wait. */
   markLooked(): void {
     this.changed = false;
+    this.busy = false;
   }
 
   wait(ms: number, signal: AbortSignal): Promise<void> {

@@ -304,6 +304,9 @@ export class Worker {
 
   /** Waits up to `ms` for a change to the queue; an attempt that ends, or a signal, ends the wait too. */
   private async waitForChange(ms: number): Promise<void> {
+    // A signal that came while the loop was looking (a look may take a round trip to a database) found no
+    // wait to end: the loop must not start one, or it would sleep through the signal for a whole poll.
+    if (this.signals.stop.aborted || this.signals.abort.aborted) return;
     const controller = new AbortController();
     this.waiting = { resolve: () => undefined, controller };
     try {

@@ -140,6 +140,18 @@ describe('the worker loop', () => {
     expect(store.state.get('b')!.state).toBe('pending');
   });
 
+  it('a signal that comes while the worker looks ends it, not after a poll interval of sleep', async () => {
+    const { run, stop, store, clock } = start([], new ScriptedExecutor(), { pollIntervalMs: 600_000, maxIdle: 0 });
+    const look = store.look.bind(store);
+    store.look = async () => {
+      await look();
+      stop.abort();
+    };
+    expect(await run).toMatchObject({ reason: 'stopped', executed: 0 });
+    // No wait began after the signal: the virtual clock jumps by each wait's length.
+    expect(clock.waited).toBe(0);
+  });
+
   it('second signal: the call in flight is abandoned and its task put back to pending', async () => {
     const executor = new ScriptedExecutor(() => 'hold');
     const { run, stop, abort, store } = start([{ id: 'a' }], executor);
