@@ -37,8 +37,9 @@ function parseSnapshot(text: string): Snapshot {
  * number may commit after a larger one was read. So each read also notes the transactions that may still
  * commit (its snapshot's list of those in progress, and any from its xmax on), and the next read takes,
  * besides what is past the last number read, whatever those transactions wrote since. A transaction takes
- * its id (with its first change of a row) before its record draws a number. Events of one task are always in order: a change of a task waits for the row
- * lock of the change before it, and draws its number after that one committed.
+ * its id (with its first change of a row) before its record draws a number. Events of one task are always
+ * in order: a change of a task waits for the row lock of the change before it, and draws its number after
+ * that one committed.
  */
 export class QueueView<Def extends TaskHead> {
   readonly state: QueueState<Def>;
