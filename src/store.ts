@@ -254,6 +254,13 @@ export function claimRecord(
 /** Results larger than this are kept apart from their outcome, so that what every reader folds stays small. */
 export const INLINE_RESULT_BYTES = 4096;
 
+/** The bytes of an outcome's result when it is to be kept apart from the outcome (INLINE_RESULT_BYTES), or null. */
+export function bytesKeptApart(outcome: NewOutcome): number | null {
+  if (outcome.result === undefined) return null;
+  const bytes = Buffer.byteLength(outcome.result.body);
+  return bytes > INLINE_RESULT_BYTES ? bytes : null;
+}
+
 /** The record of an outcome, as both stores keep it; a result kept `apart` (see INLINE_RESULT_BYTES) is referred to once written. */
 export function outcomeRecord(claim: Pick<HeldClaim, 'taskId' | 'token' | 'attempt'>, worker: string, outcome: NewOutcome, apart: boolean): OutcomeEvent {
   const event: OutcomeEvent = {

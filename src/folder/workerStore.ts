@@ -4,7 +4,7 @@ import { isClaimableAt, type TaskRecord } from '../core/queueState.js';
 import { stuckReason } from '../core/reasons.js';
 import {
   claimRecord,
-  INLINE_RESULT_BYTES,
+  bytesKeptApart,
   outcomeRecord,
   type ChangeNotifier,
   type Claimant,
@@ -359,7 +359,7 @@ export class FolderWorkerStore implements WorkerStore {
       return { recorded: false, lostTo };
     }
     // A result too large for the log is kept in this worker's results file, which the outcome refers to.
-    const apart = outcome.result !== undefined && Buffer.byteLength(outcome.result.body) > INLINE_RESULT_BYTES;
+    const apart = bytesKeptApart(outcome) !== null;
     const event = outcomeRecord(claim, claim.event.worker, outcome, apart);
     for (;;) {
       try {

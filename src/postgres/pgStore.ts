@@ -245,12 +245,7 @@ export class PgStore implements Store {
   /** The history keeps what each remaining task needs, and no more: `remove` and `clean` take the rest with them. */
   async compact(): Promise<CompactionReport> {
     return this.withClient(async (client) => {
-      const { rows } = await client.query<{ events: string; bytes: string }>(
-        'SELECT count(*) AS events, coalesce(sum(pg_column_size(body)), 0) AS bytes FROM worker_events WHERE queue = $1',
-        [this.location.queue],
-      );
-      const events = Number(rows[0]?.events ?? 0);
-      const bytes = Number(rows[0]?.bytes ?? 0);
+      const { events, bytes } = await historySize(client, this.location.queue);
       return {
         generation: null,
         bytesBefore: bytes,
@@ -501,10 +496,7 @@ async function applyByHand(client: Queryable, queue: string, event: ChangeRecord
 
 /** Removes tasks for good: their rows, their history and their results; their ids are kept, never used again. */
 async function removeTasks(client: Queryable, queue: string, ids: string[]): Promise<CompactionReport> {
-  const before = await client.query<{ events: string; bytes: string }>(
-    'SELECT count(*) AS events, coalesce(sum(pg_column_size(body)), 0) AS bytes FROM worker_events WHERE queue = $1',
-    [queue],
-  );
+  const before = await historySize(client, queue);
   const gone = await client.query<{ events: string; bytes: string; results: string; result_bytes: string }>(
     `WITH tasks AS (DELETE FROM worker_tasks WHERE queue = $1 AND id = ANY($2::text[]) RETURNING id),
        kept AS (INSERT INTO worker_removed (queue, id) SELECT $1, id FROM tasks ON CONFLICT DO NOTHING),
@@ -514,16 +506,23 @@ async function removeTasks(client: Queryable, queue: string, ids: string[]): Pro
        (SELECT count(*) FROM results) AS results, (SELECT coalesce(sum(bytes), 0) FROM results) AS result_bytes`,
     [queue, ids],
   );
-  const eventsBefore = Number(before.rows[0]!.events);
-  const bytesBefore = Number(before.rows[0]!.bytes);
   const row = gone.rows[0]!;
   return {
     generation: null,
-    bytesBefore,
-    bytesAfter: bytesBefore - Number(row.bytes),
-    eventsBefore,
-    eventsKept: eventsBefore - Number(row.events),
+    bytesBefore: before.bytes,
+    bytesAfter: before.bytes - Number(row.bytes),
+    eventsBefore: before.events,
+    eventsKept: before.events - Number(row.events),
     resultFilesRemoved: Number(row.results),
     resultBytesRemoved: Number(row.result_bytes),
   };
+}
+
+/** How many records a queue's history holds, and their bytes as stored. */
+async function historySize(client: Queryable, queue: string): Promise<{ events: number; bytes: number }> {
+  const { rows } = await client.query<{ events: string; bytes: string }>(
+    'SELECT count(*) AS events, coalesce(sum(pg_column_size(body)), 0) AS bytes FROM worker_events WHERE queue = $1',
+    [queue],
+  );
+  return { events: Number(rows[0]!.events), bytes: Number(rows[0]!.bytes) };
 }

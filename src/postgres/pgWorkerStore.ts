@@ -4,7 +4,7 @@ import { WorkerError, asWorkerError } from '../errors.js';
 import { idempotencyKey } from '../core/newTasks.js';
 import type { QueueState, TaskRecord } from '../core/queueState.js';
 import { stuckReason } from '../core/reasons.js';
-import { claimRecord, INLINE_RESULT_BYTES, outcomeRecord } from '../store.js';
+import { bytesKeptApart, claimRecord, outcomeRecord } from '../store.js';
 import type { Claimant, HeldClaim, NewOutcome, Presence, Recorded, WorkerStore } from '../store.js';
 import type { ClaimEvent, Heartbeat, Logger, TaskDefinition, TaskHead } from '../types.js';
 import { databaseError, type DatabaseLocation, openPool, serverOf } from './connection.js';
@@ -298,7 +298,8 @@ export class PgWorkerStore implements WorkerStore {
       const reason =
         (task && stuckReason(task, { ownerAlive: row.session_alive ? undefined : false, lockAgeMs: row.age_ms, stale }, now())) ??
         `held by ${row.worker ?? 'a worker'}, ${row.session_alive ? 'whose claim was not renewed' : 'whose database session ended'}`;
-      const claim = await this.takeOver(row, reason, claimant);
+      // Supersedes it only while the row still holds it: of two workers that try, one succeeds.
+      const claim = await this.claim(claimant, row, reason);
       if (claim !== null) {
         logger.warn(`taking over ${row.id}: ${reason}`);
         // A dead worker may have left several (--concurrency): the next free slot looks again at once.
@@ -315,11 +316,6 @@ export class PgWorkerStore implements WorkerStore {
     } catch (error) {
       throw databaseError(error, this.location);
     }
-  }
-
-  /** Supersedes a stuck claim, only while the row still holds it: of two workers that try, one succeeds. */
-  private takeOver(row: ClaimRow, reason: string, claimant: Claimant): Promise<HeldClaim | null> {
-    return this.claim(claimant, row, reason);
   }
 
   private hold(row: ClaimedRow, claimedAt: number, takeoverReason: string | null): PgClaim {
@@ -344,9 +340,10 @@ export class PgWorkerStore implements WorkerStore {
     const claim = held as PgClaim;
     const { queue } = this.location;
     // A result too large for the history is kept in worker_results, which the outcome refers to.
-    const apart = outcome.result !== undefined && Buffer.byteLength(outcome.result.body) > INLINE_RESULT_BYTES;
+    const apartBytes = bytesKeptApart(outcome);
+    const apart = apartBytes !== null;
     const event = outcomeRecord(claim, claim.event.worker, outcome, apart);
-    if (apart) event.result_ref = { file: 'worker_results', offset: 0, length: Buffer.byteLength(outcome.result!.body), json: outcome.result!.json };
+    if (apart) event.result_ref = { file: 'worker_results', offset: 0, length: apartBytes, json: outcome.result!.json };
     const uncharged = !outcome.called || outcome.charged === false;
     const state = outcome.outcome === 'retry' || outcome.outcome === 'released' ? 'pending' : outcome.outcome;
     const values = [
@@ -364,9 +361,10 @@ export class PgWorkerStore implements WorkerStore {
       JSON.stringify(event),
       changeChannel(queue),
     ];
-    const row = (await this.withRead(null, {
-      name: 'worker-record',
-      text: `WITH done AS (
+    const row = (
+      await this.query({
+        name: 'worker-record',
+        text: `WITH done AS (
          UPDATE worker_tasks t SET state = $4, token = NULL, claim = NULL, renewed_at = NULL, session_pid = NULL, session_start = NULL,
            retry_at = $5, attempts = t.attempts - CASE WHEN $6 THEN 1 ELSE 0 END,
            waits = CASE $7::text WHEN 'add' THEN t.waits + 1 WHEN 'reset' THEN 0 ELSE t.waits END,
@@ -389,8 +387,9 @@ export class PgWorkerStore implements WorkerStore {
        SELECT (SELECT count(*) FROM logged)::integer AS recorded,
          (SELECT claim->>'worker' FROM worker_tasks WHERE queue = $1 AND id = $2) AS holder,
          CASE WHEN $4 = 'pending' OR EXISTS (SELECT 1 FROM ready WHERE unmet = 0) THEN pg_notify($13, 'ready') END AS woken`,
-      values,
-    })) as { recorded: number; holder: string | null };
+        values,
+      })
+    ).rows[0] as { recorded: number; holder: string | null };
     this.held.delete(claim.token);
     return row.recorded > 0 ? { recorded: true } : { recorded: false, lostTo: row.holder };
   }

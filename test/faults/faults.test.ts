@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, answerOkWithin, startApi, type Api } from '../helpers/apiServer.js';
 import { describeFolder, onDatabase, runCli, startCli, withTempDir, type RunningCli } from '../helpers/cli.js';
-import { addAll, describeSlots, holdCallsFor, lockFiles, lockSlots, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
+import { addAll, describeSlots, heldClaims, holdCallsFor, lockSlots, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
 import { checkGuarantees, readFolderQueue, type Kill } from './checker.mjs';
 import { QueueStore } from '../../src/folder/store.js';
 import { DamagedFileError } from '../../src/errors.js';
@@ -116,8 +116,8 @@ describe('kill storm', () => {
       expect(kills.length).toBeGreaterThan(5);
       const verdict = await checkGuarantees(await queueOf(dir), tasks, api.calls, kills, await statusById(dir));
       expect(verdict.problems).toEqual([]);
-      expect(await lockFiles(dir)).toEqual([]);
-      expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
+      if (!onDatabase) expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
       console.log(
         `kill storm: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`,
       );
@@ -138,8 +138,8 @@ describe('kill storm with --concurrency', () => {
       expect(kills.length).toBeGreaterThan(3);
       const verdict = await checkGuarantees(await queueOf(dir), tasks, api.calls, kills, await statusById(dir));
       expect(verdict.problems).toEqual([]);
-      expect(await lockFiles(dir)).toEqual([]);
-      expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
+      if (!onDatabase) expect(await lockSlots(dir), await describeSlots(dir)).toEqual([]);
       console.log(
         `kill storm, --concurrency 4: ${verdict.tasks} tasks, ${verdict.calls} calls, ${kills.length} kills, ${verdict.explainedRepeats} repeated calls, each explained by a kill`,
       );
@@ -166,7 +166,7 @@ describeFolder('compaction under a kill storm', () => {
       expect(compactions).toBeGreaterThan(0);
       const verdict = await checkGuarantees(await queueOf(dir), tasks, api.calls, kills, await statusById(dir));
       expect(verdict.problems).toEqual([]);
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   }, 120_000);
 });
@@ -194,7 +194,7 @@ describe('signals at random moments', () => {
         else expect([0, 130], result.stderr).toContain(result.code);
         const states = await statusById(dir);
         expect([...states.values()].filter((task) => task.state === 'running').map((task) => task.id)).toEqual([]);
-        expect(await lockFiles(dir)).toEqual([]);
+        expect(await heldClaims(dir)).toEqual([]);
       }
       const rest = await runCli(['--dir', dir, 'run', '--api-url', api.url, '--drain', '--poll-interval', '50ms']);
       expect(rest.code).toBe(0);

@@ -56,7 +56,6 @@ export async function logEvents(dir: string): Promise<Array<Record<string, any>>
 
 /** Lock slots (locks/slots/) still on disk: a worker removes its own when it exits, and dead workers' ones go at the next sweep. */
 export async function lockSlots(dir: string): Promise<string[]> {
-  if (onDatabase) return [];
   return readdir(join(dir, 'locks', 'slots')).catch(() => []);
 }
 
@@ -74,8 +73,6 @@ export async function describeSlots(dir: string): Promise<string> {
  * of a SIGKILLed worker until the next worker starts: see workerIdLock.ts).
  */
 export async function lockFiles(dir: string): Promise<string[]> {
-  // A database store keeps its claims in rows: no file is ever made.
-  if (onDatabase) return [];
   const entries = await readdir(join(dir, 'locks'), { recursive: true });
   return entries.filter((name) => /\.lock$/.test(name) && !name.startsWith('workers/'));
 }
@@ -126,4 +123,14 @@ export function finalOutcomes(events: Array<Record<string, any>>): Map<string, n
     }
   }
   return finals;
+}
+
+/**
+ * What still holds a task after the workers are gone: lock files below locks/ on a folder, claims in
+ * force (running tasks) in a database. A worker that exits leaves none; a dead one's are taken over.
+ */
+export async function heldClaims(dir: string): Promise<string[]> {
+  if (!onDatabase) return lockFiles(dir);
+  const rows = await queryDatabase<{ id: string }>("SELECT id FROM worker_tasks WHERE queue = $1 AND state = 'running' ORDER BY seq", [queueFor(dir)]);
+  return rows.map((row) => row.id);
 }

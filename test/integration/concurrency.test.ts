@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
 import { runCli, startCli, withTempDir } from '../helpers/cli.js';
-import { addAll, finalOutcomes, lockFiles, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
+import { addAll, finalOutcomes, heldClaims, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
 
 // `worker run --concurrency N` as users run it: real processes, a real HTTP API on 127.0.0.1, real signals.
 
@@ -90,7 +90,7 @@ describe('worker run --concurrency', () => {
           .map((task) => task.id)
           .sort(),
       );
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
@@ -138,7 +138,7 @@ describe('worker run --concurrency', () => {
       }
       const finals = finalOutcomes(await logEvents(dir));
       for (const task of tasks(6)) expect(finals.get(task.id), task.id).toBe(1);
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
@@ -161,7 +161,7 @@ describe('worker run --concurrency', () => {
       const outcomes = (await logEvents(dir)).filter((event) => event.type === 'outcome' && event.outcome === 'completed');
       expect(outcomes.map((event) => `${event.task}:${event.worker}`).sort()).toEqual(['t0:other', 't1:other', 't2:other']);
       for (const [, task] of await statusById(dir)) expect(task).toMatchObject({ state: 'completed', result: { by: 'other' } });
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   }, 30_000);
 
@@ -180,7 +180,7 @@ describe('worker run --concurrency', () => {
       const states = [...(await statusById(dir)).values()].map((task) => task.state);
       expect(states.filter((state) => state === 'completed')).toHaveLength(3);
       expect(states.filter((state) => state === 'pending')).toHaveLength(5);
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
@@ -199,7 +199,7 @@ describe('worker run --concurrency', () => {
       await sleep(100);
       for (const entry of hold.held) expect(entry.res.destroyed || entry.res.socket === null || entry.res.socket.destroyed).toBe(true);
       for (const [, task] of await statusById(dir)) expect(task.state).toBe('pending');
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 

@@ -233,3 +233,48 @@ describe('worker copy-to', () => {
     });
   });
 });
+
+describe('the tables', () => {
+  it('ten connections at once on a new database make them once; a newer version of them is refused, and left as it is', async () => {
+    const name = `worker_schema_${process.pid}`;
+    const admin = new pg.Client({ connectionString: databaseUrl() });
+    await admin.connect();
+    try {
+      await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+      await admin.query(`CREATE DATABASE ${name}`);
+      const url = new URL(databaseUrl());
+      url.pathname = `/${name}`;
+      // Ten connections make the tables at the same moment (processes would start one after another).
+      const { ensureSchema } = await import('../../src/postgres/schema.js');
+      const clients = Array.from({ length: 10 }, () => new pg.Client({ connectionString: url.toString() }));
+      await Promise.all(clients.map((client) => client.connect()));
+      try {
+        await Promise.all(clients.map((client) => ensureSchema(client, 'the test server')));
+      } finally {
+        await Promise.all(clients.map((client) => client.end()));
+      }
+      const adds = await Promise.all(Array.from({ length: 10 }, (_, i) => runCli(on(url.toString(), 'fresh', 'add', `t${i}`, `do ${i}`))));
+      for (const add of adds) expect(add.code, add.stderr).toBe(0);
+      expect((await runCli(on(url.toString(), 'fresh', 'status'))).stdout).toMatch(/^10 tasks: 10 pending/m);
+      const client = new pg.Client({ connectionString: url.toString() });
+      await client.connect();
+      try {
+        expect((await client.query('SELECT version FROM worker_schema')).rows).toEqual([{ version: 1 }]);
+        await client.query('UPDATE worker_schema SET version = 2');
+        const newer = await runCli(on(url.toString(), 'fresh', 'status'));
+        expect(newer.code).toBe(2);
+        expect(newer.stderr).toMatch(
+          /the queue tables at 127\.0\.0\.1:\d+ are of schema version 2, newer than this worker knows \(1\); a newer version of worker made them: upgrade this one; nothing was changed/,
+        );
+        expect((await runCli(on(url.toString(), 'fresh', 'add', 'later', 'x'))).code).toBe(2);
+        expect((await client.query('SELECT version FROM worker_schema')).rows).toEqual([{ version: 2 }]);
+        expect((await client.query("SELECT count(*)::integer AS tasks FROM worker_tasks WHERE queue = 'fresh'")).rows).toEqual([{ tasks: 10 }]);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
+      await admin.end();
+    }
+  });
+});

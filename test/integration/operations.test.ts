@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startApi, type Api, type ApiCall } from '../helpers/apiServer.js';
 import { BIN, placeArgs, runCli, startCli, withTempDir } from '../helpers/cli.js';
-import { addAll, lockFiles, queueIdOf, statusById } from '../helpers/queue.js';
+import { addAll, heldClaims, queueIdOf, statusById } from '../helpers/queue.js';
 
 // The everyday operations while workers run: real processes, a real HTTP API on 127.0.0.1.
 
@@ -95,7 +95,7 @@ describe('worker pause and worker resume', () => {
       expect(result.stderr).toMatch(/drained: 6 completed$/m);
       expect(api.calls).toHaveLength(6);
       expect((await runCli(['--dir', dir, 'logs'])).stdout).toMatch(/\(queue\) {2}paused by \S+[\s\S]*\(queue\) {2}resumed by \S+/);
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
@@ -230,7 +230,7 @@ describe('worker cancel of a running task', () => {
       expect(states.get('x')!.state).toBe('completed');
       expect(states.get('y')!.state).toBe('completed');
       expect(api.callsFor('slow')).toHaveLength(1);
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 });

@@ -5,8 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerOk, startApi, type Api } from '../helpers/apiServer.js';
-import { folderOnly, runCli, startCli, withTempDir } from '../helpers/cli.js';
-import { addAll, holdCallsFor, lockFiles, lockSlots, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
+import { folderOnly, onDatabase, runCli, startCli, withTempDir } from '../helpers/cli.js';
+import { addAll, heldClaims, holdCallsFor, lockFiles, lockSlots, logEvents, queueIdOf, statusById } from '../helpers/queue.js';
 
 let api: Api;
 beforeEach(async () => {
@@ -56,8 +56,8 @@ describe('worker run: exactly once, in dependency order', () => {
       expect([...states.values()].every((task) => task.state === 'completed' && task.attempts === 1)).toBe(true);
       expect(states.get('t0')!.result).toEqual({ status: 'completed', echo: 't0' });
       expect(new Set(api.calls.map((call) => call.worker)).size).toBeGreaterThan(1);
-      expect(await lockFiles(dir)).toEqual([]);
-      expect(await lockSlots(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
+      if (!onDatabase) expect(await lockSlots(dir)).toEqual([]);
     });
   });
 
@@ -81,7 +81,7 @@ describe('worker run: exactly once, in dependency order', () => {
       answerOk(hold.held[0]!.call, hold.held[0]!.res);
       for (const result of await Promise.all(workers.map((worker) => worker.exited))) expect(result.code, result.stderr).toBe(0);
       expect(api.calls.map((call) => call.task_id).sort()).toEqual([...tasks.map((task) => task.id), 'held'].sort());
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
@@ -441,7 +441,7 @@ describe('worker run: crashes, freezes and signals', () => {
         /victim {2}taken over by rescuer \(attempt 2, pid \d+ on .*\): held by doomed, whose process is gone/,
       );
       for (const id of ['a', 'c', 'd']) expect(api.callsFor(id)).toHaveLength(1);
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
@@ -467,7 +467,7 @@ describe('worker run: crashes, freezes and signals', () => {
       expect(outcomes).toHaveLength(1);
       expect(outcomes[0]).toMatchObject({ worker: 'other', outcome: 'completed', result: { by: 'other' } });
       expect((await statusById(dir)).get('frozen-task')).toMatchObject({ state: 'completed', result: { by: 'other' } });
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
@@ -505,7 +505,7 @@ describe('worker run: crashes, freezes and signals', () => {
       expect(states.get('long')).toMatchObject({ state: 'completed', result: 'done' });
       expect(states.get('next')).toMatchObject({ state: 'pending', attempts: 0 });
       expect(api.callsFor('next')).toHaveLength(0);
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
@@ -522,7 +522,7 @@ describe('worker run: crashes, freezes and signals', () => {
       expect(result.code, result.stderr).toBe(130);
       expect(result.stderr).toMatch(/task "long" was put back to pending/);
       expect((await statusById(dir)).get('long')).toMatchObject({ state: 'pending', attempts: 1 });
-      expect(await lockFiles(dir)).toEqual([]);
+      expect(await heldClaims(dir)).toEqual([]);
     });
   });
 
