@@ -3,7 +3,7 @@
 // Runs the built CLI (dist/) as separate processes against a local API on 127.0.0.1 that answers at once,
 // and checks from the API's own record that every task was called exactly once.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startBenchApi } from './api.mjs';
@@ -11,6 +11,7 @@ import { seedQueue } from './seed.mjs';
 import { historyScenarios } from './history.mjs';
 import { concurrencyScenarios } from './concurrency.mjs';
 import { postgresScenarios } from './postgres.mjs';
+import { latency } from './latency.mjs';
 import { startTracked } from './processes.mjs';
 
 const BIN = resolve(import.meta.dirname, '../bin/worker.cjs');
@@ -85,35 +86,6 @@ async function ceilingOnce(api, tasks) {
 async function perTaskCost(api, size, executed) {
   const { times, peakKb } = await drainQueue(api, size, executed, ['--drain', String(executed / WORKERS)], `per-task cost at ${size}`);
   return { perTaskMs: (times.at(-1) - times[0]) / (times.length - 1), peakMb: peakKb / 1024 };
-}
-
-async function latency(api, adds, chain) {
-  const dir = tempDir();
-  cli(dir, 'add', 'warm-up', 'x');
-  api.reset();
-  const workers = runWorkers(dir, api, WORKERS, ['--max-idle', '0']);
-  while (!api.calls.has('warm-up')) await new Promise((r) => setTimeout(r, 20));
-  const delays = [];
-  for (let i = 0; i < adds; i += 1) {
-    await new Promise((r) => setTimeout(r, 300));
-    cli(dir, 'add', `late-${i}`, 'x');
-    const added = performance.now();
-    while (!api.times.has(`late-${i}`)) await new Promise((r) => setTimeout(r, 1));
-    delays.push(api.times.get(`late-${i}`) - added);
-  }
-  const file = join(dir, 'chain.jsonl');
-  writeFileSync(
-    file,
-    Array.from({ length: chain }, (_, i) => JSON.stringify({ id: `c${i}`, instruction: 'x', deps: i === 0 ? [] : [`c${i - 1}`] })).join('\n'),
-  );
-  cli(dir, 'add', '--file', file);
-  const chainStarted = performance.now();
-  while (!api.times.has(`c${chain - 1}`)) await new Promise((r) => setTimeout(r, 1));
-  const chainSeconds = (performance.now() - chainStarted) / 1000;
-  for (const worker of workers) worker.child.kill('SIGTERM');
-  await Promise.all(workers.map((worker) => worker.exited));
-  rmSync(dir, { recursive: true, force: true });
-  return { meanClaimMs: delays.reduce((a, b) => a + b, 0) / delays.length, chainSeconds };
 }
 
 // Node reads NODE_EXTRA_CA_CERTS at start-up, before any of our code, and OpenSSL 3 parses it slowly
@@ -234,7 +206,9 @@ async function main() {
     notes.push(
       `per-task cost at ${bigQueue.toLocaleString('en')} tasks is ${(large.perTaskMs / small.perTaskMs).toFixed(2)}x the cost at 2,000 (target: 1.5x or less)`,
     );
-    const late = await latency(api, quick ? 5 : 20, quick ? 20 : 50);
+    const lateDir = tempDir();
+    const late = await latency(api, ['--dir', lateDir], quick ? 5 : 20, quick ? 20 : 50);
+    rmSync(lateDir, { recursive: true, force: true });
     row('claim of a new task by idle workers', 1, WORKERS, late.meanClaimMs / 1000, { latency: true });
     notes.push(`idle workers claimed a newly added task ${fmt(late.meanClaimMs, 2)} ms after \`worker add\` returned, on average (target: 100 ms)`);
     row(`chain of ${quick ? 20 : 50} dependent tasks`, quick ? 20 : 50, WORKERS, late.chainSeconds);

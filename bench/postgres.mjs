@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startBenchApi } from './api.mjs';
+import { latency } from './latency.mjs';
 import { startTracked } from './processes.mjs';
 import { startPostgres } from '../test/helpers/postgres.mjs';
 
@@ -73,36 +74,6 @@ async function graphileDrain(url, api, tasks, processes) {
   return seconds;
 }
 
-/** Idle workers: how soon a newly added task is called, and how long a chain of dependent tasks takes. */
-async function latency(url, api, adds, chain) {
-  const queue = seed(url, [JSON.stringify({ id: 'warm-up', instruction: 'x', deps: [] })]);
-  api.reset();
-  const running = workers(url, queue, api, 4, ['--max-idle', '0']);
-  while (!api.calls.has('warm-up')) await new Promise((r) => setTimeout(r, 20));
-  const delays = [];
-  for (let i = 0; i < adds; i += 1) {
-    await new Promise((r) => setTimeout(r, 300));
-    execFileSync(process.execPath, [BIN, '--database-url', url, '--queue', queue, 'add', `late-${i}`, 'x']);
-    const added = performance.now();
-    while (!api.times.has(`late-${i}`)) await new Promise((r) => setTimeout(r, 1));
-    delays.push(api.times.get(`late-${i}`) - added);
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'worker-bench-'));
-  const file = join(dir, 'chain.jsonl');
-  writeFileSync(
-    file,
-    Array.from({ length: chain }, (_, i) => JSON.stringify({ id: `c${i}`, instruction: 'x', deps: i === 0 ? [] : [`c${i - 1}`] })).join('\n'),
-  );
-  execFileSync(process.execPath, [BIN, '--database-url', url, '--queue', queue, 'add', '--file', file]);
-  const chainStarted = performance.now();
-  while (!api.times.has(`c${chain - 1}`)) await new Promise((r) => setTimeout(r, 1));
-  const chainSeconds = (performance.now() - chainStarted) / 1000;
-  for (const worker of running) worker.child.kill('SIGTERM');
-  await Promise.all(running.map((worker) => worker.exited));
-  rmSync(dir, { recursive: true, force: true });
-  return { meanClaimMs: delays.reduce((a, b) => a + b, 0) / delays.length, chainSeconds };
-}
-
 /** Adds the PostgreSQL rows to `row` and their comparisons to `notes`. */
 export async function postgresScenarios(row, notes, quick) {
   const given = process.env.WORKER_BENCH_DATABASE_URL;
@@ -137,7 +108,8 @@ export async function postgresScenarios(row, notes, quick) {
         `PostgreSQL: our drain rate is ${median(ratios).toFixed(2)}x graphile-worker's on the same server (target: faster; rounds: ${ratios.map((r) => r.toFixed(2)).join(', ')})`,
       );
     }
-    const late = await latency(url, api, quick ? 5 : 20, quick ? 20 : 50);
+    queues += 1;
+    const late = await latency(api, ['--database-url', url, '--queue', `bench-${process.pid}-${queues}`], quick ? 5 : 20, quick ? 20 : 50);
     row('PostgreSQL: claim of a new task by idle workers', 1, 4, late.meanClaimMs / 1000, { latency: true });
     row(`PostgreSQL: chain of ${quick ? 20 : 50} dependent tasks`, quick ? 20 : 50, 4, late.chainSeconds);
     notes.push(
